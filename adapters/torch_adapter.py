@@ -1,0 +1,39 @@
+"""nerva-torch: tensors updated in place; float64 needs torch's default dtype while it runs."""
+
+import contextlib
+
+import numpy as np
+
+from harness.nerva_driver import NervaAdapter
+from harness.platform import cpu_only
+
+
+class TorchAdapter(NervaAdapter):
+    name, package, framework = "torch", "nerva_torch", "torch"
+
+    def setup(self):
+        cpu_only()
+        import torch
+
+        self.torch = self.xp = torch
+
+    def array(self, a, dtype):
+        return self.torch.tensor(np.asarray(a), dtype=getattr(self.torch, dtype))
+
+    def write(self, obj, attr, a):
+        target = getattr(obj, attr)
+        with self.torch.no_grad():
+            target.copy_(self.torch.as_tensor(np.asarray(a), dtype=target.dtype))
+
+    def to_numpy(self, x):
+        return x.detach().cpu().numpy().astype(np.float64) if hasattr(x, "detach") else np.array(x, np.float64)
+
+    @contextlib.contextmanager
+    def precision(self, dtype):
+        # identity(N), ones(N, N) and friends follow the default dtype (NERVA-API.md).
+        previous = self.torch.get_default_dtype()
+        self.torch.set_default_dtype(getattr(self.torch, dtype))
+        try:
+            yield
+        finally:
+            self.torch.set_default_dtype(previous)
