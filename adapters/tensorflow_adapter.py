@@ -7,7 +7,7 @@ import types
 import numpy as np
 
 from harness.nerva_driver import NervaAdapter
-from harness.platform import cpu_only
+from harness.platform import cpu_only, quiet_stderr
 
 
 class TensorflowAdapter(NervaAdapter):
@@ -15,7 +15,8 @@ class TensorflowAdapter(NervaAdapter):
 
     def setup(self):
         cpu_only()
-        import tensorflow as tf
+        with quiet_stderr():
+            import tensorflow as tf
 
         self.tf = tf
         self.xp = types.SimpleNamespace(where=tf.where, exp=tf.exp, sign=tf.sign, abs=tf.abs,

@@ -243,6 +243,7 @@ class Scenario:
     mode: str = "trajectory"
     seed: int = 0
     tolerance: tuple[tuple[str, tuple[float, float]], ...] = ()  # tensor or "*" -> (rtol, atol)
+    growth: float = 0.5  # trajectory mode: tolerance x (1 + steps since sync) ** growth
     description: str = ""
 
     @property
@@ -282,6 +283,7 @@ def build_scenario(
     mode: str = "trajectory",
     seed: int = 0,
     tolerance: dict[str, Any] | None = None,
+    growth: float = 0.5,
     description: str = "",
 ) -> Scenario:
     """Validate Nerva-style pieces and assemble a :class:`Scenario`."""
@@ -350,6 +352,7 @@ def build_scenario(
         mode=mode,
         seed=seed,
         tolerance=tol,
+        growth=float(growth),
         description=description,
     )
 

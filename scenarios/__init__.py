@@ -1,0 +1,81 @@
+"""Named scenarios: the catalog (``catalog.toml``, data) and how a table becomes a Scenario.
+
+A catalog entry uses the same keys as the command-line flags of ``nerva-consistency run``
+(``layers``, ``sizes``, ``optimizers``, ``init-weights``, ``loss``, ``learning-rate``,
+``batch-size``, ``steps``, ``dataset``, ``targets``, ``dtype``, ``mode``, ``seed``,
+``tolerance`` as {TENSOR = [rtol, atol]}, ``tolerance-growth``), plus ``description``, ``check`` (part of the main job) and ``base`` (start from
+another entry and change some keys).
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from harness.errors import SpecError
+from harness.spec import DataSpec, Scenario, build_scenario
+
+KEYS = {"layers", "sizes", "optimizers", "init-weights", "loss", "learning-rate", "batch-size", "steps",
+        "dataset", "targets", "dtype", "mode", "seed", "tolerance", "tolerance-growth", "description", "check",
+        "base"}
+
+
+def catalog() -> dict[str, dict[str, Any]]:
+    """Every named scenario as a flat table of flags (``base`` already applied)."""
+    raw = tomllib.loads(resources.files(__name__).joinpath("catalog.toml").read_text())
+    out: dict[str, dict[str, Any]] = {}
+    for name, table in raw.items():
+        unknown = set(table) - KEYS
+        if unknown:
+            raise SpecError(f"catalog entry {name!r} has unknown key(s) {', '.join(sorted(unknown))}")
+        entry = dict(raw[table["base"]]) if "base" in table else {}
+        entry.pop("check", None)
+        entry.update(table)
+        entry.pop("base", None)
+        out[name] = entry
+    return out
+
+
+def from_table(name: str, table: dict[str, Any]) -> Scenario:
+    """A Scenario from a table of flags (a catalog entry, possibly with overrides)."""
+    return build_scenario(
+        name=name,
+        layers=table["layers"],
+        sizes=table["sizes"],
+        optimizers=table["optimizers"],
+        init_weights=table.get("init-weights"),
+        loss=table["loss"],
+        lr=table["learning-rate"],
+        batch_size=int(table["batch-size"]),
+        steps=int(table["steps"]),
+        data=DataSpec(_source(table.get("dataset", "synthetic")), table.get("targets", "onehot")),
+        dtype=table.get("dtype", "float32"),
+        mode=table.get("mode", "trajectory"),
+        seed=int(table.get("seed", 0)),
+        tolerance=table.get("tolerance"),
+        growth=float(table.get("tolerance-growth", 0.5)),
+        description=table.get("description", ""),
+    )
+
+
+def _source(dataset: str) -> str:
+    return dataset if dataset in ("synthetic", "digits", "digits784") or dataset.startswith("npz:") else f"npz:{dataset}"
+
+
+def get(name: str, **overrides: Any) -> Scenario:
+    entries = catalog()
+    if name not in entries:
+        raise SpecError(f"unknown scenario {name!r}; `nerva-consistency list` shows the catalog")
+    table = dict(entries[name])
+    table.update({k: v for k, v in overrides.items() if v is not None})
+    return from_table(name, table)
+
+
+def main_job() -> list[str]:
+    return [name for name, table in catalog().items() if table.get("check")]

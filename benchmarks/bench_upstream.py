@@ -1,0 +1,77 @@
+"""Harness overhead: the `upstream` scenario through the harness vs the four bare Nerva loops.
+
+Both sides build the same four models (the libraries' own layer classes, loaded with the same
+initial parameters) and run the same 50 SGD steps on the same batches. The bare side runs
+Nerva's training loop and nothing else:
+
+    Y = M.feedforward(X); DY = loss.gradient(Y, T) / N; M.backpropagate(Y, DY); M.optimize(eta)
+
+The harness side additionally copies every intermediate to float64 NumPy and judges it.
+Frameworks are imported before timing; each side runs `--repeat` times, alternating, and the
+fastest run of each is used. Prints the ratio harness / bare (target <= 1.2).
+
+    python benchmarks/bench_upstream.py [--repeat 2] [--steps 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import adapters
+import scenarios
+from harness.data import batches
+from harness.runner import run
+from harness.state import initial_state
+
+BACKENDS = ["numpy", "torch", "jax", "tensorflow"]
+
+
+def bare(scenario, state, data) -> float:
+    start = time.perf_counter()
+    for name in BACKENDS:
+        a = adapters.load(name)
+        a.build(scenario, state)
+        with a.precision(scenario.dtype):
+            inputs = [(a.array(X, scenario.dtype), a.array(T, scenario.dtype), X.shape[0]) for X, T in data]
+            M, loss = a.model, a.loss
+            for X, T, N in inputs:
+                Y = M.feedforward(X)
+                DY = loss.gradient(Y, T) / N
+                M.backpropagate(Y, DY)
+                M.optimize(scenario.lr)
+            a.to_numpy(M.layers[-1].W)  # wait for asynchronous backends (JAX) to finish
+    return time.perf_counter() - start
+
+
+def harness(scenario) -> tuple[float, bool]:
+    start = time.perf_counter()
+    result = run(scenario, BACKENDS)
+    return time.perf_counter() - start, result.passed
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    sc = scenarios.get("upstream", steps=args.steps, seed=args.seed)
+    state, data = initial_state(sc), batches(sc)
+    for name in BACKENDS:  # import every framework before any timing
+        adapters.load(name).setup()
+    bare(sc.with_(steps=1), state, data[:1])  # warm-up (first-call costs in every framework)
+    t_bare, t_harness = [], []
+    for _ in range(args.repeat):
+        t_bare.append(bare(sc, state, data))
+        seconds, passed = harness(sc)
+        t_harness.append(seconds)
+    b, h = min(t_bare), min(t_harness)
+    print(f"upstream, {sc.steps} steps, 4 backends, seed {sc.seed}, best of {args.repeat}")
+    print(f"bare Nerva loops : {b:7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in t_bare)})")
+    print(f"harness          : {h:7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in t_harness)}; passed: {passed})")
+    print(f"ratio harness/bare: {h / b:.2f}  (target <= 1.2)")
+
+
+if __name__ == "__main__":
+    main()

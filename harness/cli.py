@@ -1,0 +1,231 @@
+"""Command line: ``nerva-consistency`` (identical to ``python -m harness``).
+
+    nerva-consistency list                       the scenario catalog
+    nerva-consistency check                      the main job: every catalog scenario marked check
+    nerva-consistency run --scenario NAME        one scenario (flags below override its keys)
+    nerva-consistency run --layers "ReLU;Softmax" --sizes 8,16,4 …   an ad-hoc run
+
+Exit codes: 0 all backends agree, 1 an inconsistency (or a backend raised), 2 bad input (one
+line on stderr, no traceback). On exit 1 the command that reproduces the run is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from harness.errors import SpecError
+
+PROG = "nerva-consistency"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
+        raise SpecError(f"{message} (see {self.prog} --help)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Prove that the Nerva backends agree, tensor by tensor.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="show the scenario catalog")
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--backends", help="comma-separated (default: every installed backend): numpy,torch,jax,tensorflow")
+        q.add_argument("--json", metavar="FILE", help="write the JSON report here (check: a directory)")
+        q.add_argument("--keep-going", action="store_true", help="run every step even after a mismatch")
+        q.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    run = sub.add_parser("run", help="run one scenario (named or ad hoc)")
+    run.add_argument("--scenario", help="a catalog name (nerva-consistency list)")
+    run.add_argument("--layers", help='Nerva layer specs, e.g. "ReLU;BatchNormalization;Softmax"')
+    run.add_argument("--sizes", help="input width, then each linear layer's width, e.g. 784,1024,10")
+    run.add_argument("--optimizers", help='one per layer, e.g. "Momentum(0.9);GradientDescent"')
+    run.add_argument("--init-weights", help="one per linear layer, e.g. XavierNormal,HeNormal")
+    run.add_argument("--loss", help="SquaredError, CrossEntropy, SoftmaxCrossEntropy, LogisticCrossEntropy, "
+                                    "NegativeLogLikelihood or AbsoluteError")
+    run.add_argument("--learning-rate", help="a number or Constant(number)")
+    run.add_argument("--batch-size", type=int)
+    run.add_argument("--dataset", help="synthetic (default), digits, digits784 or a Nerva .npz file")
+    run.add_argument("--targets", choices=("onehot", "soft", "real"), help="synthetic targets (default onehot)")
+    run.add_argument("--steps", type=int)
+    run.add_argument("--seed", type=int)
+    run.add_argument("--dtype", choices=("float32", "float64"))
+    run.add_argument("--mode", choices=("trajectory", "lockstep"))
+    common(run)
+
+    check = sub.add_parser("check", help="the main job: every catalog scenario marked check = true")
+    check.add_argument("--seed", type=int, help="override every scenario's seed")
+    common(check)
+    return p
+
+
+AD_HOC_DEFAULTS = {"optimizers": "GradientDescent", "init-weights": None, "loss": "SquaredError",
+                   "learning-rate": "0.01", "batch-size": 16, "steps": 10, "dataset": "synthetic"}
+
+
+def _scenario(args: argparse.Namespace):
+    import scenarios
+
+    given = {k: getattr(args, k.replace("-", "_")) for k in
+             ("layers", "sizes", "optimizers", "init-weights", "loss", "learning-rate", "batch-size",
+              "dataset", "targets", "steps", "seed", "dtype", "mode")}
+    given = {k: v for k, v in given.items() if v is not None}
+    if args.scenario:
+        return scenarios.get(args.scenario, **given)
+    missing = [f"--{k}" for k in ("layers", "sizes") if k not in given]
+    if missing:
+        raise SpecError(f"give --scenario NAME, or an ad-hoc model with {' and '.join(missing)}")
+    table = {**AD_HOC_DEFAULTS, **given}
+    if table.get("dataset") not in (None, "synthetic", "digits", "digits784") and not Path(table["dataset"]).is_file():
+        raise SpecError(f"dataset file {table['dataset']!r} does not exist: give a Nerva .npz file, "
+                        "or synthetic, digits or digits784")
+    return scenarios.from_table("ad-hoc", table)
+
+
+def _backends(text: str | None) -> list[str]:
+    import adapters
+
+    if text:
+        names = [b.strip() for b in text.split(",") if b.strip()]
+        for name in names:
+            reason = adapters.why_unavailable(name)
+            if reason:
+                raise SpecError(reason)
+        if len(set(names)) != len(names):
+            raise SpecError(f"backend listed twice in {text!r}")
+    else:
+        names = adapters.available()
+    if len(names) < 2:
+        raise SpecError(f"need at least two backends to compare, have {', '.join(names) or 'none'}: "
+                        "install more (pip install 'nerva-consistency[all]' -c constraints.txt)")
+    return names
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(), Console(stderr=True)
+
+
+def _run_one(scenario, backends, args, out, err):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from harness.runner import run
+
+    if args.quiet:
+        return run(scenario, backends, keep_going=args.keep_going)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("worst {task.fields[worst]:.3g}"), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task(f"{scenario.name} ({scenario.dtype}, {scenario.mode})", total=scenario.steps, worst=0.0)
+
+        def tick(step, verdict):
+            worst = max((w for t in verdict.tensors for w in t.worst.values()), default=0.0)
+            progress.update(task, advance=1, worst=max(worst, progress.tasks[0].fields["worst"]))
+
+        return run(scenario, backends, progress=tick, keep_going=args.keep_going)
+
+
+def _print_result(result, out) -> None:
+    from rich.table import Table
+
+    from harness.report import reproduce, summary
+
+    sc = result.scenario
+    table = Table(title=f"{sc.name}: worst error/tolerance (kink-excused elements) over {len(result.steps)} "
+                        f"step(s), {sc.dtype}, {sc.mode}, seed {sc.seed}")
+    table.add_column("tensor")
+    for b in result.backends:
+        table.add_column(b, justify="right")
+    for name, row in summary(result).items():
+        cells = []
+        for b in result.backends:
+            c = row.get(b)
+            if c is None:
+                cells.append("-")
+                continue
+            text = f"{c['worst']:.3g}" + (f" ({c['kinks']})" if c["kinks"] else "")
+            cells.append(f"[red]{text}[/red]" if c["worst"] > 1 else text)
+        table.add_row(name, *cells)
+    out.print(table)
+    near = sum(v.near_kinks for v in result.steps)
+    flips = sum(v.flips for v in result.steps)
+    if near:
+        out.print(f"kinks: {near} element(s) near a non-differentiable point, {flips} flipped"
+                  + (f"; re-anchored after step(s) {', '.join(map(str, result.resyncs))}" if result.resyncs else ""))
+    for b, tensors in result.dtype_mismatches.items():
+        out.print(f"[yellow]dtype:[/yellow] {b} held {', '.join(tensors)} in another dtype than {sc.dtype}")
+    for b, message in result.failures.items():
+        out.print(f"[red]{b} failed[/red] at {message}")
+    first = result.first_divergence
+    if first:
+        step, tv = first
+        name = tv.key[0] + ("" if tv.key[1] is None else f" of layer {tv.key[1]}")
+        values = ", ".join(f"{b} {v:.9g}" for b, v in (tv.values or {}).items())
+        who = ", ".join(tv.blamed) + ("" if tv.majority else " (no majority: cannot tell who is right)")
+        out.print(f"[red]first divergence[/red]: step {step}, {name}, element {list(tv.index or ())}: "
+                  f"{who} off by {max(tv.worst[b] for b in tv.blamed):.3g}x tolerance "
+                  f"(rtol {tv.rtol:.2g}, atol {tv.atol:.2g}); values: {values}")
+    if result.passed:
+        out.print(f"[green]PASS[/green] {sc.name}: {', '.join(result.backends)} agree ({result.seconds:.1f} s)")
+    else:
+        cmd = reproduce(sc, result.backends)
+        out.print(f"[red]FAIL[/red] {sc.name}. Reproduce with:\n  {cmd['run']}\n  {cmd['tox']}", soft_wrap=True)
+
+
+def _write_json(result, path: Path) -> None:
+    from harness.report import to_json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_json(result), indent=1) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        out, err = _console()
+        if args.command == "list":
+            import scenarios
+            from rich.table import Table
+
+            table = Table(title="scenario catalog (check: part of `nerva-consistency check`)")
+            for col in ("name", "check", "model", "loss", "steps", "dtype", "mode", "description"):
+                table.add_column(col)
+            for name, t in scenarios.catalog().items():
+                sc = scenarios.from_table(name, t)
+                table.add_row(name, "yes" if t.get("check") else "", f"{t['sizes']}: {t['layers']}", sc.loss,
+                              str(sc.steps), sc.dtype, sc.mode, sc.description)
+            out.print(table)
+            return 0
+        backends = _backends(args.backends)
+        if args.command == "run":
+            scenario = _scenario(args)
+            result = _run_one(scenario, backends, args, out, err)
+            if args.json:
+                _write_json(result, Path(args.json))
+            _print_result(result, out)
+            return 0 if result.passed else 1
+        # check
+        import scenarios
+
+        names = scenarios.main_job()
+        failed = []
+        for name in names:
+            scenario = scenarios.get(name, seed=args.seed)
+            result = _run_one(scenario, backends, args, out, err)
+            if args.json:
+                _write_json(result, Path(args.json) / f"{name}.json")
+            _print_result(result, out)
+            if not result.passed:
+                failed.append(name)
+        out.print(f"{len(names) - len(failed)} passed, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
+        return 1 if failed else 0
+    except SpecError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130

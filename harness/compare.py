@@ -1,0 +1,309 @@
+"""The comparator: pure functions from traces to verdicts.
+
+Rules (DESIGN.md, "Comparator rules"):
+
+- **Reference.** Without an oracle each element is compared with the backends' consensus, the
+  element-wise median (with four backends the mean of the middle two). One wrong backend cannot
+  move the median out of the cluster of correct ones.
+- **Tolerance.** ``|value - reference| <= atol + rtol * |reference|`` with
+  torch.testing.assert_close's defaults (float32: rtol 1.3e-6, atol 1e-5; float64: 1e-7, 1e-7),
+  overridable per scenario, per tensor name (``DW``) or per tensor (``DW1``). In trajectory mode
+  rounding differences compound from step to step, so the tolerance is multiplied by
+  ``(1 + k) ** growth`` where ``k`` counts the steps since the backends last held identical
+  parameters (the start, or a re-anchoring after a kink; see below). ``growth`` defaults to 0.5:
+  independent rounding differences add up like a random walk. (Measured on ``upstream``:
+  without growth the worst ratio stays near 0.1-0.2 for 50 steps, so sqrt growth costs little
+  power; a scenario with a large learning rate may set ``tolerance-growth = 1``.) Every result is reported as
+  error / tolerance ("ratio"): 0.3 is comfortably inside, above 1 is a mismatch.
+- **Kinks.** Non-differentiable points are declared per function in
+  :mod:`harness.components`. An element is *near* a kink when the interval spanned by the
+  backends' values, widened by the tolerance, contains the kink (ReLU family: Z = 0; SReLU:
+  Z = tl, tr; AbsoluteError: Y = T). Near elements are counted as kink events. Where the
+  backends then disagree on the gradient-side tensor (DZ of that layer, or DY for the loss),
+  the element *flipped*: it is not a failure, and everything it influences in the rest of the
+  backward pass and the update is marked as kink-influenced (``propagate``), element by element
+  where the algebra allows (a Linear layer's DW row, a softmax row, a BatchNormalization column).
+  Kink-influenced elements outside tolerance are counted as kinks, never as failures; all other
+  elements are still judged, so a real bug at the same place still fails.
+- **Localization.** Tensors are judged in forward order, then backward order, then the update
+  (``tensor_order``); the first failing tensor of the first failing step is the first
+  divergence, with the element where the blamed backend is worst and every backend's value.
+- **Blame.** The backends with an element outside tolerance. When more than half of them are
+  outside, there is no majority and the verdict says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness.components import LAYERS, LOSSES
+from harness.spec import Scenario
+
+DEFAULT_TOLERANCE = {"float32": (1.3e-6, 1e-5), "float64": (1e-7, 1e-7)}
+MAX_EVENTS_PER_STEP = 20
+
+Key = tuple[str, int | None]  # (tensor, layer): ("DW", 2); global tensors have layer None
+
+
+def key_name(key: Key) -> str:
+    tensor, layer = key
+    return tensor if layer is None else f"{tensor}{layer}"
+
+
+def tensor_order(scenario: Scenario) -> list[Key]:
+    """Forward order, then backward order, then the parameters after the update."""
+    L = len(scenario.layers)
+    kinds = [LAYERS[layer.kind] for layer in scenario.layers]
+    forward: list[Key] = [("X", None), ("T", None)]
+    for i, k in enumerate(kinds, 1):
+        forward.append(("X", i))
+        if k.has_z:
+            forward.append(("Z", i))
+    forward += [("Y", None), ("loss", None), ("DY", None)]
+    backward: list[Key] = []
+    for i in range(L, 0, -1):
+        k = kinds[i - 1]
+        if k.has_z:
+            backward.append(("DZ", i))
+        if k.linear:
+            backward += [("DW", i), ("Db", i)]
+        else:
+            backward += [("Dgamma", i), ("Dbeta", i)]
+        if "srelu" in k.trainable:
+            backward.append(("Dsrelu", i))
+        backward.append(("DX", i))
+    update: list[Key] = [(p, i) for i, k in enumerate(kinds, 1) for p in k.trainable]
+    return forward + backward + update
+
+
+def tolerance(scenario: Scenario, key: Key, since_sync: int = 0) -> tuple[float, float]:
+    rtol, atol = DEFAULT_TOLERANCE[scenario.dtype]
+    overrides = dict(scenario.tolerance)
+    for name in ("*", key[0], key_name(key)):
+        if name in overrides:
+            rtol, atol = overrides[name]
+    growth = (1 + since_sync) ** scenario.growth if scenario.mode == "trajectory" else 1.0
+    return rtol * growth, atol * growth
+
+
+def consensus(values: list[np.ndarray]) -> np.ndarray:
+    """Element-wise median; closed forms for 3 and 4 backends (the common cases) are fast."""
+    n = len(values)
+    if n == 1:
+        return values[0]
+    if n == 2:
+        return (values[0] + values[1]) / 2
+    if n in (3, 4):
+        a = values
+        hi = np.maximum.reduce(a)
+        lo = np.minimum.reduce(a)
+        total = np.add.reduce(a)
+        return (total - hi - lo) / (n - 2)
+    return np.median(np.stack(values), axis=0)
+
+
+def ratio(value: np.ndarray, ref: np.ndarray, rtol: float, atol: float) -> np.ndarray:
+    """|value - ref| / (atol + rtol |ref|); equal non-finite values count as equal."""
+    if value.shape != ref.shape:
+        return np.full(ref.shape, np.inf)
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = np.abs(value - ref) / (atol + rtol * np.abs(ref))
+    bad = ~np.isfinite(r)
+    if bad.any():
+        same = (value == ref) | (np.isnan(value) & np.isnan(ref))
+        r = np.where(bad, np.where(same, 0.0, np.inf), r)
+    return r
+
+
+def near(values: list[np.ndarray], point: np.ndarray | float, rtol: float, atol: float) -> np.ndarray:
+    """Elements whose backend values, widened by the tolerance, reach the kink ``point``."""
+    lo, hi = np.minimum.reduce(values), np.maximum.reduce(values)
+    tol = atol + rtol * np.abs(point)
+    return (lo - tol <= point) & (point <= hi + tol)
+
+
+def kink_points(scenario: Scenario, layer: int, params: dict[str, np.ndarray]) -> list[float]:
+    spec = scenario.layers[layer - 1]
+    points = []
+    for kink in LAYERS[spec.kind].kinks:
+        if isinstance(kink.at, str):  # one of the layer's own parameters, e.g. SReLU's tl
+            srelu = params.get(f"srelu{layer}")
+            index = ("al", "tl", "ar", "tr").index(kink.at)
+            points.append(float(srelu[index]) if srelu is not None else spec.arg[kink.at])
+        else:
+            points.append(float(kink.at))
+    return points
+
+
+def _linear_part(mZ: np.ndarray) -> dict[str, np.ndarray]:
+    """Influence through Y = X W^T + b: DW = DZ^T X, Db = colsum DZ, DX = DZ W."""
+    rows_k = mZ.any(axis=0)  # output units touched
+    rows_n = mZ.any(axis=1)  # samples touched
+    return {"DW": rows_k[:, None], "Db": rows_k, "DX": rows_n[:, None]}
+
+
+def propagate(scenario: Scenario, shapes: dict[str, tuple], seeds: dict[str, np.ndarray],
+              exceed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Kink influence, element by element, from the loss down through every layer.
+
+    ``seeds`` maps "DY" to the loss's flipped elements; for activation layers the flipped
+    elements of DZ are found here, as the near-kink elements of Z (``seeds["Z<i>"]``) whose DZ
+    exceeds tolerance (``exceed["DZ<i>"]``). Returns boolean masks (broadcastable to each
+    tensor's shape) for every tensor of the backward pass and the update.
+    """
+    masks: dict[str, np.ndarray] = {}
+    m = seeds.get("DY", np.zeros(shapes["DY"], dtype=bool))
+    masks["DY"] = m
+    for i in range(len(scenario.layers), 0, -1):
+        kind = LAYERS[scenario.layers[i - 1].kind]
+        if kind.name in ("Softmax", "LogSoftmax"):
+            mZ = np.broadcast_to(m.any(axis=1, keepdims=True), m.shape)
+        else:
+            mZ = m
+        if f"Z{i}" in seeds:
+            mZ = mZ | (seeds[f"Z{i}"] & exceed.get(f"DZ{i}", False))
+        if kind.has_z:
+            masks[f"DZ{i}"] = mZ
+        if kind.linear:
+            part = _linear_part(mZ)
+            masks[f"DW{i}"], masks[f"Db{i}"] = part["DW"], part["Db"]
+            masks[f"W{i}"], masks[f"b{i}"] = part["DW"], part["Db"]
+            m = np.broadcast_to(part["DX"], shapes[f"DX{i}"])
+        else:  # BatchNormalization mixes each column over the batch
+            cols = mZ.any(axis=0)
+            masks[f"Dgamma{i}"] = masks[f"Dbeta{i}"] = masks[f"gamma{i}"] = masks[f"beta{i}"] = cols
+            m = np.broadcast_to(cols[None, :], shapes[f"DX{i}"])
+        if "srelu" in kind.trainable:
+            masks[f"Dsrelu{i}"] = masks[f"srelu{i}"] = np.full(4, bool(mZ.any()))
+        masks[f"DX{i}"] = m
+    return masks
+
+
+@dataclass
+class TensorVerdict:
+    key: Key
+    rtol: float
+    atol: float
+    worst: dict[str, float]  # per backend: largest error / tolerance outside kink influence
+    kinks: dict[str, int]  # per backend: elements outside tolerance excused by a kink
+    blamed: list[str] = field(default_factory=list)
+    majority: bool = True
+    index: tuple[int, ...] | None = None  # the blamed backends' worst element
+    values: dict[str, float] | None = None  # every backend's value there, and the consensus
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.blamed)
+
+
+@dataclass
+class StepVerdict:
+    step: int
+    tensors: list[TensorVerdict]
+    kink_events: list[dict]
+    near_kinks: int  # elements near a kink in this step
+    flips: int  # of those, elements where the backends took different sides
+
+    @property
+    def first_failure(self) -> TensorVerdict | None:
+        return next((t for t in self.tensors if t.failed), None)
+
+
+def compare_step(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]],
+                 params_before: dict[str, np.ndarray], since_sync: int = 0) -> StepVerdict:
+    """Judge one step's traces (backend -> tensor name -> float64 array)."""
+    backends = list(traces)
+    order = [k for k in tensor_order(scenario) if all(key_name(k) in traces[b] for b in backends)]
+    refs, ratios, exceed = {}, {}, {}
+    for key in order:
+        name = key_name(key)
+        values = [traces[b][name] for b in backends]
+        shapes_ok = all(v.shape == values[0].shape for v in values)
+        ref = consensus(values) if shapes_ok else values[0]
+        rtol, atol = tolerance(scenario, key, since_sync)
+        refs[name] = (ref, rtol, atol)
+        ratios[name] = {b: ratio(traces[b][name], ref, rtol, atol) for b in backends}
+        exceed[name] = np.logical_or.reduce([r > 1 for r in ratios[name].values()])
+
+    # Kinks: where is each backend within reach of a non-differentiable point?
+    seeds: dict[str, np.ndarray] = {}
+    events: list[dict] = []
+    near_total = flips = 0
+
+    def record(site: str, tensor: str, grad: str, mask: np.ndarray, point) -> None:
+        nonlocal near_total, flips
+        flipped = mask & exceed[grad]
+        near_total += int(mask.sum())
+        flips += int(flipped.sum())
+        for index in zip(*np.nonzero(mask)):
+            if len(events) >= MAX_EVENTS_PER_STEP:
+                break
+            idx = tuple(int(i) for i in index)
+            events.append({
+                "step": step, "site": site, "tensor": tensor, "index": list(idx),
+                "point": float(point[idx] if np.ndim(point) else point), "flipped": bool(flipped[idx]),
+                "values": {b: float(traces[b][tensor][idx]) for b in backends},
+                "gradient": {b: float(traces[b][grad][idx]) for b in backends},
+            })
+
+    for i, spec in enumerate(scenario.layers, 1):
+        if f"Z{i}" not in refs or f"DZ{i}" not in refs:
+            continue
+        zs = [traces[b][f"Z{i}"] for b in backends]
+        _, rtol, atol = refs[f"Z{i}"]
+        mask = np.zeros(zs[0].shape, dtype=bool)
+        for point in kink_points(scenario, i, params_before):
+            m = near(zs, point, rtol, atol)
+            if m.any():
+                record(f"{spec.kind} layer {i}", f"Z{i}", f"DZ{i}", m, point)
+            mask |= m
+        if mask.any():
+            seeds[f"Z{i}"] = mask
+    if LOSSES[scenario.loss].kinks and "Y" in refs:
+        ys = [traces[b]["Y"] for b in backends]
+        T = traces[backends[0]]["T"]
+        _, rtol, atol = refs["Y"]
+        m = near(ys, T, rtol, atol)
+        if m.any():
+            record(f"{scenario.loss} loss", "Y", "DY", m, T)
+            seeds["DY"] = m & exceed["DY"]
+
+    shapes = {name: refs[name][0].shape for name in refs}
+    influence = propagate(scenario, shapes, seeds, exceed) if seeds else {}
+
+    verdicts = []
+    for key in order:
+        name = key_name(key)
+        ref, rtol, atol = refs[name]
+        excused = influence.get(name)
+        worst, kinks, fails = {}, {}, {}
+        for b in backends:
+            r = ratios[name][b]
+            if excused is not None and r.ndim:
+                ex = np.broadcast_to(excused, r.shape)
+                kinks[b] = int((ex & (r > 1)).sum())
+                r = np.where(ex, 0.0, r)
+            else:
+                kinks[b] = 0
+            worst[b] = float(r.max()) if r.size else 0.0
+            fails[b] = r
+        blamed = [b for b in backends if worst[b] > 1]
+        v = TensorVerdict(key, rtol, atol, worst, kinks, blamed, majority=2 * len(blamed) < len(backends))
+        if blamed:
+            who = max(blamed, key=lambda b: worst[b])
+            flat = int(np.argmax(fails[who])) if fails[who].size else 0
+            idx = np.unravel_index(flat, fails[who].shape) if fails[who].ndim else ()
+            v.index = tuple(int(i) for i in idx)
+            v.values = {b: _at(traces[b][name], v.index) for b in backends}
+            v.values["consensus"] = _at(ref, v.index)
+        verdicts.append(v)
+    return StepVerdict(step, verdicts, events, near_total, flips)
+
+
+def _at(a: np.ndarray, index: tuple[int, ...]) -> float:
+    try:
+        return float(a[index])
+    except (IndexError, ValueError):
+        return float("nan")

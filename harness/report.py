@@ -1,0 +1,150 @@
+"""Reports: the JSON document, the console table and the command that reproduces a run.
+
+JSON schema ``nerva-consistency/report/1`` (documented in docs/report-schema.md):
+
+    passed            bool: every backend ran every step and agreed
+    scenario          name ("ad-hoc" for flag-only runs); spec: the full flags of the run
+    seed, backends, dtype, mode, steps (steps asked), steps_run
+    seconds           wall time of the run
+    failures          {backend: "step 3: RuntimeError: … (file:line)"} for backends that raised
+    dtype_mismatches  {backend: [tensor, …]} tensors a backend held in another dtype than asked
+    resyncs           [step, …] trajectory steps after which backends were re-anchored (a kink flip)
+    tolerance         {tensor: [rtol, atol]} at the first step (before trajectory growth)
+    per_step          [{step, near_kinks, flips, ratio: {tensor: {backend: error/tolerance}},
+                        kinks: {tensor: {backend: count}} (only non-zero)}]
+    summary           {tensor: {backend: {"worst": max ratio, "kinks": total count}}}
+    kink_events       [{step, site, tensor, index, point, flipped, values: {backend: v},
+                        gradient: {backend: dv}}]  (at most 20 per step)
+    first_divergence  null, or {step, tensor, layer, index, backends (blamed), majority,
+                        ratio: {backend: r}, values: {backend: v, "consensus": v}}
+    reproduce         {run: "nerva-consistency run …", tox: "tox -e consistency -- run …"}
+    versions          {python, numpy, torch, jax, tensorflow, nerva-…: version or null}
+"""
+
+from __future__ import annotations
+
+import platform
+import shlex
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from harness.compare import key_name, tensor_order, tolerance
+from harness.runner import RunResult
+from harness.spec import Scenario
+
+SCHEMA = "nerva-consistency/report/1"
+PACKAGES = ("numpy", "torch", "jax", "jaxlib", "tensorflow", "sympy", "mpmath", "hypothesis",
+            "nerva-numpy", "nerva-torch", "nerva-jax", "nerva-tensorflow", "nerva-consistency")
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def flags(scenario: Scenario) -> dict[str, str]:
+    """The complete flags of ``nerva-consistency run`` that rebuild ``scenario``."""
+    strings = scenario.layer_strings()
+    source = scenario.data.source
+    return {
+        "layers": strings["layers"],
+        "sizes": strings["sizes"],
+        "optimizers": strings["optimizers"],
+        "init-weights": strings["init_weights"],
+        "loss": scenario.loss,
+        "learning-rate": repr(scenario.lr),
+        "batch-size": str(scenario.batch_size),
+        "steps": str(scenario.steps),
+        "dataset": source[4:] if source.startswith("npz:") else source,
+        "targets": scenario.data.targets,
+        "dtype": scenario.dtype,
+        "mode": scenario.mode,
+        "seed": str(scenario.seed),
+    }
+
+
+def reproduce_args(scenario: Scenario, backends: list[str]) -> list[str]:
+    """The shortest ``run`` arguments that rebuild exactly this scenario on these backends."""
+    import scenarios
+
+    mine = flags(scenario)
+    base: dict[str, str] = {}
+    args = ["run"]
+    if scenario.name in scenarios.catalog():
+        base = flags(scenarios.get(scenario.name))
+        args += ["--scenario", scenario.name]
+    for key, value in mine.items():
+        if base.get(key) != value or key == "seed":
+            args += [f"--{key}", value]
+    return args + ["--backends", ",".join(backends)]
+
+
+def reproduce(scenario: Scenario, backends: list[str]) -> dict[str, str]:
+    args = reproduce_args(scenario, backends)
+    return {"run": shlex.join(["nerva-consistency", *args]),
+            "tox": shlex.join(["tox", "-e", "consistency", "--", *args])}
+
+
+def summary(result: RunResult) -> dict[str, dict[str, dict[str, float]]]:
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for verdict in result.steps:
+        for tv in verdict.tensors:
+            row = out.setdefault(key_name(tv.key), {})
+            for b, w in tv.worst.items():
+                cell = row.setdefault(b, {"worst": 0.0, "kinks": 0})
+                cell["worst"] = max(cell["worst"], w)
+                cell["kinks"] += tv.kinks.get(b, 0)
+    return out
+
+
+def _num(x: float) -> float | str:
+    return x if x == x and abs(x) != float("inf") else str(x)
+
+
+def to_json(result: RunResult) -> dict[str, Any]:
+    sc = result.scenario
+    first = result.first_divergence
+    fd = None
+    if first is not None:
+        step, tv = first
+        fd = {"step": step, "tensor": tv.key[0], "layer": tv.key[1], "index": list(tv.index or ()),
+              "backends": tv.blamed, "majority": tv.majority,
+              "ratio": {b: _num(r) for b, r in tv.worst.items()},
+              "values": {b: _num(v) for b, v in (tv.values or {}).items()}}
+    tol = {key_name(key): list(tolerance(sc, key)) for key in tensor_order(sc)}
+    return {
+        "schema": SCHEMA,
+        "passed": result.passed,
+        "scenario": sc.name,
+        "description": sc.description,
+        "spec": flags(sc),
+        "seed": sc.seed,
+        "backends": result.backends,
+        "dtype": sc.dtype,
+        "mode": sc.mode,
+        "steps": sc.steps,
+        "steps_run": len(result.steps),
+        "seconds": round(result.seconds, 3),
+        "failures": result.failures,
+        "dtype_mismatches": result.dtype_mismatches,
+        "resyncs": result.resyncs,
+        "tolerance": tol,
+        "per_step": [
+            {"step": v.step, "near_kinks": v.near_kinks, "flips": v.flips,
+             "ratio": {key_name(t.key): {b: _num(r) for b, r in t.worst.items()} for t in v.tensors},
+             "kinks": {key_name(t.key): {b: n for b, n in t.kinks.items() if n}
+                       for t in v.tensors if any(t.kinks.values())}}
+            for v in result.steps
+        ],
+        "summary": {k: {b: {"worst": _num(c["worst"]), "kinks": c["kinks"]} for b, c in row.items()}
+                    for k, row in summary(result).items()},
+        "kink_events": [e for v in result.steps for e in v.kink_events],
+        "first_divergence": fd,
+        "reproduce": reproduce(sc, result.backends),
+        "versions": versions(),
+    }

@@ -1,0 +1,123 @@
+"""The runner: drive every backend through the same SGD steps and judge each step.
+
+Modes (DESIGN.md, "Two ways to run steps"):
+
+- ``trajectory``: every backend follows its own trajectory from identical initial parameters,
+  as nerva-sympy's test did; rounding differences accumulate and the tolerance grows with the
+  steps since the last synchronisation. When a step has a kink *flip* (backends legitimately
+  took different sides of a non-differentiable point), their parameters differ by a
+  legitimate, non-rounding amount from then on; the runner then re-anchors every backend to
+  the consensus parameters and optimizer velocities, records the step in ``resyncs`` and goes
+  on. Without a flip the trajectories are never touched.
+- ``lockstep``: before each step every backend is reset to the same reference state (the
+  consensus after the previous step), so each step is checked at the same point.
+
+A backend that raises while building or stepping is reported as that backend's failure with
+its error message; the others go on. By default the run stops after the first step with a
+mismatch (what follows is a consequence); ``keep_going`` runs every step.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+import adapters
+from harness.compare import StepVerdict, compare_step, consensus
+from harness.data import batches
+from harness.spec import Scenario
+from harness.state import as_dtype, initial_state
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    backends: list[str]
+    steps: list[StepVerdict] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)  # backend -> error message
+    resyncs: list[int] = field(default_factory=list)
+    dtype_mismatches: dict[str, list[str]] = field(default_factory=dict)
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+    @property
+    def first_divergence(self):
+        for verdict in self.steps:
+            if verdict.first_failure is not None:
+                return verdict.step, verdict.first_failure
+        return None
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures and self.first_divergence is None
+
+
+def _consensus_state(states: list[dict[str, np.ndarray]], dtype: str) -> dict[str, np.ndarray]:
+    return {k: as_dtype(consensus([s[k] for s in states]), dtype) for k in states[0]}
+
+
+def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVerdict], None] | None = None,
+        keep_going: bool = False) -> RunResult:
+    state0 = initial_state(scenario)
+    data = batches(scenario)
+    models = {name: adapters.load(name) for name in backends}  # BackendUnavailable is bad input
+    result = RunResult(scenario, list(backends))
+    start = time.perf_counter()
+    active = {}
+    for name, model in models.items():
+        try:
+            model.build(scenario, state0)
+            active[name] = model
+        except Exception as e:  # a backend's own failure: report it, keep the others going
+            result.failures[name] = _describe(e, "build")
+    reference, since_sync = state0, 0
+    for step, (X, T) in enumerate(data):
+        if len(active) < 1:
+            break
+        if scenario.mode == "lockstep" and step > 0:
+            for model in active.values():
+                model.set_state(reference)
+        traces = {}
+        for name, model in list(active.items()):
+            try:
+                traces[name] = model.step(X, T, scenario.lr)
+            except Exception as e:
+                result.failures[name] = _describe(e, f"step {step}")
+                del active[name]
+                continue
+            wrong = sorted(k for k, d in model.dtypes.items() if d != scenario.dtype)
+            if wrong:
+                result.dtype_mismatches.setdefault(name, sorted(set(result.dtype_mismatches.get(name, [])) | set(wrong)))
+        if not traces:
+            break
+        verdict = compare_step(scenario, step, traces, reference, since_sync)
+        result.steps.append(verdict)
+        if scenario.mode == "lockstep" or verdict.flips:
+            reference = _consensus_state([m.get_state() for m in active.values()], scenario.dtype)
+            for model in active.values():
+                model.set_state(reference)
+            if scenario.mode == "trajectory":
+                result.resyncs.append(step)
+            since_sync = 0
+        else:
+            params = [k for k in reference if not k.endswith(".v")]
+            reference = {k: consensus([t[k] for t in traces.values()]) for k in params if k in traces[next(iter(traces))]}
+            since_sync += 1
+        if progress:
+            progress(step, verdict)
+        if verdict.first_failure is not None and not keep_going and step + 1 < scenario.steps:
+            result.stopped_early = True
+            break
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _describe(e: BaseException, when: str) -> str:
+    frame = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+    where = f" ({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})" if frame else ""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{when}: {type(e).__name__}: {text}{where}"
