@@ -107,7 +107,8 @@ def _backends(text: str | None) -> list[str]:
 def _console():
     from rich.console import Console
 
-    return Console(), Console(stderr=True)
+    wide = None if sys.stdout.isatty() else 200  # piped or CI output: do not cut names at 80 columns
+    return Console(width=wide), Console(stderr=True)
 
 
 def _run_one(scenario, backends, args, out, err):

@@ -89,27 +89,46 @@ def tolerance(scenario: Scenario, key: Key, since_sync: int = 0) -> tuple[float,
 
 
 def consensus(values: list[np.ndarray]) -> np.ndarray:
-    """Element-wise median; closed forms for 3 and 4 backends (the common cases) are fast."""
+    """Element-wise median, ignoring NaN where some backends are finite.
+
+    Three and four backends (the common cases) use min/max networks: no stacking, no
+    cancellation (one huge outlier cannot move the result), identical values come back exactly.
+    """
     n = len(values)
     if n == 1:
         return values[0]
     if n == 2:
         return (values[0] + values[1]) / 2
-    if n in (3, 4):
-        a = values
-        hi = np.maximum.reduce(a)
-        lo = np.minimum.reduce(a)
-        total = np.add.reduce(a)
-        return (total - hi - lo) / (n - 2)
-    return np.median(np.stack(values), axis=0)
+    if n == 3:
+        a, b, c = values
+        return np.fmax(np.fmin(a, b), np.fmin(np.fmax(a, b), c))
+    if n == 4:
+        a, b, c, d = values
+        low = np.fmax(np.fmin(a, b), np.fmin(c, d))  # the two middle values of four
+        high = np.fmin(np.fmax(a, b), np.fmax(c, d))
+        with np.errstate(invalid="ignore", over="ignore"):
+            return np.where(low == high, low, low / 2 + high / 2)  # where: exact, and inf stays inf
+    with np.errstate(invalid="ignore"):
+        return np.nanmedian(np.stack(values), axis=0)
 
 
-def ratio(value: np.ndarray, ref: np.ndarray, rtol: float, atol: float) -> np.ndarray:
+def _pairwise(op: np.ufunc, values: list[np.ndarray]) -> np.ndarray:
+    """op over a few arrays without stacking them (a fresh array; the inputs are untouched)."""
+    out = np.asarray(op(values[0], values[1]))  # asarray: 0-d inputs give a NumPy scalar
+    for v in values[2:]:
+        op(out, v, out=out)
+    return out
+
+
+def ratio(value: np.ndarray, ref: np.ndarray, rtol: float, atol: float,
+          denominator: np.ndarray | None = None) -> np.ndarray:
     """|value - ref| / (atol + rtol |ref|); equal non-finite values count as equal."""
     if value.shape != ref.shape:
         return np.full(ref.shape, np.inf)
     with np.errstate(invalid="ignore", over="ignore"):
-        r = np.abs(value - ref) / (atol + rtol * np.abs(ref))
+        r = np.asarray(np.subtract(value, ref))
+        np.abs(r, out=r)
+        r /= atol + rtol * np.abs(ref) if denominator is None else denominator
     bad = ~np.isfinite(r)
     if bad.any():
         same = (value == ref) | (np.isnan(value) & np.isnan(ref))
@@ -119,7 +138,7 @@ def ratio(value: np.ndarray, ref: np.ndarray, rtol: float, atol: float) -> np.nd
 
 def near(values: list[np.ndarray], point: np.ndarray | float, rtol: float, atol: float) -> np.ndarray:
     """Elements whose backend values, widened by the tolerance, reach the kink ``point``."""
-    lo, hi = np.minimum.reduce(values), np.maximum.reduce(values)
+    lo, hi = _pairwise(np.minimum, values), _pairwise(np.maximum, values)
     tol = atol + rtol * np.abs(point)
     return (lo - tol <= point) & (point <= hi + tol)
 
@@ -216,16 +235,28 @@ def compare_step(scenario: Scenario, step: int, traces: dict[str, dict[str, np.n
     """Judge one step's traces (backend -> tensor name -> float64 array)."""
     backends = list(traces)
     order = [k for k in tensor_order(scenario) if all(key_name(k) in traces[b] for b in backends)]
-    refs, ratios, exceed = {}, {}, {}
+    # Ratio arrays are kept only where some element is outside tolerance (rare): the rest of
+    # the verdict needs just the maximum.
+    refs, raw_worst, outside = {}, {}, {}
     for key in order:
         name = key_name(key)
         values = [traces[b][name] for b in backends]
         shapes_ok = all(v.shape == values[0].shape for v in values)
         ref = consensus(values) if shapes_ok else values[0]
         rtol, atol = tolerance(scenario, key, since_sync)
+        denominator = atol + rtol * np.abs(ref)
         refs[name] = (ref, rtol, atol)
-        ratios[name] = {b: ratio(traces[b][name], ref, rtol, atol) for b in backends}
-        exceed[name] = np.logical_or.reduce([r > 1 for r in ratios[name].values()])
+        raw_worst[name], outside[name] = {}, {}
+        for b in backends:
+            r = ratio(traces[b][name], ref, rtol, atol, denominator)
+            raw_worst[name][b] = float(r.max()) if r.size else 0.0
+            if raw_worst[name][b] > 1:
+                outside[name][b] = r
+
+    def exceed(name: str) -> np.ndarray | bool:
+        """Elements outside tolerance in any backend."""
+        masks = [r > 1 for r in outside.get(name, {}).values()]
+        return np.logical_or.reduce(masks) if masks else False
 
     # Kinks: where is each backend within reach of a non-differentiable point?
     seeds: dict[str, np.ndarray] = {}
@@ -234,7 +265,7 @@ def compare_step(scenario: Scenario, step: int, traces: dict[str, dict[str, np.n
 
     def record(site: str, tensor: str, grad: str, mask: np.ndarray, point) -> None:
         nonlocal near_total, flips
-        flipped = mask & exceed[grad]
+        flipped = mask & exceed(grad)
         near_total += int(mask.sum())
         flips += int(flipped.sum())
         for index in zip(*np.nonzero(mask)):
@@ -268,33 +299,30 @@ def compare_step(scenario: Scenario, step: int, traces: dict[str, dict[str, np.n
         m = near(ys, T, rtol, atol)
         if m.any():
             record(f"{scenario.loss} loss", "Y", "DY", m, T)
-            seeds["DY"] = m & exceed["DY"]
+            seeds["DY"] = m & exceed("DY")
 
     shapes = {name: refs[name][0].shape for name in refs}
-    influence = propagate(scenario, shapes, seeds, exceed) if seeds else {}
+    influence = propagate(scenario, shapes, seeds, {n: exceed(n) for n in outside if n.startswith("DZ")}) if seeds else {}
 
     verdicts = []
     for key in order:
         name = key_name(key)
         ref, rtol, atol = refs[name]
         excused = influence.get(name)
-        worst, kinks, fails = {}, {}, {}
-        for b in backends:
-            r = ratios[name][b]
+        worst, kinks, kept = dict(raw_worst[name]), {b: 0 for b in backends}, {}
+        for b, r in outside[name].items():
             if excused is not None and r.ndim:
                 ex = np.broadcast_to(excused, r.shape)
                 kinks[b] = int((ex & (r > 1)).sum())
                 r = np.where(ex, 0.0, r)
-            else:
-                kinks[b] = 0
-            worst[b] = float(r.max()) if r.size else 0.0
-            fails[b] = r
+                worst[b] = float(r.max())
+            kept[b] = r
         blamed = [b for b in backends if worst[b] > 1]
         v = TensorVerdict(key, rtol, atol, worst, kinks, blamed, majority=2 * len(blamed) < len(backends))
         if blamed:
             who = max(blamed, key=lambda b: worst[b])
-            flat = int(np.argmax(fails[who])) if fails[who].size else 0
-            idx = np.unravel_index(flat, fails[who].shape) if fails[who].ndim else ()
+            r = kept[who]
+            idx = np.unravel_index(int(np.argmax(r)), r.shape) if r.ndim else ()
             v.index = tuple(int(i) for i in idx)
             v.values = {b: _at(traces[b][name], v.index) for b in backends}
             v.values["consensus"] = _at(ref, v.index)

@@ -61,7 +61,10 @@ def dataset(scenario: Scenario) -> tuple[np.ndarray, np.ndarray] | None:
         if not path.is_file():
             raise SpecError(f"dataset file {str(path)!r} does not exist: give an existing .npz file with Xtrain and Ttrain")
         try:
-            with np.load(path) as f:
+            f = np.load(path, allow_pickle=False)
+            if not isinstance(f, np.lib.npyio.NpzFile):
+                raise ValueError("it holds one array, not the named arrays of an .npz")
+            with f:
                 X, T = np.asarray(f["Xtrain"], dtype=np.float64), np.asarray(f["Ttrain"])
         except KeyError as e:
             raise SpecError(f"dataset {str(path)!r} has no array {e.args[0]}: a Nerva dataset holds Xtrain, Ttrain, Xtest, Ttest") from None

@@ -197,19 +197,17 @@ def _split_top(text: str, sep: str) -> list[str]:
 
 
 def parse_learning_rate(text: str | float) -> float:
-    if isinstance(text, (int, float)):
+    """A number, or ``Constant(number)`` as Nerva's mlp.py writes it."""
+    try:
         value = float(text)
-    else:
+    except (TypeError, ValueError):
         call = parse_call(str(text), "learning rate")
-        try:
-            value = float(text)
-        except ValueError:
-            if call.name != "Constant" or len(call.args) + len(call.kwargs) != 1:
-                raise SpecError(
-                    f"learning rate {text!r} is not supported: give a number or Constant(number) "
-                    "(schedules change eta between steps and are not part of a consistency check)"
-                ) from None
-            value = (call.args or tuple(v for _, v in call.kwargs))[0]
+        if call.name != "Constant" or len(call.args) + len(call.kwargs) != 1:
+            raise SpecError(
+                f"learning rate {text!r} is not supported: give a number or Constant(number) "
+                "(schedules change eta between steps and are not part of a consistency check)"
+            ) from None
+        value = (call.args or tuple(v for _, v in call.kwargs))[0]
     if not value > 0:
         raise SpecError(f"learning rate must be positive, got {value}")
     return value

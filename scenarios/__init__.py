@@ -29,17 +29,21 @@ KEYS = {"layers", "sizes", "optimizers", "init-weights", "loss", "learning-rate"
 def catalog() -> dict[str, dict[str, Any]]:
     """Every named scenario as a flat table of flags (``base`` already applied)."""
     raw = tomllib.loads(resources.files(__name__).joinpath("catalog.toml").read_text())
-    out: dict[str, dict[str, Any]] = {}
-    for name, table in raw.items():
+
+    def resolve(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+        if name not in raw or name in seen:
+            raise SpecError(f"catalog entry {seen[-1]!r} has base {name!r}, which is unknown or circular")
+        table = raw[name]
         unknown = set(table) - KEYS
         if unknown:
             raise SpecError(f"catalog entry {name!r} has unknown key(s) {', '.join(sorted(unknown))}")
-        entry = dict(raw[table["base"]]) if "base" in table else {}
-        entry.pop("check", None)
+        entry = resolve(table["base"], (*seen, name)) if "base" in table else {}
+        entry.pop("check", None)  # each entry decides for itself whether it is in the main job
         entry.update(table)
         entry.pop("base", None)
-        out[name] = entry
-    return out
+        return entry
+
+    return {name: resolve(name) for name in raw}
 
 
 def from_table(name: str, table: dict[str, Any]) -> Scenario:
