@@ -19,10 +19,14 @@ Rules (DESIGN.md, "Comparator rules"):
   :mod:`harness.components`. An element is *near* a kink when the interval spanned by the
   backends' values, widened by the tolerance, contains the kink (ReLU family: Z = 0; SReLU:
   Z = tl, tr; AbsoluteError: Y = T). Near elements are counted as kink events. Where the
-  backends then disagree on the gradient-side tensor (DZ of that layer, or DY for the loss),
-  the element *flipped*: it is not a failure, and everything it influences in the rest of the
-  backward pass and the update is marked as kink-influenced (``propagate``), element by element
-  where the algebra allows (a Linear layer's DW row, a softmax row, a BatchNormalization column).
+  backends' values lie on different sides of the kink, or where they disagree on the
+  derivative there (exactly on the kink that is a convention), the element *flipped*: each
+  side's derivative is correct, so its gradient (DZ of that layer, or DY for the loss) and
+  everything it influences in the rest of the backward pass and the update is marked as
+  kink-influenced (``propagate``), element by element where the algebra allows (a Linear
+  layer's DW row, a softmax row, a BatchNormalization column). A flip is recognised by the
+  sides, not by the size of its effect: a flip whose effect is below tolerance still leaves the
+  trajectories apart, and the runner re-anchors after every step with a flip.
   Kink-influenced elements outside tolerance are counted as kinks, never as failures; all other
   elements are still judged, so a real bug at the same place still fails.
 - **Localization.** Tensors are judged in forward order, then backward order, then the update
@@ -163,14 +167,13 @@ def _linear_part(mZ: np.ndarray) -> dict[str, np.ndarray]:
     return {"DW": rows_k[:, None], "Db": rows_k, "DX": rows_n[:, None]}
 
 
-def propagate(scenario: Scenario, shapes: dict[str, tuple], seeds: dict[str, np.ndarray],
-              exceed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def propagate(scenario: Scenario, shapes: dict[str, tuple], seeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Kink influence, element by element, from the loss down through every layer.
 
-    ``seeds`` maps "DY" to the loss's flipped elements; for activation layers the flipped
-    elements of DZ are found here, as the near-kink elements of Z (``seeds["Z<i>"]``) whose DZ
-    exceeds tolerance (``exceed["DZ<i>"]``). Returns boolean masks (broadcastable to each
-    tensor's shape) for every tensor of the backward pass and the update.
+    ``seeds`` maps "DY" to the elements where the backends took different sides of the loss's
+    kink, and "Z<i>" to those of layer i's activation kinks (they change DZ<i> there).
+    Returns boolean masks (broadcastable to each tensor's shape) for every tensor of the
+    backward pass and of the update.
     """
     masks: dict[str, np.ndarray] = {}
     m = seeds.get("DY", np.zeros(shapes["DY"], dtype=bool))
@@ -182,7 +185,7 @@ def propagate(scenario: Scenario, shapes: dict[str, tuple], seeds: dict[str, np.
         else:
             mZ = m
         if f"Z{i}" in seeds:
-            mZ = mZ | (seeds[f"Z{i}"] & exceed.get(f"DZ{i}", False))
+            mZ = mZ | seeds[f"Z{i}"]
         if kind.has_z:
             masks[f"DZ{i}"] = mZ
         if kind.linear:
@@ -231,8 +234,12 @@ class StepVerdict:
 
 
 def compare_step(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]],
-                 params_before: dict[str, np.ndarray], since_sync: int = 0) -> StepVerdict:
-    """Judge one step's traces (backend -> tensor name -> float64 array)."""
+                 params_before: dict[str, dict[str, np.ndarray]], since_sync: int = 0) -> StepVerdict:
+    """Judge one step's traces (backend -> tensor name -> float64 array).
+
+    ``params_before`` (backend -> parameters at the start of the step) gives each backend's own
+    kink positions where they are parameters (SReLU's tl, tr); missing ones come from the spec.
+    """
     backends = list(traces)
     order = [k for k in tensor_order(scenario) if all(key_name(k) in traces[b] for b in backends)]
     # Ratio arrays are kept only where some element is outside tolerance (rare): the rest of
@@ -258,51 +265,52 @@ def compare_step(scenario: Scenario, step: int, traces: dict[str, dict[str, np.n
         masks = [r > 1 for r in outside.get(name, {}).values()]
         return np.logical_or.reduce(masks) if masks else False
 
-    # Kinks: where is each backend within reach of a non-differentiable point?
+    # Kinks: which elements are within reach of a non-differentiable point, and where did the
+    # backends take different sides of it, or disagree on its derivative (on the kink itself
+    # that is a convention)? Those elements *flipped*: each side's derivative is correct.
     seeds: dict[str, np.ndarray] = {}
     events: list[dict] = []
     near_total = flips = 0
 
-    def record(site: str, tensor: str, grad: str, mask: np.ndarray, point) -> None:
+    def inspect(site: str, tensor: str, grad: str, points: dict[str, np.ndarray | float]) -> np.ndarray | None:
         nonlocal near_total, flips
-        flipped = mask & exceed(grad)
+        offsets = [traces[b][tensor] - points[b] for b in backends]  # each backend's own kink
+        _, rtol, atol = refs[tensor]
+        mask = near(offsets, 0.0, rtol, atol + rtol * float(np.max(np.abs(points[backends[0]]))))
+        if not mask.any():
+            return None
+        sides = [np.sign(d) for d in offsets]
+        flipped = mask & (np.logical_or.reduce([sd != sides[0] for sd in sides[1:]]) | exceed(grad))
         near_total += int(mask.sum())
         flips += int(flipped.sum())
         for index in zip(*np.nonzero(mask)):
             if len(events) >= MAX_EVENTS_PER_STEP:
                 break
             idx = tuple(int(i) for i in index)
+            point = points[backends[0]]
             events.append({
                 "step": step, "site": site, "tensor": tensor, "index": list(idx),
                 "point": float(point[idx] if np.ndim(point) else point), "flipped": bool(flipped[idx]),
                 "values": {b: float(traces[b][tensor][idx]) for b in backends},
                 "gradient": {b: float(traces[b][grad][idx]) for b in backends},
             })
+        return flipped
 
     for i, spec in enumerate(scenario.layers, 1):
         if f"Z{i}" not in refs or f"DZ{i}" not in refs:
             continue
-        zs = [traces[b][f"Z{i}"] for b in backends]
-        _, rtol, atol = refs[f"Z{i}"]
-        mask = np.zeros(zs[0].shape, dtype=bool)
-        for point in kink_points(scenario, i, params_before):
-            m = near(zs, point, rtol, atol)
-            if m.any():
-                record(f"{spec.kind} layer {i}", f"Z{i}", f"DZ{i}", m, point)
-            mask |= m
-        if mask.any():
-            seeds[f"Z{i}"] = mask
+        per_backend = {b: kink_points(scenario, i, params_before.get(b, {})) for b in backends}
+        for j, kink in enumerate(LAYERS[spec.kind].kinks):
+            flipped = inspect(f"{spec.kind} layer {i}", f"Z{i}", f"DZ{i}", {b: per_backend[b][j] for b in backends})
+            if flipped is not None and flipped.any():
+                seeds[f"Z{i}"] = seeds.get(f"Z{i}", False) | flipped
     if LOSSES[scenario.loss].kinks and "Y" in refs:
-        ys = [traces[b]["Y"] for b in backends]
-        T = traces[backends[0]]["T"]
-        _, rtol, atol = refs["Y"]
-        m = near(ys, T, rtol, atol)
-        if m.any():
-            record(f"{scenario.loss} loss", "Y", "DY", m, T)
-            seeds["DY"] = m & exceed("DY")
+        flipped = inspect(f"{scenario.loss} loss", "Y", "DY", {b: traces[b]["T"] for b in backends})
+        if flipped is not None and flipped.any():
+            seeds["DY"] = flipped
 
     shapes = {name: refs[name][0].shape for name in refs}
-    influence = propagate(scenario, shapes, seeds, {n: exceed(n) for n in outside if n.startswith("DZ")}) if seeds else {}
+    influence = propagate(scenario, shapes, seeds) if seeds else {}
 
     verdicts = []
     for key in order:

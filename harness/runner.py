@@ -75,6 +75,7 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
         except Exception as e:  # a backend's own failure: report it, keep the others going
             result.failures[name] = _describe(e, "build")
     reference, since_sync = state0, 0
+    before = {name: state0 for name in active}  # each backend's parameters at the start of a step
     for step, (X, T) in enumerate(data):
         if len(active) < 1:
             break
@@ -94,7 +95,7 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
                 result.dtype_mismatches.setdefault(name, sorted(set(result.dtype_mismatches.get(name, [])) | set(wrong)))
         if not traces:
             break
-        verdict = compare_step(scenario, step, traces, reference, since_sync)
+        verdict = compare_step(scenario, step, traces, before, since_sync)
         result.steps.append(verdict)
         if scenario.mode == "lockstep" or verdict.flips:
             reference = _consensus_state([m.get_state() for m in active.values()], scenario.dtype)
@@ -102,10 +103,10 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
                 model.set_state(reference)
             if scenario.mode == "trajectory":
                 result.resyncs.append(step)
+            before = {name: reference for name in active}
             since_sync = 0
         else:
-            params = [k for k in reference if not k.endswith(".v")]
-            reference = {k: consensus([t[k] for t in traces.values()]) for k in params if k in traces[next(iter(traces))]}
+            before = {name: traces[name] for name in active}  # the traces hold the updated parameters
             since_sync += 1
         if progress:
             progress(step, verdict)
