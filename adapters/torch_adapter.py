@@ -1,6 +1,7 @@
 """nerva-torch: tensors updated in place; float64 needs torch's default dtype while it runs."""
 
 import contextlib
+import warnings
 
 import numpy as np
 
@@ -16,6 +17,10 @@ class TorchAdapter(NervaAdapter):
         import torch
 
         self.torch = self.xp = torch
+        # nerva-torch 1.0.0's BatchNormalization transposes a vector (`R.T` on 1-D); torch warns
+        # on every call. The result is right; the warning is noise in a consistency report.
+        warnings.filterwarnings("ignore", message="The use of `x.T` on tensors of dimension other than 2",
+                                category=UserWarning)
 
     def array(self, a, dtype):
         return self.torch.tensor(np.asarray(a), dtype=getattr(self.torch, dtype))

@@ -116,7 +116,7 @@ def _run_one(scenario, backends, args, out, err):
 
     from harness.runner import run
 
-    if args.quiet:
+    if args.quiet or not err.is_terminal:  # no bar in logs; the result lines say it all
         return run(scenario, backends, keep_going=args.keep_going)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("worst {task.fields[worst]:.3g}"), TimeElapsedColumn())
@@ -192,13 +192,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             import scenarios
             from rich.table import Table
 
-            table = Table(title="scenario catalog (check: part of `nerva-consistency check`)")
-            for col in ("name", "check", "model", "loss", "steps", "dtype", "mode", "description"):
+            table = Table(title="scenario catalog (check: the dtype/mode variants `nerva-consistency check` runs)")
+            for col in ("name", "check", "model", "loss", "steps", "description"):
                 table.add_column(col)
+            jobs = scenarios.main_job()
             for name, t in scenarios.catalog().items():
                 sc = scenarios.from_table(name, t)
-                table.add_row(name, "yes" if t.get("check") else "", f"{t['sizes']}: {t['layers']}", sc.loss,
-                              str(sc.steps), sc.dtype, sc.mode, sc.description)
+                variants = [f"{d}/{m}" for n, d, m in jobs if n == name]
+                table.add_row(name, "all 4" if len(variants) == 4 else ", ".join(variants),
+                              f"{t['sizes']}: {t['layers']}", sc.loss, str(sc.steps), sc.description)
             out.print(table)
             return 0
         backends = _backends(args.backends)
@@ -209,20 +211,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _write_json(result, Path(args.json))
             _print_result(result, out)
             return 0 if result.passed else 1
-        # check
+        # check: every run of the main job, one line each; full tables only for failures
         import scenarios
 
-        names = scenarios.main_job()
+        runs = scenarios.main_job()
         failed = []
-        for name in names:
-            scenario = scenarios.get(name, seed=args.seed)
+        for name, dtype, mode in runs:
+            scenario = scenarios.get(name, seed=args.seed, dtype=dtype, mode=mode)
             result = _run_one(scenario, backends, args, out, err)
+            label = f"{name} {dtype} {mode}"
             if args.json:
-                _write_json(result, Path(args.json) / f"{name}.json")
-            _print_result(result, out)
-            if not result.passed:
-                failed.append(name)
-        out.print(f"{len(names) - len(failed)} passed, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
+                _write_json(result, Path(args.json) / f"{name}-{dtype}-{mode}.json")
+            if result.passed:
+                worst = max((w for v in result.steps for t in v.tensors for w in t.worst.values()), default=0.0)
+                kinks = sum(v.near_kinks for v in result.steps)
+                out.print(f"[green]PASS[/green] {label:45s} worst {worst:.3g}  near-kink {kinks}  "
+                          f"resyncs {len(result.resyncs)}  ({result.seconds:.1f} s)")
+            else:
+                _print_result(result, out)
+                failed.append(label)
+        out.print(f"{len(runs) - len(failed)} passed, {len(failed)} failed" + (f": {'; '.join(failed)}" if failed else ""))
         return 1 if failed else 0
     except SpecError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)

@@ -3,7 +3,8 @@
 A catalog entry uses the same keys as the command-line flags of ``nerva-consistency run``
 (``layers``, ``sizes``, ``optimizers``, ``init-weights``, ``loss``, ``learning-rate``,
 ``batch-size``, ``steps``, ``dataset``, ``targets``, ``dtype``, ``mode``, ``seed``,
-``tolerance`` as {TENSOR = [rtol, atol]}, ``tolerance-growth``), plus ``description``, ``check`` (part of the main job) and ``base`` (start from
+``tolerance`` as {TENSOR = [rtol, atol]}, ``tolerance-growth``), plus ``description``, ``check`` (part of the main job), ``variants`` (the dtype/mode pairs the main
+job runs it in, default all four) and ``base`` (start from
 another entry and change some keys).
 """
 
@@ -23,7 +24,8 @@ from harness.spec import DataSpec, Scenario, build_scenario
 
 KEYS = {"layers", "sizes", "optimizers", "init-weights", "loss", "learning-rate", "batch-size", "steps",
         "dataset", "targets", "dtype", "mode", "seed", "tolerance", "tolerance-growth", "description", "check",
-        "base"}
+        "variants", "base"}
+ALL_VARIANTS = ("float32/trajectory", "float32/lockstep", "float64/trajectory", "float64/lockstep")
 
 
 def catalog() -> dict[str, dict[str, Any]]:
@@ -39,6 +41,7 @@ def catalog() -> dict[str, dict[str, Any]]:
             raise SpecError(f"catalog entry {name!r} has unknown key(s) {', '.join(sorted(unknown))}")
         entry = resolve(table["base"], (*seen, name)) if "base" in table else {}
         entry.pop("check", None)  # each entry decides for itself whether it is in the main job
+        entry.pop("variants", None)
         entry.update(table)
         entry.pop("base", None)
         return entry
@@ -81,5 +84,12 @@ def get(name: str, **overrides: Any) -> Scenario:
     return from_table(name, table)
 
 
-def main_job() -> list[str]:
-    return [name for name, table in catalog().items() if table.get("check")]
+def main_job() -> list[tuple[str, str, str]]:
+    """(name, dtype, mode) of every run of the main job."""
+    runs = []
+    for name, table in catalog().items():
+        if table.get("check"):
+            for variant in table.get("variants", ALL_VARIANTS):
+                dtype, _, mode = variant.partition("/")
+                runs.append((name, dtype, mode))
+    return runs

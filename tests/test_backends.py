@@ -11,12 +11,12 @@ from harness.spec import build_scenario
 
 pytestmark = pytest.mark.backends
 
-SMALL = [name for name in scenarios.main_job() if name != "upstream"]
+SMALL = [run for run in scenarios.main_job() if run[0] != "upstream"]
 
 
-@pytest.mark.parametrize("name", SMALL)
-def test_catalog_scenario_agrees(name, installed):
-    result = run(scenarios.get(name), installed)
+@pytest.mark.parametrize("name,dtype,mode", SMALL)
+def test_catalog_scenario_agrees(name, dtype, mode, installed):
+    result = run(scenarios.get(name, dtype=dtype, mode=mode), installed)
     assert not result.failures
     assert len(result.steps) == result.scenario.steps
     worst = max(w for v in result.steps for t in v.tensors for w in t.worst.values())
@@ -76,7 +76,7 @@ def test_float64_agrees_far_more_tightly_than_float32(installed):
 
 
 def test_lockstep_resets_every_backend_to_the_consensus(installed):
-    result = run(scenarios.get("leaky-lockstep", steps=3), installed)
+    result = run(scenarios.get("leaky-logsoftmax", mode="lockstep", steps=3), installed)
     assert result.passed and result.resyncs == []  # lockstep resets are not kink re-anchorings
 
 

@@ -357,23 +357,14 @@ def test_upstream_layer_strings_rebuild_the_same_model():
     assert again.layers == sc.layers and again.sizes == sc.sizes
 
 
-def test_catalog_base_is_inherited():
-    cat = scenarios.catalog()
-    child, parent = scenarios.get("relu-softmax-lockstep"), scenarios.get("relu-softmax")
-    assert (child.mode, child.dtype) == ("lockstep", "float64")
-    assert (parent.mode, parent.dtype) == ("trajectory", "float32")
-    assert child.layers == parent.layers and child.sizes == parent.sizes
-    assert (child.loss, child.lr, child.batch_size, child.steps) == (parent.loss, parent.lr, parent.batch_size, parent.steps)
-    assert child.description != parent.description
-    assert "base" not in cat["relu-softmax-lockstep"]
-
-
-def test_catalog_check_is_not_inherited():
+def test_main_job_runs_small_scenarios_in_all_four_variants_and_upstream_once():
     jobs = scenarios.main_job()
-    assert "upstream" in jobs and "relu-softmax-lockstep" in jobs
-    assert "upstream-lockstep" not in jobs
-    up, upl = scenarios.get("upstream"), scenarios.get("upstream-lockstep")
-    assert upl.mode == "lockstep" and upl.layers == up.layers
+    assert [j for j in jobs if j[0] == "upstream"] == [("upstream", "float32", "trajectory")]
+    small = {j[0] for j in jobs} - {"upstream"}
+    assert len(small) >= 6
+    for name in small:
+        assert {(d, m) for n, d, m in jobs if n == name} == {
+            ("float32", "trajectory"), ("float32", "lockstep"), ("float64", "trajectory"), ("float64", "lockstep")}
 
 
 def test_get_applies_overrides():
@@ -437,7 +428,34 @@ sizes = "3,7,2"
     b = scenarios.get("b")
     assert b.sizes == (3, 7, 2) and b.lr == 0.5 and b.steps == 3
     assert {o.mu for layer in b.layers for _, o in layer.optimizers} == {0.9}
-    assert scenarios.main_job() == ["a"]
+    assert "base" not in scenarios.catalog()["b"]
+    assert {n for n, _, _ in scenarios.main_job()} == {"a"}  # check is not inherited
+
+
+def test_catalog_base_chains_and_variants(monkeypatch, tmp_path):
+    _fake_catalog(monkeypatch, tmp_path, """
+[a]
+layers = "ReLU;Linear"
+sizes = "3,4,2"
+optimizers = "GradientDescent"
+loss = "SquaredError"
+learning-rate = 0.5
+batch-size = 2
+steps = 3
+
+[b]
+base = "a"
+steps = 4
+
+[c]
+base = "b"
+dtype = "float64"
+check = true
+variants = ["float64/lockstep"]
+""")
+    c = scenarios.get("c")
+    assert (c.steps, c.lr, c.dtype) == (4, 0.5, "float64")
+    assert scenarios.main_job() == [("c", "float64", "lockstep")]
 
 
 # ------------------------------------------------------------------------------------- data
