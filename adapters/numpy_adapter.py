@@ -3,6 +3,7 @@
 import numpy as np
 
 from harness.nerva_driver import NervaAdapter
+from harness.platform import single_threaded_blas
 
 
 class NumpyAdapter(NervaAdapter):
@@ -13,3 +14,6 @@ class NumpyAdapter(NervaAdapter):
 
     def write(self, obj, attr, a):
         getattr(obj, attr)[...] = a
+
+    def precision(self, dtype):
+        return single_threaded_blas()

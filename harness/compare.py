@@ -108,10 +108,22 @@ def consensus(values: list[np.ndarray]) -> np.ndarray:
         return np.fmax(np.fmin(a, b), np.fmin(np.fmax(a, b), c))
     if n == 4:
         a, b, c, d = values
-        low = np.fmax(np.fmin(a, b), np.fmin(c, d))  # the two middle values of four
-        high = np.fmin(np.fmax(a, b), np.fmax(c, d))
+        if np.ndim(a) == 0:
+            finite = sorted(float(v) for v in values if not np.isnan(v))
+            return np.float64(np.median(finite)) if finite else np.float64("nan")
+        low = np.fmin(a, b)  # the two middle values of four: max of the minima, min of the maxima
+        high = np.fmin(c, d)
+        np.fmax(low, high, out=low)
+        np.fmax(a, b, out=high)
+        mid = np.fmax(c, d)
+        np.fmin(high, mid, out=high)
         with np.errstate(invalid="ignore", over="ignore"):
-            return np.where(low == high, low, low / 2 + high / 2)  # where: exact, and inf stays inf
+            np.subtract(high, low, out=mid)
+            mid *= 0.5
+            mid += low  # low + (high - low) / 2: exact when equal, cannot overflow
+        if not np.isfinite(mid.sum()):  # inf - inf where both middle values are the same inf
+            mid = np.where(low == high, low, mid)
+        return mid
     with np.errstate(invalid="ignore"):
         return np.nanmedian(np.stack(values), axis=0)
 
@@ -233,41 +245,32 @@ class StepVerdict:
         return next((t for t in self.tensors if t.failed), None)
 
 
-def compare_step(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]],
-                 params_before: dict[str, dict[str, np.ndarray]], since_sync: int = 0) -> StepVerdict:
-    """Judge one step's traces (backend -> tensor name -> float64 array).
+@dataclass
+class KinkScan:
+    """What a step's kinks did: flipped elements (``seeds`` for :func:`propagate`) and events."""
 
-    ``params_before`` (backend -> parameters at the start of the step) gives each backend's own
-    kink positions where they are parameters (SReLU's tl, tr); missing ones come from the spec.
+    seeds: dict[str, np.ndarray]
+    events: list[dict]
+    near: int
+    flips: int
+
+
+def _present(scenario: Scenario, traces: dict[str, dict[str, np.ndarray]]) -> list[Key]:
+    return [k for k in tensor_order(scenario) if all(key_name(k) in t for t in traces.values())]
+
+
+def scan_kinks(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]],
+               params_before: dict[str, dict[str, np.ndarray]], since_sync: int = 0) -> KinkScan:
+    """Which elements are within reach of a non-differentiable point, and which *flipped*?
+
+    An element flipped where the backends took different sides of the kink, or disagree on
+    its gradient there (on the kink itself that is a convention): each side's derivative is
+    correct. Cheap (it reads Z, DZ, Y, DY only), so the runner decides on re-anchoring from it
+    before the full judgement. ``params_before`` (backend -> parameters at the start of the
+    step) gives each backend's own kink positions where they are parameters (SReLU's tl, tr).
     """
     backends = list(traces)
-    order = [k for k in tensor_order(scenario) if all(key_name(k) in traces[b] for b in backends)]
-    # Ratio arrays are kept only where some element is outside tolerance (rare): the rest of
-    # the verdict needs just the maximum.
-    refs, raw_worst, outside = {}, {}, {}
-    for key in order:
-        name = key_name(key)
-        values = [traces[b][name] for b in backends]
-        shapes_ok = all(v.shape == values[0].shape for v in values)
-        ref = consensus(values) if shapes_ok else values[0]
-        rtol, atol = tolerance(scenario, key, since_sync)
-        denominator = atol + rtol * np.abs(ref)
-        refs[name] = (ref, rtol, atol)
-        raw_worst[name], outside[name] = {}, {}
-        for b in backends:
-            r = ratio(traces[b][name], ref, rtol, atol, denominator)
-            raw_worst[name][b] = float(r.max()) if r.size else 0.0
-            if raw_worst[name][b] > 1:
-                outside[name][b] = r
-
-    def exceed(name: str) -> np.ndarray | bool:
-        """Elements outside tolerance in any backend."""
-        masks = [r > 1 for r in outside.get(name, {}).values()]
-        return np.logical_or.reduce(masks) if masks else False
-
-    # Kinks: which elements are within reach of a non-differentiable point, and where did the
-    # backends take different sides of it, or disagree on its derivative (on the kink itself
-    # that is a convention)? Those elements *flipped*: each side's derivative is correct.
+    present = {key_name(k) for k in _present(scenario, traces)}
     seeds: dict[str, np.ndarray] = {}
     events: list[dict] = []
     near_total = flips = 0
@@ -275,12 +278,18 @@ def compare_step(scenario: Scenario, step: int, traces: dict[str, dict[str, np.n
     def inspect(site: str, tensor: str, grad: str, points: dict[str, np.ndarray | float]) -> np.ndarray | None:
         nonlocal near_total, flips
         offsets = [traces[b][tensor] - points[b] for b in backends]  # each backend's own kink
-        _, rtol, atol = refs[tensor]
+        rtol, atol = tolerance(scenario, (tensor.rstrip("0123456789"), None), since_sync)
         mask = near(offsets, 0.0, rtol, atol + rtol * float(np.max(np.abs(points[backends[0]]))))
         if not mask.any():
             return None
-        sides = [np.sign(d) for d in offsets]
-        flipped = mask & (np.logical_or.reduce([sd != sides[0] for sd in sides[1:]]) | exceed(grad))
+        sides = [np.sign(d[mask]) for d in offsets]
+        disagree = np.logical_or.reduce([sd != sides[0] for sd in sides[1:]])
+        grads = [traces[b][grad][mask] for b in backends]  # judged only where it matters
+        g_ref = consensus(grads)
+        g_rtol, g_atol = tolerance(scenario, (grad.rstrip("0123456789"), None), since_sync)
+        disagree |= np.logical_or.reduce([ratio(g, g_ref, g_rtol, g_atol) > 1 for g in grads])
+        flipped = np.zeros_like(mask)
+        flipped[mask] = disagree
         near_total += int(mask.sum())
         flips += int(flipped.sum())
         for index in zip(*np.nonzero(mask)):
@@ -297,34 +306,57 @@ def compare_step(scenario: Scenario, step: int, traces: dict[str, dict[str, np.n
         return flipped
 
     for i, spec in enumerate(scenario.layers, 1):
-        if f"Z{i}" not in refs or f"DZ{i}" not in refs:
+        if f"Z{i}" not in present or f"DZ{i}" not in present:
             continue
         per_backend = {b: kink_points(scenario, i, params_before.get(b, {})) for b in backends}
-        for j, kink in enumerate(LAYERS[spec.kind].kinks):
+        for j, _ in enumerate(LAYERS[spec.kind].kinks):
             flipped = inspect(f"{spec.kind} layer {i}", f"Z{i}", f"DZ{i}", {b: per_backend[b][j] for b in backends})
             if flipped is not None and flipped.any():
                 seeds[f"Z{i}"] = seeds.get(f"Z{i}", False) | flipped
-    if LOSSES[scenario.loss].kinks and "Y" in refs:
+    if LOSSES[scenario.loss].kinks and "Y" in present:
         flipped = inspect(f"{scenario.loss} loss", "Y", "DY", {b: traces[b]["T"] for b in backends})
         if flipped is not None and flipped.any():
             seeds["DY"] = flipped
+    return KinkScan(seeds, events, near_total, flips)
 
-    shapes = {name: refs[name][0].shape for name in refs}
-    influence = propagate(scenario, shapes, seeds) if seeds else {}
 
+def judge(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]], scan: KinkScan,
+          since_sync: int = 0) -> StepVerdict:
+    """Judge every tensor of one step, excusing what the scan's flips influence."""
+    backends = list(traces)
+    order = _present(scenario, traces)
+    shapes = {key_name(k): traces[backends[0]][key_name(k)].shape for k in order}
+    influence = propagate(scenario, shapes, scan.seeds) if scan.seeds else {}
+    scratch: dict[tuple, np.ndarray] = {}  # one work array per shape: big allocations are slow
     verdicts = []
     for key in order:
         name = key_name(key)
-        ref, rtol, atol = refs[name]
-        excused = influence.get(name)
-        worst, kinks, kept = dict(raw_worst[name]), {b: 0 for b in backends}, {}
-        for b, r in outside[name].items():
-            if excused is not None and r.ndim:
-                ex = np.broadcast_to(excused, r.shape)
-                kinks[b] = int((ex & (r > 1)).sum())
-                r = np.where(ex, 0.0, r)
-                worst[b] = float(r.max())
-            kept[b] = r
+        values = [traces[b][name] for b in backends]
+        shapes_ok = all(v.shape == values[0].shape for v in values)
+        ref = consensus(values) if shapes_ok else values[0]
+        rtol, atol = tolerance(scenario, key, since_sync)
+        # Ratios only need a few digits: the work arrays are float32 (half the memory traffic);
+        # the reference and the differences themselves are computed in float64.
+        denominator = np.abs(ref, dtype=np.float32) if ref.ndim else np.abs(ref)
+        denominator *= rtol
+        denominator += atol
+        worst, kinks, kept = {}, {b: 0 for b in backends}, {}
+        for b in backends:
+            if values[backends.index(b)].shape != ref.shape or not ref.ndim:
+                r = ratio(traces[b][name], ref, rtol, atol, denominator)
+            else:
+                work = scratch.setdefault(ref.shape, np.empty(ref.shape, dtype=np.float32))
+                r = _ratio_into(work, traces[b][name], ref, denominator)
+            worst[b] = float(r.max()) if r.size else 0.0
+            if worst[b] > 1:  # rare: keep this backend's ratios to excuse kinks and localize
+                r = np.array(r)
+                excused = influence.get(name)
+                if excused is not None and r.ndim:
+                    ex = np.broadcast_to(excused, r.shape)
+                    kinks[b] = int((ex & (r > 1)).sum())
+                    r[ex] = 0.0
+                    worst[b] = float(r.max())
+                kept[b] = r
         blamed = [b for b in backends if worst[b] > 1]
         v = TensorVerdict(key, rtol, atol, worst, kinks, blamed, majority=2 * len(blamed) < len(backends))
         if blamed:
@@ -335,7 +367,24 @@ def compare_step(scenario: Scenario, step: int, traces: dict[str, dict[str, np.n
             v.values = {b: _at(traces[b][name], v.index) for b in backends}
             v.values["consensus"] = _at(ref, v.index)
         verdicts.append(v)
-    return StepVerdict(step, verdicts, events, near_total, flips)
+    return StepVerdict(step, verdicts, scan.events, scan.near, scan.flips)
+
+
+def _ratio_into(work: np.ndarray, value: np.ndarray, ref: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """:func:`ratio` written into ``work`` (same numbers, no allocation)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        np.subtract(value, ref, out=work, casting="same_kind")
+        np.abs(work, out=work)
+        np.divide(work, denominator, out=work)
+    if not np.isfinite(work.max()):  # non-finite values, or a ratio beyond float32's range
+        return ratio(value, ref, 1.0, 0.0, denominator.astype(np.float64))
+    return work
+
+
+def compare_step(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]],
+                 params_before: dict[str, dict[str, np.ndarray]], since_sync: int = 0) -> StepVerdict:
+    """Judge one step's traces (backend -> tensor name -> float64 array): kinks, then tensors."""
+    return judge(scenario, step, traces, scan_kinks(scenario, step, traces, params_before, since_sync), since_sync)
 
 
 def _at(a: np.ndarray, index: tuple[int, ...]) -> float:

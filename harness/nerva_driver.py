@@ -148,13 +148,15 @@ class NervaAdapter:
             loss = self.loss(Y, Tb)
             DY = self.loss.gradient(Y, Tb) / N
             M.backpropagate(Y, DY)
-            trace: Trace = {"X": X.copy(), "T": T.copy()}
+            trace: Trace = {}
             self.dtypes: dict[str, str] = {}  # the dtype each tensor had inside the backend
 
             def keep(key: str, value: Any) -> None:
                 trace[key] = self.to_numpy(value)
                 self.dtypes[key] = dtype_name(value)
 
+            keep("X", Xb)  # the inputs as the backend holds them
+            keep("T", Tb)
             keep("Y", Y)
             keep("DY", DY)
             keep("loss", loss)

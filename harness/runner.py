@@ -15,19 +15,24 @@ Modes (DESIGN.md, "Two ways to run steps"):
 A backend that raises while building or stepping is reported as that backend's failure with
 its error message; the others go on. By default the run stops after the first step with a
 mismatch (what follows is a consequence); ``keep_going`` runs every step.
+
+Speed: the judgement of a step runs in a worker thread while the backends compute the next
+step (NumPy releases the GIL, and so do the frameworks' kernels); only the cheap kink scan,
+which decides re-anchoring, runs before the next step starts.
 """
 
 from __future__ import annotations
 
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 import adapters
-from harness.compare import StepVerdict, compare_step, consensus
+from harness.compare import StepVerdict, consensus, judge, scan_kinks
 from harness.data import batches
 from harness.spec import Scenario
 from harness.state import as_dtype, initial_state
@@ -76,43 +81,63 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
             result.failures[name] = _describe(e, "build")
     reference, since_sync = state0, 0
     before = {name: state0 for name in active}  # each backend's parameters at the start of a step
-    for step, (X, T) in enumerate(data):
-        if len(active) < 1:
-            break
-        if scenario.mode == "lockstep" and step > 0:
-            for model in active.values():
-                model.set_state(reference)
-        traces = {}
-        for name, model in list(active.items()):
-            try:
-                traces[name] = model.step(X, T, scenario.lr)
-            except Exception as e:
-                result.failures[name] = _describe(e, f"step {step}")
-                del active[name]
-                continue
-            wrong = sorted(k for k, d in model.dtypes.items() if d != scenario.dtype)
-            if wrong:
-                result.dtype_mismatches.setdefault(name, sorted(set(result.dtype_mismatches.get(name, [])) | set(wrong)))
-        if not traces:
-            break
-        verdict = compare_step(scenario, step, traces, before, since_sync)
+    # The judgement of step s (the expensive part) runs in a worker thread while the backends
+    # compute step s + 1; only the cheap kink scan must finish first (it decides re-anchoring).
+    pending: tuple[int, Future] | None = None
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge")
+
+    def collect() -> bool:
+        """Record the pending verdict; True when the run should stop there."""
+        nonlocal pending
+        assert pending is not None
+        step_, future = pending
+        pending = None
+        verdict = future.result()
         result.steps.append(verdict)
-        if scenario.mode == "lockstep" or verdict.flips:
-            reference = _consensus_state([m.get_state() for m in active.values()], scenario.dtype)
-            for model in active.values():
-                model.set_state(reference)
-            if scenario.mode == "trajectory":
-                result.resyncs.append(step)
-            before = {name: reference for name in active}
-            since_sync = 0
-        else:
-            before = {name: traces[name] for name in active}  # the traces hold the updated parameters
-            since_sync += 1
         if progress:
-            progress(step, verdict)
-        if verdict.first_failure is not None and not keep_going and step + 1 < scenario.steps:
-            result.stopped_early = True
-            break
+            progress(step_, verdict)
+        return verdict.first_failure is not None and not keep_going
+
+    try:
+        for step, (X, T) in enumerate(data):
+            if not active:
+                break
+            if scenario.mode == "lockstep" and step > 0:
+                for model in active.values():
+                    model.set_state(reference)
+            traces = {}
+            for name, model in list(active.items()):
+                try:
+                    traces[name] = model.step(X, T, scenario.lr)
+                except Exception as e:
+                    result.failures[name] = _describe(e, f"step {step}")
+                    del active[name]
+                    continue
+                wrong = {k for k, d in model.dtypes.items() if d != scenario.dtype}
+                if wrong:
+                    result.dtype_mismatches[name] = sorted(wrong | set(result.dtype_mismatches.get(name, [])))
+            if pending is not None and collect():
+                break  # the previous step failed; this step's traces are not judged
+            if not traces:
+                break
+            scan = scan_kinks(scenario, step, traces, before, since_sync)
+            pending = (step, worker.submit(judge, scenario, step, traces, scan, since_sync))
+            if scenario.mode == "lockstep" or scan.flips:
+                reference = _consensus_state([m.get_state() for m in active.values()], scenario.dtype)
+                for model in active.values():
+                    model.set_state(reference)
+                if scenario.mode == "trajectory":
+                    result.resyncs.append(step)
+                before = {name: reference for name in active}
+                since_sync = 0
+            else:
+                before = dict(traces)  # the traces hold each backend's updated parameters
+                since_sync += 1
+        if pending is not None:
+            collect()
+    finally:
+        worker.shutdown(wait=True, cancel_futures=True)
+    result.stopped_early = len(result.steps) < scenario.steps
     result.seconds = time.perf_counter() - start
     return result
 
