@@ -56,6 +56,12 @@ def key_name(key: Key) -> str:
     return tensor if layer is None else f"{tensor}{layer}"
 
 
+def _key(name: str) -> Key:
+    """The inverse of :func:`key_name`: "DZ2" -> ("DZ", 2), "Y" -> ("Y", None)."""
+    tensor = name.rstrip("0123456789")
+    return (tensor, int(name[len(tensor):])) if tensor != name else (name, None)
+
+
 def tensor_order(scenario: Scenario) -> list[Key]:
     """Forward order, then backward order, then the parameters after the update."""
     L = len(scenario.layers)
@@ -278,7 +284,7 @@ def scan_kinks(scenario: Scenario, step: int, traces: dict[str, dict[str, np.nda
     def inspect(site: str, tensor: str, grad: str, points: dict[str, np.ndarray | float]) -> np.ndarray | None:
         nonlocal near_total, flips
         offsets = [traces[b][tensor] - points[b] for b in backends]  # each backend's own kink
-        rtol, atol = tolerance(scenario, (tensor.rstrip("0123456789"), None), since_sync)
+        rtol, atol = tolerance(scenario, _key(tensor), since_sync)
         mask = near(offsets, 0.0, rtol, atol + rtol * float(np.max(np.abs(points[backends[0]]))))
         if not mask.any():
             return None
@@ -286,7 +292,7 @@ def scan_kinks(scenario: Scenario, step: int, traces: dict[str, dict[str, np.nda
         disagree = np.logical_or.reduce([sd != sides[0] for sd in sides[1:]])
         grads = [traces[b][grad][mask] for b in backends]  # judged only where it matters
         g_ref = consensus(grads)
-        g_rtol, g_atol = tolerance(scenario, (grad.rstrip("0123456789"), None), since_sync)
+        g_rtol, g_atol = tolerance(scenario, _key(grad), since_sync)
         disagree |= np.logical_or.reduce([ratio(g, g_ref, g_rtol, g_atol) > 1 for g in grads])
         flipped = np.zeros_like(mask)
         flipped[mask] = disagree

@@ -77,3 +77,32 @@ def test_same_wrong_formula_in_three_backends_leaves_no_majority_for_the_right_o
     result = run(scenarios.get("relu-softmax", steps=1), installed)
     _, verdict = result.first_divergence
     assert verdict.blamed == ["numpy"]
+
+
+def test_cli_exit_1_names_the_backend_and_prints_the_reproduction(installed, monkeypatch, capsys, tmp_path):
+    import json
+
+    from harness.cli import main
+
+    layers = importlib.import_module("nerva_jax.layers")
+    original = layers.ActivationLayer.backpropagate
+    corrupt = _scale_db("jax")
+
+    def broken(self, Y, DY):
+        original(self, Y, DY)
+        corrupt(self)
+
+    monkeypatch.setattr(layers.ActivationLayer, "backpropagate", broken)
+    report = tmp_path / "r.json"
+    code = main(["run", "--scenario", "relu-softmax", "--steps", "3", "--seed", "4", "--quiet", "--json", str(report)])
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "first divergence" in out and "jax" in out
+    assert "nerva-consistency run --scenario relu-softmax --steps 3 --seed 4 --backends numpy,torch,jax,tensorflow" in out
+    assert "tox -e consistency -- run --scenario relu-softmax" in out
+    doc = json.loads(report.read_text())
+    fd = doc["first_divergence"]
+    assert doc["passed"] is False and fd["step"] == 0
+    assert (fd["tensor"], fd["layer"], fd["backends"]) == ("Db", 2, ["jax"])
+    assert fd["ratio"]["jax"] > 1 > max(fd["ratio"][b] for b in ("numpy", "torch", "tensorflow"))
+    assert set(fd["values"]) == {"numpy", "torch", "jax", "tensorflow", "consensus"}
