@@ -353,16 +353,15 @@ def judge(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]
             else:
                 work = scratch.setdefault(ref.shape, np.empty(ref.shape, dtype=np.float32))
                 r = _ratio_into(work, traces[b][name], ref, denominator)
+            excused = influence.get(name)
+            if excused is not None and r.ndim and excused.any():  # a flip step: the kink's share
+                r = np.array(r)                                   # is excused, not judged
+                ex = np.broadcast_to(excused, r.shape)
+                kinks[b] = int((ex & (r > 1)).sum())
+                r[ex] = 0.0
             worst[b] = float(r.max()) if r.size else 0.0
-            if worst[b] > 1:  # rare: keep this backend's ratios to excuse kinks and localize
-                r = np.array(r)
-                excused = influence.get(name)
-                if excused is not None and r.ndim:
-                    ex = np.broadcast_to(excused, r.shape)
-                    kinks[b] = int((ex & (r > 1)).sum())
-                    r[ex] = 0.0
-                    worst[b] = float(r.max())
-                kept[b] = r
+            if worst[b] > 1:  # rare: keep this backend's ratios to localize the failure
+                kept[b] = np.array(r)
         blamed = [b for b in backends if worst[b] > 1]
         v = TensorVerdict(key, rtol, atol, worst, kinks, blamed, majority=2 * len(blamed) < len(backends))
         if blamed:
