@@ -29,6 +29,13 @@ REQUIRES = {
 }
 EXTRA = {"numpy": "numpy", "torch": "torch", "jax": "jax", "tensorflow": "tensorflow"}
 
+# References with the same interface: exact SymPy/mpmath, or float64 autodiff of the same
+# forward definitions (never the libraries' hand-written backward code).
+ORACLES = {
+    "sympy": ("adapters.sympy_oracle:SympyOracle", ("sympy", "mpmath")),
+    "autodiff": ("adapters.autodiff_oracle:AutodiffOracle", ("torch",)),
+}
+
 
 def registry() -> dict[str, str]:
     """Backend name -> "module:Class", the built-ins first, then plug-ins."""
@@ -60,4 +67,21 @@ def load(name: str):
     if reason:
         raise BackendUnavailable(reason)
     module, _, cls = registry()[name].partition(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+def why_oracle_unavailable(name: str) -> str | None:
+    if name not in ORACLES:
+        return f"unknown oracle {name!r}; choose from auto, {', '.join(ORACLES)}, none"
+    for module in ORACLES[name][1]:
+        if importlib.util.find_spec(module) is None:
+            return f"oracle {name!r} is unavailable: module {module!r} is not installed"
+    return None
+
+
+def load_oracle(name: str):
+    reason = why_oracle_unavailable(name)
+    if reason:
+        raise BackendUnavailable(reason)
+    module, _, cls = ORACLES[name][0].partition(":")
     return getattr(importlib.import_module(module), cls)()

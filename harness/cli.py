@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--json", metavar="FILE", help="write the JSON report here (check: a directory)")
         q.add_argument("--keep-going", action="store_true", help="run every step even after a mismatch")
         q.add_argument("--quiet", action="store_true", help="no progress bar")
+        q.add_argument("--oracle", choices=("auto", "sympy", "autodiff", "none"), default="auto",
+                       help="reference in lockstep mode: exact sympy, float64 autodiff, or none (backends "
+                            "compared with each other); auto: sympy when small enough, else autodiff")
 
     run = sub.add_parser("run", help="run one scenario (named or ad hoc)")
     run.add_argument("--scenario", help="a catalog name (nerva-consistency list)")
@@ -59,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="the main job: every catalog scenario marked check = true")
     check.add_argument("--seed", type=int, help="override every scenario's seed")
     common(check)
+
+    conv = sub.add_parser("conventions", help="each backend's derivative exactly at each kink, beside the one-sided limits")
+    conv.add_argument("--backends", help="comma-separated (default: every installed backend)")
+    conv.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    conv.add_argument("--json", metavar="FILE", help="write the table as JSON")
     return p
 
 
@@ -117,7 +125,7 @@ def _run_one(scenario, backends, args, out, err):
     from harness.runner import run
 
     if args.quiet or not err.is_terminal:  # no bar in logs; the result lines say it all
-        return run(scenario, backends, keep_going=args.keep_going)
+        return run(scenario, backends, keep_going=args.keep_going, oracle=args.oracle)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("worst {task.fields[worst]:.3g}"), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True) as progress:
@@ -127,7 +135,7 @@ def _run_one(scenario, backends, args, out, err):
             worst = max((w for t in verdict.tensors for w in t.worst.values()), default=0.0)
             progress.update(task, advance=1, worst=max(worst, progress.tasks[0].fields["worst"]))
 
-        return run(scenario, backends, progress=tick, keep_going=args.keep_going)
+        return run(scenario, backends, progress=tick, keep_going=args.keep_going, oracle=args.oracle)
 
 
 def _print_result(result, out) -> None:
@@ -136,8 +144,10 @@ def _print_result(result, out) -> None:
     from harness.report import reproduce, summary
 
     sc = result.scenario
-    table = Table(title=f"{sc.name}: worst error/tolerance (kink-excused elements) over {len(result.steps)} "
-                        f"step(s), {sc.dtype}, {sc.mode}, seed {sc.seed}")
+    against = f"against the {result.oracle} oracle, " if result.oracle else ""
+    ulps = " · ulps" if result.oracle else ""
+    table = Table(title=f"{sc.name}: worst error/tolerance{ulps} (kink-excused elements), {against}"
+                        f"{len(result.steps)} step(s), {sc.dtype}, {sc.mode}, seed {sc.seed}")
     table.add_column("tensor")
     for b in result.backends:
         table.add_column(b, justify="right")
@@ -148,10 +158,12 @@ def _print_result(result, out) -> None:
             if c is None:
                 cells.append("-")
                 continue
-            text = f"{c['worst']:.3g}" + (f" ({c['kinks']})" if c["kinks"] else "")
+            text = f"{c['worst']:.3g}" + (f" · {c['ulps']:.3g}" if "ulps" in c else "") \
+                + (f" ({c['kinks']})" if c["kinks"] else "")
             cells.append(f"[red]{text}[/red]" if c["worst"] > 1 else text)
         table.add_row(name, *cells)
     out.print(table)
+    out.print(f"oracle: {result.oracle_note}")
     near = sum(v.near_kinks for v in result.steps)
     flips = sum(v.flips for v in result.steps)
     if near:
@@ -173,7 +185,7 @@ def _print_result(result, out) -> None:
     if result.passed:
         out.print(f"[green]PASS[/green] {sc.name}: {', '.join(result.backends)} agree ({result.seconds:.1f} s)")
     else:
-        cmd = reproduce(sc, result.backends)
+        cmd = reproduce(sc, result.backends, result.oracle)
         out.print(f"[red]FAIL[/red] {sc.name}. Reproduce with:\n  {cmd['run']}\n  {cmd['tox']}", soft_wrap=True)
 
 
@@ -182,6 +194,40 @@ def _write_json(result, path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(to_json(result), indent=1) + "\n")
+
+
+def _conventions(args: argparse.Namespace, out) -> int:
+    from rich.table import Table
+
+    from harness.conventions import measure
+
+    import adapters
+
+    names = _backends(args.backends) if args.backends else adapters.available()
+    if not names:
+        raise SpecError("no backend is installed (pip install 'nerva-consistency[all]' -c constraints.txt)")
+    rows = measure(names, args.dtype)
+    table = Table(title=f"derivatives at the kinks ({args.dtype}): one-sided limits (exact) and each backend's value")
+    for col in ("kink", "left", "right", *names):
+        table.add_column(col, justify="left" if col == "kink" else "right")
+    for row in rows:
+        cells = []
+        for b in names:
+            v = row["backends"][b]
+            if isinstance(v, str):
+                cells.append(f"[red]{v}[/red]")
+            else:
+                lo, hi = sorted((row["left"], row["right"]))
+                same = lambda a, b: abs(a - b) <= 1e-6 * max(abs(b), 1e-30)  # noqa: E731 (float32 vs exact)
+                side = "= left" if same(v, row["left"]) else "= right" if same(v, row["right"]) else \
+                    "between" if lo < v < hi else "outside"
+                cells.append(f"{v:g} ({side})")
+        table.add_row(row["kink"], f"{row['left']:g}", f"{row['right']:g}", *cells)
+    out.print(table)
+    out.print("Conventions are reported, not failed: at a kink any value between the one-sided limits is defensible.")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -203,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                               f"{t['sizes']}: {t['layers']}", sc.loss, str(sc.steps), sc.description)
             out.print(table)
             return 0
+        if args.command == "conventions":
+            return _conventions(args, out)
         backends = _backends(args.backends)
         if args.command == "run":
             scenario = _scenario(args)
@@ -226,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 worst = max((w for v in result.steps for t in v.tensors for w in t.worst.values()), default=0.0)
                 kinks = sum(v.near_kinks for v in result.steps)
                 out.print(f"[green]PASS[/green] {label:45s} worst {worst:.3g}  near-kink {kinks}  "
-                          f"resyncs {len(result.resyncs)}  ({result.seconds:.1f} s)")
+                          f"resyncs {len(result.resyncs)}  oracle {result.oracle or 'none'}  ({result.seconds:.1f} s)")
             else:
                 _print_result(result, out)
                 failed.append(label)

@@ -231,7 +231,8 @@ class TensorVerdict:
     blamed: list[str] = field(default_factory=list)
     majority: bool = True
     index: tuple[int, ...] | None = None  # the blamed backends' worst element
-    values: dict[str, float] | None = None  # every backend's value there, and the consensus
+    values: dict[str, float] | None = None  # every backend's value there, and the reference
+    ulps: dict[str, float] | None = None  # with an oracle: per backend, worst error in ulps of the dtype
 
     @property
     def failed(self) -> bool:
@@ -266,7 +267,8 @@ def _present(scenario: Scenario, traces: dict[str, dict[str, np.ndarray]]) -> li
 
 
 def scan_kinks(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]],
-               params_before: dict[str, dict[str, np.ndarray]], since_sync: int = 0) -> KinkScan:
+               params_before: dict[str, dict[str, np.ndarray]], since_sync: int = 0,
+               oracle: str | None = None) -> KinkScan:
     """Which elements are within reach of a non-differentiable point, and which *flipped*?
 
     An element flipped where the backends took different sides of the kink, or disagree on
@@ -274,6 +276,8 @@ def scan_kinks(scenario: Scenario, step: int, traces: dict[str, dict[str, np.nda
     correct. Cheap (it reads Z, DZ, Y, DY only), so the runner decides on re-anchoring from it
     before the full judgement. ``params_before`` (backend -> parameters at the start of the
     step) gives each backend's own kink positions where they are parameters (SReLU's tl, tr).
+    With an ``oracle`` its trace takes part like a backend, and a backend's gradient there is
+    judged against the oracle's.
     """
     backends = list(traces)
     present = {key_name(k) for k in _present(scenario, traces)}
@@ -291,7 +295,7 @@ def scan_kinks(scenario: Scenario, step: int, traces: dict[str, dict[str, np.nda
         sides = [np.sign(d[mask]) for d in offsets]
         disagree = np.logical_or.reduce([sd != sides[0] for sd in sides[1:]])
         grads = [traces[b][grad][mask] for b in backends]  # judged only where it matters
-        g_ref = consensus(grads)
+        g_ref = traces[oracle][grad][mask] if oracle else consensus(grads)
         g_rtol, g_atol = tolerance(scenario, _key(grad), since_sync)
         disagree |= np.logical_or.reduce([ratio(g, g_ref, g_rtol, g_atol) > 1 for g in grads])
         flipped = np.zeros_like(mask)
@@ -327,9 +331,15 @@ def scan_kinks(scenario: Scenario, step: int, traces: dict[str, dict[str, np.nda
 
 
 def judge(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]], scan: KinkScan,
-          since_sync: int = 0) -> StepVerdict:
-    """Judge every tensor of one step, excusing what the scan's flips influence."""
-    backends = list(traces)
+          since_sync: int = 0, oracle: str | None = None) -> StepVerdict:
+    """Judge every tensor of one step, excusing what the scan's flips influence.
+
+    With ``oracle`` (the name of one of the traces), the reference is that trace, not the
+    median: blame is then "outside tolerance of the exact value", and each backend's worst
+    error is also given in ulps of the run's dtype (``TensorVerdict.ulps``; the oracle's
+    float64 rounding of the exact value adds at most 0.5 ulp in float64 runs).
+    """
+    backends = [b for b in traces if b != oracle]
     order = _present(scenario, traces)
     shapes = {key_name(k): traces[backends[0]][key_name(k)].shape for k in order}
     influence = propagate(scenario, shapes, scan.seeds) if scan.seeds else {}
@@ -339,7 +349,10 @@ def judge(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]
         name = key_name(key)
         values = [traces[b][name] for b in backends]
         shapes_ok = all(v.shape == values[0].shape for v in values)
-        ref = consensus(values) if shapes_ok else values[0]
+        if oracle is not None:
+            ref = traces[oracle][name]
+        else:
+            ref = consensus(values) if shapes_ok else values[0]
         rtol, atol = tolerance(scenario, key, since_sync)
         # Ratios only need a few digits: the work arrays are float32 (half the memory traffic);
         # the reference and the differences themselves are computed in float64.
@@ -363,16 +376,39 @@ def judge(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]
             if worst[b] > 1:  # rare: keep this backend's ratios to localize the failure
                 kept[b] = np.array(r)
         blamed = [b for b in backends if worst[b] > 1]
-        v = TensorVerdict(key, rtol, atol, worst, kinks, blamed, majority=2 * len(blamed) < len(backends))
+        majority = oracle is not None or 2 * len(blamed) < len(backends)
+        v = TensorVerdict(key, rtol, atol, worst, kinks, blamed, majority=majority)
+        if oracle is not None:
+            v.ulps = {b: ulp_error(traces[b][name], ref, scenario.dtype, influence.get(name)) for b in backends}
         if blamed:
             who = max(blamed, key=lambda b: worst[b])
             r = kept[who]
             idx = np.unravel_index(int(np.argmax(r)), r.shape) if r.ndim else ()
             v.index = tuple(int(i) for i in idx)
             v.values = {b: _at(traces[b][name], v.index) for b in backends}
-            v.values["consensus"] = _at(ref, v.index)
+            v.values[oracle or "consensus"] = _at(ref, v.index)
         verdicts.append(v)
     return StepVerdict(step, verdicts, scan.events, scan.near, scan.flips)
+
+
+def ulp_error(value: np.ndarray, exact: np.ndarray, dtype: str, excused: np.ndarray | None = None) -> float:
+    """Worst |value - exact| in ulps of ``dtype`` at the tensor's scale (its largest |exact|).
+
+    Element-wise ulps of values near zero measure cancellation, not accuracy (an exact 1e-12
+    computed as 3e-12 is "10^15 ulps" off); the tensor's scale is what the dtype resolves.
+    Kink-influenced elements are excused.
+    """
+    if value.shape != exact.shape:
+        return float("inf")
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs(value - exact)
+        if excused is not None and err.ndim:
+            err = np.where(np.broadcast_to(excused, err.shape), 0.0, err)
+        err = np.where(np.isnan(err) & ((value == exact) | (np.isnan(value) & np.isnan(exact))), 0.0, err)
+        finite = np.abs(exact[np.isfinite(exact)]) if np.ndim(exact) else np.abs(np.atleast_1d(exact))
+        scale = float(finite.max()) if finite.size else 0.0
+        spacing = float(np.spacing(np.asarray(scale, dtype=dtype)))
+        return float(np.max(err) / spacing) if np.size(err) else 0.0
 
 
 def _ratio_into(work: np.ndarray, value: np.ndarray, ref: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -387,9 +423,11 @@ def _ratio_into(work: np.ndarray, value: np.ndarray, ref: np.ndarray, denominato
 
 
 def compare_step(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]],
-                 params_before: dict[str, dict[str, np.ndarray]], since_sync: int = 0) -> StepVerdict:
+                 params_before: dict[str, dict[str, np.ndarray]], since_sync: int = 0,
+                 oracle: str | None = None) -> StepVerdict:
     """Judge one step's traces (backend -> tensor name -> float64 array): kinks, then tensors."""
-    return judge(scenario, step, traces, scan_kinks(scenario, step, traces, params_before, since_sync), since_sync)
+    scan = scan_kinks(scenario, step, traces, params_before, since_sync, oracle)
+    return judge(scenario, step, traces, scan, since_sync, oracle)
 
 
 def _at(a: np.ndarray, index: tuple[int, ...]) -> float:

@@ -70,9 +70,7 @@ class NervaAdapter:
         self.setup()
         self.scenario, self.dtype = scenario, scenario.dtype
         layers_mod = self._module("layers")
-        acts = self._module("activation_functions")
         opts = self._module("optimizers")
-        losses = self._module("loss_functions")
         mlp = self._module("multilayer_perceptron")
         with self.precision(self.dtype):
             layers, width = [], scenario.input_size
@@ -88,11 +86,9 @@ class NervaAdapter:
                 elif kind == "BatchNormalization":
                     layer = layers_mod.BatchNormalizationLayer(D)
                 elif kind == "SReLU":
-                    layer = layers_mod.SReLULayer(D, K, acts.SReLUActivation(**arg))
-                elif kind == "ELU":
-                    layer = layers_mod.ActivationLayer(D, K, elu_activation(acts.ActivationFunction, self.xp, arg["alpha"]))
+                    layer = layers_mod.SReLULayer(D, K, self.activation(kind, arg))
                 else:
-                    layer = layers_mod.ActivationLayer(D, K, acts.parse_activation(spec.text))
+                    layer = layers_mod.ActivationLayer(D, K, self.activation(kind, arg))
                 layers.append(layer)
                 width = K
             self.model = mlp.MultilayerPerceptron(layers)
@@ -114,11 +110,58 @@ class NervaAdapter:
                     self._optimizers[key] = self.optimizer(factory, obj, attr, dattr)
                     built.append(self._optimizers[key])
                 layer.optimizer = opts.CompositeOptimizer(built)
-            if scenario.loss == "AbsoluteError":
-                self.loss = absolute_error_loss(losses.LossFunction, self.xp)
-            else:
-                self.loss = losses.parse_loss_function(scenario.loss)
+            self.loss = self.loss_function(scenario.loss)
         self.set_state(state)
+
+    # -- single components, for the component suite and the conventions table ------------
+    def activation(self, kind: str, arg: dict[str, float], dtype: str | None = None) -> Any:
+        """The backend's own activation function object (ELU: the harness's, in its arrays).
+
+        With ``dtype``, SReLU's parameter buffers are made in that dtype (the libraries make
+        them float32, nerva-numpy float64), as :meth:`build` does for a model.
+        """
+        self.setup()
+        acts = self._module("activation_functions")
+        if kind == "SReLU":
+            act = acts.SReLUActivation(**arg)
+            if dtype is not None:
+                act.x = self.buffer(np.array([arg["al"], arg["tl"], arg["ar"], arg["tr"]]), dtype)
+                act.Dx = self.buffer(np.zeros(4), dtype)
+            return act
+        if kind == "ELU":
+            return elu_activation(acts.ActivationFunction, self.xp, arg["alpha"])
+        text = kind + ("(" + ", ".join(f"{k}={v!r}" for k, v in arg.items()) + ")" if arg else "")
+        return acts.parse_activation(text)
+
+    def loss_function(self, name: str) -> Any:
+        self.setup()
+        losses = self._module("loss_functions")
+        if name == "AbsoluteError":
+            return absolute_error_loss(losses.LossFunction, self.xp)
+        return losses.parse_loss_function(name)
+
+    def softmax_function(self, name: str) -> Any:
+        """softmax, stable_softmax, log_softmax or stable_log_softmax, as the library defines it."""
+        self.setup()
+        return getattr(self._module("softmax_functions"), name)
+
+    def backward(self, X: np.ndarray, DY: np.ndarray) -> Trace:
+        """Feedforward X and backpropagate a given DY (no loss, no update): Y and every layer tensor."""
+        with self.precision(self.dtype):
+            Xb = self.array(X, self.dtype)
+            Y = self.model.feedforward(Xb)
+            self.model.backpropagate(Y, self.array(DY, self.dtype))
+            trace = {"Y": self.to_numpy(Y)}
+            for i, layer in enumerate(self.model.layers, start=1):
+                trace.update({f"{k}{i}": self.to_numpy(v) for k, v in self._layer_tensors(layer).items()})
+        return trace
+
+    @staticmethod
+    def _layer_tensors(layer: Any) -> dict[str, Any]:
+        found = {name: getattr(layer, name, None) for name in ("X", "Z", "DZ", "DW", "Db", "DX", "Dgamma", "Dbeta")}
+        if hasattr(layer, "act") and hasattr(layer.act, "Dx"):
+            found["Dsrelu"] = layer.act.Dx
+        return {k: v for k, v in found.items() if v is not None}
 
     def get_state(self) -> dict[str, np.ndarray]:
         """Parameters and optimizer velocities (``W1``, ``W1.v`` …) as float64 copies."""
@@ -162,12 +205,8 @@ class NervaAdapter:
             keep("loss", loss)
             trace["loss"] = trace["loss"].reshape(())
             for i, layer in enumerate(M.layers, start=1):
-                for name in ("X", "Z", "DZ", "DW", "Db", "DX", "Dgamma", "Dbeta"):
-                    value = getattr(layer, name, None)
-                    if value is not None:
-                        keep(f"{name}{i}", value)
-                if hasattr(layer, "act") and hasattr(layer.act, "Dx"):
-                    keep(f"Dsrelu{i}", layer.act.Dx)
+                for name, value in self._layer_tensors(layer).items():
+                    keep(f"{name}{i}", value)
             M.optimize(lr)
             for key, (obj, attr, _, _) in self._slots.items():
                 keep(key, getattr(obj, attr))

@@ -10,9 +10,12 @@ JSON schema ``nerva-consistency/report/1`` (documented in docs/report-schema.md)
     dtype_mismatches  {backend: [tensor, …]} tensors a backend held in another dtype than asked
     resyncs           [step, …] trajectory steps after which backends were re-anchored (a kink flip)
     tolerance         {tensor: [rtol, atol]} at the first step (before trajectory growth)
+    oracle            "sympy" | "autodiff" | null (backends judged against each other); oracle_note: why
     per_step          [{step, near_kinks, flips, ratio: {tensor: {backend: error/tolerance}},
-                        kinks: {tensor: {backend: count}} (only non-zero)}]
-    summary           {tensor: {backend: {"worst": max ratio, "kinks": total count}}}
+                        kinks: {tensor: {backend: count}} (only non-zero),
+                        ulps: {tensor: {backend: worst error in ulps of the dtype at the tensor's
+                        largest magnitude}} (with an oracle)}]
+    summary           {tensor: {backend: {"worst": max ratio, "kinks": total count, "ulps": max ulps}}}
     kink_events       [{step, site, tensor, index, point, flipped, values: {backend: v},
                         gradient: {backend: dv}}]  (at most 20 per step)
     first_divergence  null, or {step, tensor, layer, index, backends (blamed), majority,
@@ -68,7 +71,7 @@ def flags(scenario: Scenario) -> dict[str, str]:
     }
 
 
-def reproduce_args(scenario: Scenario, backends: list[str]) -> list[str]:
+def reproduce_args(scenario: Scenario, backends: list[str], oracle: str | None = None) -> list[str]:
     """The shortest ``run`` arguments that rebuild exactly this scenario on these backends."""
     import scenarios
 
@@ -81,11 +84,13 @@ def reproduce_args(scenario: Scenario, backends: list[str]) -> list[str]:
     for key, value in mine.items():
         if base.get(key) != value or key == "seed":
             args += [f"--{key}", value]
+    if scenario.mode == "lockstep":
+        args += ["--oracle", oracle or "none"]
     return args + ["--backends", ",".join(backends)]
 
 
-def reproduce(scenario: Scenario, backends: list[str]) -> dict[str, str]:
-    args = reproduce_args(scenario, backends)
+def reproduce(scenario: Scenario, backends: list[str], oracle: str | None = None) -> dict[str, str]:
+    args = reproduce_args(scenario, backends, oracle)
     return {"run": shlex.join(["nerva-consistency", *args]),
             "tox": shlex.join(["tox", "-e", "consistency", "--", *args])}
 
@@ -99,6 +104,8 @@ def summary(result: RunResult) -> dict[str, dict[str, dict[str, float]]]:
                 cell = row.setdefault(b, {"worst": 0.0, "kinks": 0})
                 cell["worst"] = max(cell["worst"], w)
                 cell["kinks"] += tv.kinks.get(b, 0)
+                if tv.ulps is not None:
+                    cell["ulps"] = max(cell.get("ulps", 0.0), tv.ulps[b])
     return out
 
 
@@ -127,6 +134,8 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "backends": result.backends,
         "dtype": sc.dtype,
         "mode": sc.mode,
+        "oracle": result.oracle,
+        "oracle_note": result.oracle_note,
         "steps": sc.steps,
         "steps_run": len(result.steps),
         "seconds": round(result.seconds, 3),
@@ -138,13 +147,15 @@ def to_json(result: RunResult) -> dict[str, Any]:
             {"step": v.step, "near_kinks": v.near_kinks, "flips": v.flips,
              "ratio": {key_name(t.key): {b: _num(r) for b, r in t.worst.items()} for t in v.tensors},
              "kinks": {key_name(t.key): {b: n for b, n in t.kinks.items() if n}
-                       for t in v.tensors if any(t.kinks.values())}}
+                       for t in v.tensors if any(t.kinks.values())},
+             **({"ulps": {key_name(t.key): {b: _num(u) for b, u in t.ulps.items()} for t in v.tensors}}
+                if result.oracle else {})}
             for v in result.steps
         ],
-        "summary": {k: {b: {"worst": _num(c["worst"]), "kinks": c["kinks"]} for b, c in row.items()}
+        "summary": {k: {b: {key: _num(v) for key, v in c.items()} for b, c in row.items()}
                     for k, row in summary(result).items()},
         "kink_events": [e for v in result.steps for e in v.kink_events],
         "first_divergence": fd,
-        "reproduce": reproduce(sc, result.backends),
+        "reproduce": reproduce(sc, result.backends, result.oracle),
         "versions": versions(),
     }

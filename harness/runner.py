@@ -10,7 +10,9 @@ Modes (DESIGN.md, "Two ways to run steps"):
   the consensus parameters and optimizer velocities, records the step in ``resyncs`` and goes
   on. Without a flip the trajectories are never touched.
 - ``lockstep``: before each step every backend is reset to the same reference state (the
-  consensus after the previous step), so each step is checked at the same point.
+  oracle's state after the previous step, rounded to the run's dtype, or without an oracle the
+  consensus), so each step is checked at the same point. With an oracle (harness.oracle) every
+  tensor is judged against its value, not the median.
 
 A backend that raises while building or stepping is reported as that backend's failure with
 its error message; the others go on. By default the run stops after the first step with a
@@ -34,6 +36,7 @@ import numpy as np
 import adapters
 from harness.compare import StepVerdict, consensus, judge, scan_kinks
 from harness.data import batches
+from harness.oracle import choose as choose_oracle
 from harness.spec import Scenario
 from harness.state import as_dtype, initial_state
 
@@ -46,6 +49,8 @@ class RunResult:
     failures: dict[str, str] = field(default_factory=dict)  # backend -> error message
     resyncs: list[int] = field(default_factory=list)
     dtype_mismatches: dict[str, list[str]] = field(default_factory=dict)
+    oracle: str | None = None  # the reference the backends were judged against (None: each other)
+    oracle_note: str = ""
     seconds: float = 0.0
     stopped_early: bool = False
 
@@ -66,13 +71,18 @@ def _consensus_state(states: list[dict[str, np.ndarray]], dtype: str) -> dict[st
 
 
 def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVerdict], None] | None = None,
-        keep_going: bool = False) -> RunResult:
+        keep_going: bool = False, oracle: str | None = "auto") -> RunResult:
+    """Run ``scenario`` on ``backends``; ``oracle``: auto | sympy | autodiff | none (harness.oracle)."""
+    oracle, note = choose_oracle(scenario, oracle)
     state0 = initial_state(scenario)
     data = batches(scenario)
     models = {name: adapters.load(name) for name in backends}  # BackendUnavailable is bad input
-    result = RunResult(scenario, list(backends))
+    result = RunResult(scenario, list(backends), oracle=oracle, oracle_note=note)
     start = time.perf_counter()
     active = {}
+    if oracle is not None:
+        exact = adapters.load_oracle(oracle)
+        exact.build(scenario, state0)  # the oracle failing is a harness bug: let it raise
     for name, model in models.items():
         try:
             model.build(scenario, state0)
@@ -80,7 +90,7 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
         except Exception as e:  # a backend's own failure: report it, keep the others going
             result.failures[name] = _describe(e, "build")
     reference, since_sync = state0, 0
-    before = {name: state0 for name in active}  # each backend's parameters at the start of a step
+    before = {name: state0 for name in [*active, *([oracle] if oracle else [])]}  # each backend's parameters at the start of a step
     # The judgement of step s (the expensive part) runs in a worker thread while the backends
     # compute step s + 1; only the cheap kink scan must finish first (it decides re-anchoring).
     pending: tuple[int, Future] | None = None
@@ -102,9 +112,6 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
         for step, (X, T) in enumerate(data):
             if not active:
                 break
-            if scenario.mode == "lockstep" and step > 0:
-                for model in active.values():
-                    model.set_state(reference)
             traces = {}
             for name, model in list(active.items()):
                 try:
@@ -120,9 +127,16 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
                 break  # the previous step failed; this step's traces are not judged
             if not traces:
                 break
-            scan = scan_kinks(scenario, step, traces, before, since_sync)
-            pending = (step, worker.submit(judge, scenario, step, traces, scan, since_sync))
-            if scenario.mode == "lockstep" or scan.flips:
+            if oracle is not None:
+                traces[oracle] = exact.step(X, T, scenario.lr)
+            scan = scan_kinks(scenario, step, traces, before, since_sync, oracle)
+            pending = (step, worker.submit(judge, scenario, step, traces, scan, since_sync, oracle))
+            if oracle is not None:  # lockstep: everyone starts the next step where the oracle is
+                reference = {k: as_dtype(v, scenario.dtype) for k, v in exact.get_state().items()}
+                for model in [*active.values(), exact]:
+                    model.set_state(reference)
+                before = {name: reference for name in [*active, oracle]}
+            elif scenario.mode == "lockstep" or scan.flips:
                 reference = _consensus_state([m.get_state() for m in active.values()], scenario.dtype)
                 for model in active.values():
                     model.set_state(reference)

@@ -145,3 +145,24 @@ def test_upstream_kink_flips_are_recognised_and_re_anchored(seed, steps, flip_st
     assert flipped and flipped[0]["step"] == flip_step and flipped[0]["site"] == site
     worst = max(w for v in result.steps for t in v.tensors for w in t.worst.values())
     assert worst < 0.5  # outside the kink's influence the backends stay well inside tolerance
+
+
+def test_conventions_table(installed, tmp_path, capsys):
+    """One command prints each backend's derivative at each kink beside the exact one-sided limits."""
+    pytest.importorskip("harness.symbolic")
+    import json
+
+    from harness.cli import main
+
+    out = tmp_path / "conventions.json"
+    assert main(["conventions", "--json", str(out)]) == 0
+    rows = {r["kink"]: r for r in json.loads(out.read_text())}
+    relu = rows["ReLU'(0)"]
+    assert (relu["left"], relu["right"]) == (0.0, 1.0)
+    assert relu["backends"] == {b: 0.0 for b in installed}  # all four: ReLU'(0) = 0
+    allrelu = rows["AllReLU(0.3)'(0)"]
+    assert allrelu["backends"] == {b: 1.0 for b in installed}  # right-hand: X < 0 takes alpha
+    srelu_tr = rows["SReLU'(tr) (ar=0.375, tr=0.5)"]
+    assert (srelu_tr["left"], srelu_tr["right"]) == (1.0, 0.375)
+    assert rows["AbsoluteError dL/dY at Y = T"]["backends"] == {b: 0.0 for b in installed}  # sign(0)
+    assert "one-sided" in capsys.readouterr().out

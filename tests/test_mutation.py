@@ -106,3 +106,22 @@ def test_cli_exit_1_names_the_backend_and_prints_the_reproduction(installed, mon
     assert (fd["tensor"], fd["layer"], fd["backends"]) == ("Db", 2, ["jax"])
     assert fd["ratio"]["jax"] > 1 > max(fd["ratio"][b] for b in ("numpy", "torch", "tensorflow"))
     assert set(fd["values"]) == {"numpy", "torch", "jax", "tensorflow", "consensus"}
+
+
+def test_the_same_wrong_formula_in_all_four_is_caught_by_the_oracle_only(installed, monkeypatch):
+    """Backend-vs-backend comparison cannot see a bug that every backend shares; the exact
+    oracle can. Sigmoid' written as sigma * (1 + sigma) in all four libraries."""
+    pytest.importorskip("harness.symbolic")
+    for backend in installed:
+        acts = importlib.import_module(f"nerva_{backend}.activation_functions")
+        sigmoid = acts.Sigmoid
+        monkeypatch.setattr(acts, "Sigmoid_gradient", lambda X, s=sigmoid: s(X) * (1 + s(X)))
+    sc = scenarios.get("sigmoid-logistic", mode="lockstep", steps=2)
+    without = run(sc, installed, oracle="none")
+    assert without.passed  # four identical wrong answers agree with each other
+    with_oracle = run(sc, installed, oracle="sympy")
+    assert not with_oracle.passed
+    step, verdict = with_oracle.first_divergence
+    assert (step, verdict.key) == (0, ("DZ", 1))  # Sigmoid is layer 1; DZ is its first wrong tensor
+    assert sorted(verdict.blamed) == sorted(installed)
+    assert all(verdict.ulps[b] > 100 for b in installed)
