@@ -183,7 +183,8 @@ def _print_result(result, out) -> None:
                   f"{who} off by {max(tv.worst[b] for b in tv.blamed):.3g}x tolerance "
                   f"(rtol {tv.rtol:.2g}, atol {tv.atol:.2g}); values: {values}")
     if result.passed:
-        out.print(f"[green]PASS[/green] {sc.name}: {', '.join(result.backends)} agree ({result.seconds:.1f} s)")
+        against = f" with the {result.oracle} oracle" if result.oracle else ""
+        out.print(f"[green]PASS[/green] {sc.name}: {', '.join(result.backends)} agree{against} ({result.seconds:.1f} s)")
     else:
         cmd = reproduce(sc, result.backends, result.oracle)
         out.print(f"[red]FAIL[/red] {sc.name}. Reproduce with:\n  {cmd['run']}\n  {cmd['tox']}", soft_wrap=True)
