@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--backends", help="comma-separated (default: every installed backend): numpy,torch,jax,tensorflow")
         q.add_argument("--json", metavar="FILE", help="write the JSON report here (check: a directory)")
         q.add_argument("--keep-going", action="store_true", help="run every step even after a mismatch")
+        q.add_argument("--bundle-dir", default="nerva-consistency-failures",
+                       help="where a failure's repro bundle is written (default: %(default)s)")
         q.add_argument("--quiet", action="store_true", help="no progress bar")
         q.add_argument("--oracle", choices=("auto", "sympy", "autodiff", "none"), default="auto",
                        help="reference in lockstep mode: exact sympy, float64 autodiff, or none (backends "
@@ -62,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="the main job: every catalog scenario marked check = true")
     check.add_argument("--seed", type=int, help="override every scenario's seed")
     common(check)
+
+    rep = sub.add_parser("replay", help="rerun a repro bundle (no RNG) and compare with its recorded numbers")
+    rep.add_argument("bundle", help="a .npz bundle written by a failing run or explore")
+    rep.add_argument("--backends", help="rerun on other backends than recorded (numbers are then not compared)")
+    rep.add_argument("--quiet", action="store_true")
 
     conv = sub.add_parser("conventions", help="each backend's derivative exactly at each kink, beside the one-sided limits")
     conv.add_argument("--backends", help="comma-separated (default: every installed backend)")
@@ -190,6 +197,26 @@ def _print_result(result, out) -> None:
         out.print(f"[red]FAIL[/red] {sc.name}. Reproduce with:\n  {cmd['run']}\n  {cmd['tox']}", soft_wrap=True)
 
 
+def _save_bundle(result, args, out) -> None:
+    from harness.repro import save
+
+    path = save(result, args.bundle_dir)
+    out.print(f"Repro bundle: {path}\n  nerva-consistency replay {path}", soft_wrap=True)
+
+
+def _replay(args: argparse.Namespace, out) -> int:
+    from harness.repro import replay
+
+    backends = _backends(args.backends) if args.backends else None
+    result, differences = replay(args.bundle, backends)
+    _print_result(result, out)
+    if differences:
+        out.print("[yellow]replay differs from the recording:[/yellow] " + "; ".join(differences))
+    else:
+        out.print("replay: the same numbers as the recording, bit for bit")
+    return 0 if result.passed else 1
+
+
 def _write_json(result, path: Path) -> None:
     from harness.report import to_json
 
@@ -252,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "conventions":
             return _conventions(args, out)
+        if args.command == "replay":
+            return _replay(args, out)
         backends = _backends(args.backends)
         if args.command == "run":
             scenario = _scenario(args)
@@ -259,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.json:
                 _write_json(result, Path(args.json))
             _print_result(result, out)
+            if not result.passed:
+                _save_bundle(result, args, out)
             return 0 if result.passed else 1
         # check: every run of the main job, one line each; full tables only for failures
         import scenarios
@@ -278,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           f"resyncs {len(result.resyncs)}  oracle {result.oracle or 'none'}  ({result.seconds:.1f} s)")
             else:
                 _print_result(result, out)
+                _save_bundle(result, args, out)
                 failed.append(label)
         out.print(f"{len(runs) - len(failed)} passed, {len(failed)} failed" + (f": {'; '.join(failed)}" if failed else ""))
         return 1 if failed else 0

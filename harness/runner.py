@@ -51,6 +51,7 @@ class RunResult:
     dtype_mismatches: dict[str, list[str]] = field(default_factory=dict)
     oracle: str | None = None  # the reference the backends were judged against (None: each other)
     oracle_note: str = ""
+    inputs: tuple | None = None  # (initial state, batches) the run used: what a repro bundle stores
     seconds: float = 0.0
     stopped_early: bool = False
 
@@ -71,13 +72,21 @@ def _consensus_state(states: list[dict[str, np.ndarray]], dtype: str) -> dict[st
 
 
 def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVerdict], None] | None = None,
-        keep_going: bool = False, oracle: str | None = "auto") -> RunResult:
-    """Run ``scenario`` on ``backends``; ``oracle``: auto | sympy | autodiff | none (harness.oracle)."""
+        keep_going: bool = False, oracle: str | None = "auto",
+        state0: dict[str, np.ndarray] | None = None,
+        data: list[tuple[np.ndarray, np.ndarray]] | None = None) -> RunResult:
+    """Run ``scenario`` on ``backends``; ``oracle``: auto | sympy | autodiff | none (harness.oracle).
+
+    ``state0`` (initial parameters) and ``data`` (one (X, T) per step) default to the ones the
+    scenario's seed makes; give them to run on explicit values (Hypothesis examples, replayed
+    bundles). They must already be exact in the run's dtype.
+    """
     oracle, note = choose_oracle(scenario, oracle)
-    state0 = initial_state(scenario)
-    data = batches(scenario)
+    state0 = initial_state(scenario) if state0 is None else state0
+    data = batches(scenario) if data is None else data
+    result_inputs = (state0, data)
     models = {name: adapters.load(name) for name in backends}  # BackendUnavailable is bad input
-    result = RunResult(scenario, list(backends), oracle=oracle, oracle_note=note)
+    result = RunResult(scenario, list(backends), oracle=oracle, oracle_note=note, inputs=result_inputs)
     start = time.perf_counter()
     active = {}
     if oracle is not None:

@@ -2,6 +2,7 @@
 
 import importlib
 
+import numpy as np
 import pytest
 
 import scenarios
@@ -94,9 +95,12 @@ def test_cli_exit_1_names_the_backend_and_prints_the_reproduction(installed, mon
 
     monkeypatch.setattr(layers.ActivationLayer, "backpropagate", broken)
     report = tmp_path / "r.json"
-    code = main(["run", "--scenario", "relu-softmax", "--steps", "3", "--seed", "4", "--quiet", "--json", str(report)])
+    code = main(["run", "--scenario", "relu-softmax", "--steps", "3", "--seed", "4", "--quiet", "--json", str(report),
+                 "--bundle-dir", str(tmp_path / "bundles")])
     assert code == 1
     out = capsys.readouterr().out
+    bundles = list((tmp_path / "bundles").glob("*.npz"))
+    assert len(bundles) == 1 and f"nerva-consistency replay {bundles[0]}" in out
     assert "first divergence" in out and "jax" in out
     assert "nerva-consistency run --scenario relu-softmax --steps 3 --seed 4 --backends numpy,torch,jax,tensorflow" in out
     assert "tox -e consistency -- run --scenario relu-softmax" in out
@@ -125,3 +129,33 @@ def test_the_same_wrong_formula_in_all_four_is_caught_by_the_oracle_only(install
     assert (step, verdict.key) == (0, ("DZ", 1))  # Sigmoid is layer 1; DZ is its first wrong tensor
     assert sorted(verdict.blamed) == sorted(installed)
     assert all(verdict.ulps[b] > 100 for b in installed)
+
+
+def test_a_bundle_replays_bit_for_bit_without_any_rng(installed, monkeypatch, tmp_path):
+    from harness.repro import load, replay, save
+
+    layers = importlib.import_module("nerva_tensorflow.layers")
+    original = layers.ActivationLayer.backpropagate
+    corrupt = _scale_db("tensorflow")
+
+    def broken(self, Y, DY):
+        original(self, Y, DY)
+        corrupt(self)
+
+    monkeypatch.setattr(layers.ActivationLayer, "backpropagate", broken)
+    result = run(scenarios.get("relu-softmax", steps=2, seed=9), installed)
+    assert not result.passed
+    path = save(result, tmp_path)
+    meta, scenario, state0, data = load(path)
+    assert meta["findings"][0]["cls"] == "bug" and meta["findings"][0]["backends"] == ["tensorflow"]
+    assert set(meta["versions"]) >= {"python", "numpy", "torch", "jax", "tensorflow", "nerva-numpy", "hypothesis"}
+    assert all(np.array_equal(state0[k], result.inputs[0][k]) for k in state0)
+    import harness.data
+
+    monkeypatch.setattr(harness.data, "batches", lambda *a: pytest.fail("a replay must not draw data"))
+    again, differences = replay(path)
+    assert differences == []  # the same numbers, bit for bit
+    assert again.first_divergence[1].key == result.first_divergence[1].key
+    monkeypatch.setattr(layers.ActivationLayer, "backpropagate", original)  # the bug fixed:
+    fixed, differences = replay(path)
+    assert fixed.passed and "first_divergence" in differences
