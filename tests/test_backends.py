@@ -166,3 +166,14 @@ def test_conventions_table(installed, tmp_path, capsys):
     assert (srelu_tr["left"], srelu_tr["right"]) == (1.0, 0.375)
     assert rows["AbsoluteError dL/dY at Y = T"]["backends"] == {b: 0.0 for b in installed}  # sign(0)
     assert "one-sided" in capsys.readouterr().out
+
+
+def test_frameworks_are_imported_only_when_their_backend_is_used(installed):
+    import subprocess
+    import sys
+
+    code = ("import sys; from harness.cli import main; "
+            "c = main(['run', '--scenario', 'relu-softmax', '--backends', 'numpy,torch', '--steps', '1', '--quiet']); "
+            "print(c, 'tensorflow' in sys.modules, 'jax' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "0 False False True"
