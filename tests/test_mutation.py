@@ -29,8 +29,8 @@ def _scale_db(backend):
     return {"numpy": numpy, "torch": torch, "jax": jax, "tensorflow": tensorflow}[backend]
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch", "jax", "tensorflow"])
-def test_broken_backward_is_blamed_on_its_backend(backend, installed, monkeypatch):
+def break_bias_gradient(monkeypatch, backend):
+    """Patch ``backend``'s ActivationLayer.backpropagate to scale Db by 1.001; returns the original."""
     layers = importlib.import_module(f"nerva_{backend}.layers")
     original = layers.ActivationLayer.backpropagate
     corrupt = _scale_db(backend)
@@ -40,6 +40,12 @@ def test_broken_backward_is_blamed_on_its_backend(backend, installed, monkeypatc
         corrupt(self)
 
     monkeypatch.setattr(layers.ActivationLayer, "backpropagate", broken)
+    return original
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "jax", "tensorflow"])
+def test_broken_backward_is_blamed_on_its_backend(backend, installed, monkeypatch):
+    break_bias_gradient(monkeypatch, backend)
     # relu-softmax: ReLU;ReLU;Softmax. The Softmax layer is not an ActivationLayer, so the
     # first wrong tensor in backward order is Db of layer 2 (the upper ReLU layer).
     result = run(scenarios.get("relu-softmax", steps=3), installed)
@@ -66,15 +72,7 @@ def test_same_wrong_formula_in_three_backends_leaves_no_majority_for_the_right_o
     """Blame follows the majority: three wrong backends outvote the correct one. (Finding such
     bugs needs the exact oracle; this test documents the limit of backend-vs-backend comparison.)"""
     for backend in ("torch", "jax", "tensorflow"):
-        layers = importlib.import_module(f"nerva_{backend}.layers")
-        original = layers.ActivationLayer.backpropagate
-        corrupt = _scale_db(backend)
-
-        def broken(self, Y, DY, original=original, corrupt=corrupt):
-            original(self, Y, DY)
-            corrupt(self)
-
-        monkeypatch.setattr(layers.ActivationLayer, "backpropagate", broken)
+        break_bias_gradient(monkeypatch, backend)
     result = run(scenarios.get("relu-softmax", steps=1), installed)
     _, verdict = result.first_divergence
     assert verdict.blamed == ["numpy"]
@@ -85,15 +83,7 @@ def test_cli_exit_1_names_the_backend_and_prints_the_reproduction(installed, mon
 
     from harness.cli import main
 
-    layers = importlib.import_module("nerva_jax.layers")
-    original = layers.ActivationLayer.backpropagate
-    corrupt = _scale_db("jax")
-
-    def broken(self, Y, DY):
-        original(self, Y, DY)
-        corrupt(self)
-
-    monkeypatch.setattr(layers.ActivationLayer, "backpropagate", broken)
+    break_bias_gradient(monkeypatch, "jax")
     report = tmp_path / "r.json"
     code = main(["run", "--scenario", "relu-softmax", "--steps", "3", "--seed", "4", "--quiet", "--json", str(report),
                  "--bundle-dir", str(tmp_path / "bundles")])
@@ -134,15 +124,8 @@ def test_the_same_wrong_formula_in_all_four_is_caught_by_the_oracle_only(install
 def test_a_bundle_replays_bit_for_bit_without_any_rng(installed, monkeypatch, tmp_path):
     from harness.repro import load, replay, save
 
+    original = break_bias_gradient(monkeypatch, "tensorflow")
     layers = importlib.import_module("nerva_tensorflow.layers")
-    original = layers.ActivationLayer.backpropagate
-    corrupt = _scale_db("tensorflow")
-
-    def broken(self, Y, DY):
-        original(self, Y, DY)
-        corrupt(self)
-
-    monkeypatch.setattr(layers.ActivationLayer, "backpropagate", broken)
     result = run(scenarios.get("relu-softmax", steps=2, seed=9), installed)
     assert not result.passed
     path = save(result, tmp_path)
