@@ -4,6 +4,8 @@
     nerva-consistency check                      the main job: every catalog scenario marked check
     nerva-consistency run --scenario NAME        one scenario (flags below override its keys)
     nerva-consistency run --layers "ReLU;Softmax" --sizes 8,16,4 …   an ad-hoc run
+    nerva-consistency explore --examples 200 --seed 0   Hypothesis searches random networks
+    nerva-consistency replay FILE                 rerun a repro bundle bit for bit
 
 Exit codes: 0 all backends agree, 1 an inconsistency (or a backend raised), 2 bad input (one
 line on stderr, no traceback). On exit 1 the command that reproduces the run is printed.
@@ -64,6 +66,21 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="the main job: every catalog scenario marked check = true")
     check.add_argument("--seed", type=int, help="override every scenario's seed")
     common(check)
+
+    exp = sub.add_parser("explore", help="search random networks and adversarial inputs for defects (Hypothesis)")
+    exp.add_argument("--examples", type=int, default=200, help="examples to run, shrinking not counted (default %(default)s)")
+    exp.add_argument("--seed", type=int, default=0, help="the search's seed: the same seed, examples and backends "
+                                                        "give the same search (default %(default)s)")
+    exp.add_argument("--database", metavar="DIR", help="a Hypothesis example database: failures stored there are "
+                                                      "tried first, new ones saved (default: none, so a seed alone "
+                                                      "decides the search)")
+    exp.add_argument("--json", metavar="FILE", help="write the defects and statistics as JSON")
+    exp.add_argument("--backends", help="comma-separated (default: every installed backend)")
+    exp.add_argument("--oracle", choices=("auto", "sympy", "autodiff", "none"), default="auto",
+                     help="reference for the lockstep examples (default auto)")
+    exp.add_argument("--bundle-dir", default="nerva-consistency-failures",
+                     help="where each distinct defect's repro bundle is written (default: %(default)s)")
+    exp.add_argument("--quiet", action="store_true", help="no progress bar")
 
     rep = sub.add_parser("replay", help="rerun a repro bundle (no RNG) and compare with its recorded numbers")
     rep.add_argument("bundle", help="a .npz bundle written by a failing run or explore")
@@ -217,6 +234,93 @@ def _replay(args: argparse.Namespace, out) -> int:
     return 0 if result.passed else 1
 
 
+def _explore(args: argparse.Namespace, backends: list[str], out, err) -> int:
+    """``explore``: one line per distinct defect as it is found (with its bundle and how to
+    reproduce it), a summary at the end. Exit 1 when a red defect was found."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from harness.explore import explore
+    from harness.repro import save
+    from harness.report import reproduce_explored
+
+    if args.examples < 1:
+        raise SpecError(f"--examples must be at least 1, not {args.examples}")
+    if args.seed < 0:
+        raise SpecError(f"--seed must be 0 or more, not {args.seed}")
+    database = None
+    if args.database:
+        from hypothesis.database import DirectoryBasedExampleDatabase
+
+        if Path(args.database).exists() and not Path(args.database).is_dir():
+            raise SpecError(f"--database {args.database!r} is a file; give a directory (it is created if missing)")
+        database = DirectoryBasedExampleDatabase(args.database)
+    saved: list[dict] = []
+
+    def found(defect) -> None:
+        f = defect.finding
+        entry = {"class": f.cls, "backends": list(f.backends), "tensor": f.tensor, "layer_kind": f.layer_kind,
+                 "detail": f.detail, "count": defect.count, "found_after": defect.found_after,
+                 "size": defect.example.size._asdict(), "bundle": None, "reproduce": None}
+        where = f"{f.tensor or ''}{f' of a {f.layer_kind} layer' if f.layer_kind else ''}"
+        out.print(f"[red]{f.cls}[/red] in {'/'.join(f.backends)}: {where} after {defect.found_after} example(s), "
+                  f"shrunk to {defect.example.size} in {defect.shrink_runs} run(s)", soft_wrap=True)
+        out.print(f"  {f.detail}", soft_wrap=True)
+        if defect.result is not None and defect.result.inputs is not None:
+            stem = "explore-" + "-".join(str(x) for x in (f.cls, "+".join(f.backends), f.tensor, f.layer_kind) if x)
+            blob = defect.blob.decode("ascii") if defect.blob else None
+            cmds: dict[str, str] = {}
+
+            def commands(bundle: Path) -> dict[str, str]:  # they name the bundle: known once it has a path
+                cmds.update(reproduce_explored(str(bundle), args.examples, args.seed, backends, args.oracle,
+                                               defect.round_seed, blob))
+                return cmds
+
+            path = save(defect.result, args.bundle_dir, hypothesis=defect.hypothesis_info(), stem=stem,
+                        commands=commands)
+            entry["bundle"], entry["reproduce"] = str(path), cmds
+            out.print(f"  bundle: {path}\n  replay:  {cmds['replay']}\n  search:  {cmds['explore']}\n"
+                      f"  tox:     {cmds['tox']}\n           {cmds['tox_explore']}\n"
+                      f"  hypothesis: seed {defect.round_seed}" + (f", @reproduce_failure blob {blob}" if blob else ""),
+                      soft_wrap=True)
+        saved.append(entry)
+
+    def search(progress=None):
+        return explore(args.examples, args.seed, backends, progress=progress, database=database,
+                       on_failure=found, oracle=args.oracle)
+
+    out.print(f"exploring {args.examples} examples, seed {args.seed}, on {', '.join(backends)}")
+    if args.quiet or not err.is_terminal:
+        defects = search()
+    else:
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[note]}"), TimeElapsedColumn())
+        with Progress(*columns, console=err, transient=True) as progress:
+            task = progress.add_task("explore", total=args.examples, note="")
+
+            def tick(stats, found_so_far) -> None:
+                note = f"{len(found_so_far)} defect(s)"
+                if stats.shrinking is not None:
+                    note += f", shrinking a new one ({stats.shrink_runs} run(s))"
+                progress.update(task, completed=stats.examples, note=note)
+
+            defects = search(tick)
+    stats = defects.stats
+    out.print(stats.summary(), soft_wrap=True)
+    red = [d for d in defects if d.red]
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({
+            "schema": "nerva-consistency/explore/1", "examples": stats.examples, "budget": args.examples,
+            "seed": args.seed, "backends": backends, "seconds": round(stats.seconds, 1), "rounds": stats.rounds,
+            "shrink_runs": stats.shrink_runs, "findings": dict(stats.findings), "known": dict(stats.known),
+            "oracles": {(k or "none"): v for k, v in stats.oracles.items()}, "defects": saved}, indent=1) + "\n")
+    if red:
+        out.print(f"[red]{len(red)} distinct defect(s)[/red]; bundles in {args.bundle_dir}")
+        return 1
+    out.print(f"[green]no defect[/green] in {stats.examples} example(s) ({stats.seconds:.0f} s)")
+    return 0
+
+
 def _write_json(result, path: Path) -> None:
     from harness.report import to_json
 
@@ -282,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "replay":
             return _replay(args, out)
         backends = _backends(args.backends)
+        if args.command == "explore":
+            return _explore(args, backends, out, err)
         if args.command == "run":
             scenario = _scenario(args)
             result = _run_one(scenario, backends, args, out, err)

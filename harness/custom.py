@@ -14,12 +14,13 @@ from typing import Any
 def elu_activation(base: type, xp: Any, alpha: float) -> Any:
     """ELU(alpha): f(X) = X where X > 0, alpha (exp(X) - 1) elsewhere; f'(X) = 1 or alpha exp(X)."""
 
+    # exp(-|X|) is exp(X) exactly where it is used (X <= 0) and cannot overflow where it is not
     class ELUActivation(base):  # type: ignore[misc, valid-type]
         def __call__(self, X):
-            return xp.where(X > 0, X, alpha * (xp.exp(X) - 1))
+            return xp.where(X > 0, X, alpha * (xp.exp(-xp.abs(X)) - 1))
 
         def gradient(self, X):
-            return xp.where(X > 0, xp.ones_like(X), alpha * xp.exp(X))
+            return xp.where(X > 0, xp.ones_like(X), alpha * xp.exp(-xp.abs(X)))
 
         def __repr__(self) -> str:
             return f"ELU(alpha={alpha})"

@@ -95,6 +95,31 @@ def reproduce(scenario: Scenario, backends: list[str], oracle: str | None = None
             "tox": shlex.join(["tox", "-e", "consistency", "--", *args])}
 
 
+def explore_args(examples: int, seed: int, backends: list[str], oracle: str = "auto") -> list[str]:
+    """The ``explore`` arguments that repeat a search (the same seed, budget and backends draw the
+    same examples, so the same defects are found and shrunk again)."""
+    args = ["explore", "--examples", str(examples), "--seed", str(seed), "--backends", ",".join(backends)]
+    return args + (["--oracle", oracle] if oracle != "auto" else [])
+
+
+def reproduce_explored(bundle: str, examples: int, seed: int, backends: list[str], oracle: str = "auto",
+                       round_seed: int | None = None, blob: str | None = None) -> dict[str, str]:
+    """How to reproduce a defect an ``explore`` search found: replay its bundle (the smallest
+    example, no RNG), repeat the search with its seed (the ``run`` equivalent: a drawn example's
+    arrays come from Hypothesis, not from a ``run`` seed), both under tox, and the Hypothesis
+    seed and reproduce blob of the round that found it."""
+    args = explore_args(examples, seed, backends, oracle)
+    out = {"replay": shlex.join(["nerva-consistency", "replay", bundle]),
+           "explore": shlex.join(["nerva-consistency", *args]),
+           "tox": shlex.join(["tox", "-e", "consistency", "--", "replay", bundle]),
+           "tox_explore": shlex.join(["tox", "-e", "consistency", "--", *args])}
+    if round_seed is not None:
+        out["hypothesis_seed"] = str(round_seed)
+    if blob:
+        out["hypothesis_blob"] = blob
+    return out
+
+
 def summary(result: RunResult) -> dict[str, dict[str, dict[str, float]]]:
     out: dict[str, dict[str, dict[str, float]]] = {}
     for verdict in result.steps:

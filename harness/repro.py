@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -35,8 +35,15 @@ def _numbers(doc: dict[str, Any]) -> dict[str, Any]:
             "first_divergence": doc["first_divergence"], "failures": doc["failures"]}
 
 
-def save(result: RunResult, directory: Path | str = DEFAULT_DIR, hypothesis: dict | None = None) -> Path:
-    """Write ``result``'s bundle into ``directory``; returns its path."""
+def save(result: RunResult, directory: Path | str = DEFAULT_DIR, hypothesis: dict | None = None,
+         stem: str | None = None, commands: Callable[[Path], dict[str, str]] | None = None) -> Path:
+    """Write ``result``'s bundle into ``directory``; returns its path.
+
+    ``hypothesis``: how a Hypothesis search found it (seed, reproduce blob, …); ``commands(path)``:
+    the commands that reproduce it (given the bundle's path), when the ``run`` command would not (an example drawn by
+    Hypothesis holds explicit arrays that no ``run`` seed regenerates: there, the ``explore``
+    command with its seed and the replay of this bundle are the equivalents). ``stem``: the file
+    name without its time stamp (default: scenario, seed, dtype and mode)."""
     if result.inputs is None:
         raise ValueError("this result does not carry its inputs")
     sc = result.scenario
@@ -57,7 +64,6 @@ def save(result: RunResult, directory: Path | str = DEFAULT_DIR, hypothesis: dic
         "hypothesis": hypothesis,
         "findings": [f.__dict__ | {"backends": list(f.backends)} for f in classify(result)],
         "numbers": _numbers(doc),
-        "reproduce": reproduce(sc, result.backends, result.oracle),
     }
     arrays = {f"state/{k}": v for k, v in state0.items()}
     for i, (X, T) in enumerate(data):
@@ -65,11 +71,12 @@ def save(result: RunResult, directory: Path | str = DEFAULT_DIR, hypothesis: dic
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = directory / f"{sc.name}-seed{sc.seed}-{sc.dtype}-{sc.mode}-{stamp}.npz"
+    path = directory / f"{stem or f'{sc.name}-seed{sc.seed}-{sc.dtype}-{sc.mode}'}-{stamp}.npz"
     n = 1
     while path.exists():
         path = path.with_name(path.stem.rsplit("~", 1)[0] + f"~{n}.npz")
         n += 1
+    meta["reproduce"] = commands(path) if commands else reproduce(sc, result.backends, result.oracle)
     np.savez_compressed(path, meta=np.array(json.dumps(meta)), **arrays)
     return path
 

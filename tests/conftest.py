@@ -19,3 +19,7 @@ def installed() -> list[str]:
             pytest.fail("; ".join(missing.values()))
         pytest.skip("; ".join(missing.values()))
     return list(ALL)
+
+
+# Hypothesis settings profiles (dev | ci | nightly): tests/profiles.py
+import profiles  # noqa: E402,F401  (registers and loads the profile)

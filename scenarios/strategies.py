@@ -1,0 +1,660 @@
+"""Hypothesis strategies that draw a whole consistency example: a network, its training setup,
+and the exact inputs and initial parameters, adversarial values included.
+
+    from scenarios.strategies import examples
+    @given(examples())
+    def test_...(example): run(example.scenario, backends, state0=example.state0, data=example.data)
+
+An :class:`Example` holds the :class:`harness.spec.Scenario` (built by
+:func:`harness.spec.build_scenario`, name ``"hypothesis"``), the initial parameters ``state0``
+(``W1``, ``b1``, ``gamma2``, ``beta2``, ``srelu3`` …) and one ``(X, T)`` per step, as explicit
+float64 arrays whose values are exact in the run's dtype (never a seed the harness expands).
+
+What is drawn, in this order, so that Hypothesis's shrinking (integers towards their minimum,
+lists towards shorter) leads to few layers, narrow layers, a small batch and few steps:
+
+1. the batch size (1-32, mostly 1-4), dtype (float32 | float64), mode (trajectory | lockstep);
+2. the output layer: its kind (any of :data:`harness.components.LAYERS` but
+   BatchNormalization; Softmax three times as often), its parameters (LeakyReLU/AllReLU alpha
+   in (0, 1), ELU alpha, SReLU al, tl, ar, tr with tl < tr), width (1-32, mostly 1-8), weight
+   initializer, optimizer (per layer, sometimes per parameter:
+   ``W=Momentum(0.9),b=Nesterov(0.5)``); a loss compatible with it (:data:`LOSSES_FOR`); the
+   learning rate; the input width;
+3. the hidden layers, as a list (0-3), each drawn like the output layer and sometimes followed
+   by a BatchNormalization layer (so BatchNormalization is never first nor last; up to 4 layers
+   in all);
+4. the steps, as a list (1-10, mostly 1-3): per step a recipe for X and one for T;
+5. adversarial tricks, as a list (:data:`TRICKS`): zero weight rows (Z exactly equal to the
+   bias, so exactly on a ReLU-family kink, or on SReLU's tl/tr as held in the run's dtype),
+   constant columns under BatchNormalization (drawn with each BatchNormalization layer), zeroed
+   samples and input columns, duplicated samples, logits pushed to the limit, targets tied
+   exactly (AbsoluteError's kink) or nearly with Y.
+
+Arrays are drawn as shape-free *recipes* with the layer or step they belong to: a pattern (the
+initializer's distribution, Gaussian, uniform, a dyadic grid, small integers - exact sums, exact
+zeros and ties - or a constant), a seed for NumPy, a scale and up to three special elements (0,
++-1, tiny and large magnitudes) - so deleting a layer or a step deletes its values too. Targets
+suit the loss: one-hot, soft (Dirichlet rows, non one-hot), binary or real. The example stores
+the arrays themselves, exact in the run's dtype.
+
+By construction (``_normalize``) a float32 run cannot overflow: every layer's pre-activation
+stays within :data:`VALUE_LIMIT` (Softmax/LogSoftmax logits within :data:`LOGIT_LIMIT`, where
+the libraries' unstable softmax is exact) on every batch, and a float64 dry run of every step
+(the autodiff oracle's forward definitions, when torch is installed) must stay finite and
+within :data:`DRY_LIMIT`; the learning rate is divided by 10 (up to three times) until it does,
+else the example is rejected (rarely). Subnormal magnitudes are avoided (JAX flushes them:
+docs/findings.md #4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+from hypothesis import assume
+from hypothesis import strategies as st
+
+from harness.components import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS
+from harness.spec import DTYPES, MODES, DataSpec, Scenario, build_scenario
+from harness.state import as_dtype
+
+NAME = "hypothesis"
+KINDS = tuple(LAYERS)  # "Linear" first: kinds shrink towards it
+KINKED = tuple(k for k, info in LAYERS.items() if info.kinks)
+
+# Losses that make sense after each output layer (first = what a failing example shrinks to).
+# CrossEntropy and NegativeLogLikelihood take probabilities: only after a Softmax output.
+_GENERAL = ("SquaredError", "AbsoluteError", "SoftmaxCrossEntropy", "LogisticCrossEntropy")
+LOSSES_FOR: dict[str, tuple[str, ...]] = {
+    kind: _GENERAL for kind in KINDS if kind not in ("Softmax", "LogSoftmax", "BatchNormalization")
+}
+LOSSES_FOR["Softmax"] = ("CrossEntropy", "NegativeLogLikelihood")
+LOSSES_FOR["LogSoftmax"] = ("SoftmaxCrossEntropy", "SquaredError", "AbsoluteError")
+assert {loss for losses in LOSSES_FOR.values() for loss in losses} == set(LOSSES)
+
+# Magnitudes, per dtype (see the module docstring). Tiny and large values are drawn, but within
+# what the comparator's fixed tolerances can judge: larger ones mostly find its limits (rounding
+# amplified past a tolerance that does not scale with conditioning), not backend defects.
+X_SCALES = {"float32": (1.0, 0.1, 10.0, 1e-3), "float64": (1.0, 0.1, 10.0, 1e-3, 100.0)}
+LARGE = {"float32": 100.0, "float64": 1e3}  # the "large" special element of X
+PARAM_LARGE = {"float32": 10.0, "float64": 10.0}  # ... of W, b, gamma, beta
+TINY = {"float32": 1e-6, "float64": 1e-9}  # the "tiny" special element (never subnormal)
+PARAM_LIMIT = {"float32": 1e3, "float64": 1e4}  # |W|, |b|
+VALUE_LIMIT = {"float32": 100.0, "float64": 1e3}  # |Z| of every layer on every batch (step 0 parameters)
+LOGIT_LIMIT = {"float32": 15.0, "float64": 30.0}  # |Z| of Softmax/LogSoftmax layers
+DRY_LIMIT = {"float32": 1e3, "float64": 1e5}  # every tensor of the float64 dry run (loss, DY: finite)
+
+TRICKS = ("zero-row", "kink-tie", "constant-bn-column", "zero-sample", "zero-column", "duplicate-rows",
+          "large-logits", "tie-target")
+
+
+class Size(NamedTuple):
+    """How big an example is: what shrinking minimises."""
+
+    layers: int
+    width: int  # the largest width (input width included)
+    batch: int
+    steps: int
+
+    def __str__(self) -> str:
+        return f"{self.layers} layer(s), width <= {self.width}, batch {self.batch}, {self.steps} step(s)"
+
+
+@dataclass
+class Example:
+    """One drawn example: the scenario and the explicit values a run starts from."""
+
+    scenario: Scenario
+    state0: dict[str, np.ndarray]
+    data: list[tuple[np.ndarray, np.ndarray]]
+    tricks: tuple[str, ...] = ()  # the adversarial constructions used (for reporting)
+
+    @property
+    def size(self) -> Size:
+        sc = self.scenario
+        return Size(len(sc.layers), max(sc.sizes), sc.batch_size, sc.steps)
+
+    @property
+    def weight(self) -> tuple:
+        """A total order, smallest first: the size, then how many numbers the example holds."""
+        numbers = sum(a.size for a in self.state0.values()) + sum(X.size + T.size for X, T in self.data)
+        return (*self.size, numbers)
+
+    def flags(self) -> dict[str, str]:
+        """The Nerva-style flags of the scenario (the values come from state0/data, not a seed)."""
+        sc = self.scenario
+        return {**sc.layer_strings(), "loss": sc.loss, "learning_rate": repr(sc.lr),
+                "batch_size": str(sc.batch_size), "steps": str(sc.steps), "dtype": sc.dtype, "mode": sc.mode}
+
+    def describe(self, arrays: bool = True) -> str:
+        lines = [f"{k}: {v}" for k, v in self.flags().items()]
+        lines.append(f"size: {self.size}")
+        if self.tricks:
+            lines.append(f"tricks: {', '.join(self.tricks)}")
+        if arrays:
+            with np.printoptions(precision=17, floatmode="unique", linewidth=110, threshold=400):
+                for k, v in self.state0.items():
+                    lines.append(f"{k} = {np.array2string(v, separator=', ')}")
+                for s, (X, T) in enumerate(self.data):
+                    lines.append(f"X[step {s}] = {np.array2string(X, separator=', ')}")
+                    lines.append(f"T[step {s}] = {np.array2string(T, separator=', ')}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:  # what Hypothesis prints as the falsifying example
+        return "Example(\n  " + self.describe().replace("\n", "\n  ") + "\n)"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # Hypothesis's pretty-printer
+        printer.text(repr(self))
+
+
+# --------------------------------------------------------------------------------- helpers
+
+def _count(lo: int, typical: int, hi: int) -> st.SearchStrategy[int]:
+    """Mostly in [lo, typical], about one in eight draws in [lo, hi]; shrinks towards lo."""
+
+    @st.composite
+    def draw_count(draw: Any) -> int:
+        wide = draw(st.integers(0, 7)) == 7
+        return draw(st.integers(lo, hi if wide else typical))
+
+    return draw_count()
+
+
+def _many(draw: Any, element: st.SearchStrategy[Any], at_least: int, cap: int) -> list[Any]:
+    """A list of ``at_least`` to ``cap`` elements, each further one with probability about 3/5.
+
+    Unlike ``st.lists`` at its ``max_size``, a "more?" choice is drawn after the last element too,
+    so deleting an element never shifts the meaning of the choices after the list.
+    """
+    items = [draw(element) for _ in range(at_least)]
+    while True:
+        more = draw(st.integers(0, 4)) >= 2
+        if not more or len(items) >= cap:
+            return items
+        items.append(draw(element))
+
+
+def _nice(values: list[float], lo: float, hi: float) -> st.SearchStrategy[float]:
+    """A few readable values first (what shrinking reaches), sometimes any float in [lo, hi]."""
+    return st.one_of(st.sampled_from(values),
+                     st.floats(lo, hi, allow_nan=False, allow_infinity=False, allow_subnormal=False))
+
+
+def _exact(value: float, dtype: str) -> float:
+    return float(np.asarray(value, dtype=np.float64).astype(dtype))
+
+
+def _fmt(value: float) -> str:
+    return repr(float(value))
+
+
+def _layer_text(kind: str, args: dict[str, float]) -> str:
+    if not args:
+        return kind
+    return f"{kind}(" + ",".join(f"{k}={_fmt(v)}" for k, v in args.items()) + ")"
+
+
+def _kink_points(kind: str, args: dict[str, float], dtype: str) -> list[float]:
+    """Where this layer's activation is not differentiable, as held in the run's dtype."""
+    if kind == "SReLU":
+        return [_exact(args["tl"], dtype), _exact(args["tr"], dtype)]
+    return [0.0] if kind in KINKED else []
+
+
+def _activation(kind: str, args: dict[str, float], Z: np.ndarray) -> np.ndarray:
+    """The forward definitions (float64; only used to keep magnitudes in range)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if kind == "Linear":
+            return Z
+        if kind == "ReLU":
+            return np.maximum(Z, 0.0)
+        if kind == "Sigmoid":
+            return 1.0 / (1.0 + np.exp(-np.clip(Z, -700, 700)))
+        if kind == "HyperbolicTangent":
+            return np.tanh(Z)
+        if kind == "LeakyReLU":
+            return np.where(Z > 0, Z, args["alpha"] * Z)
+        if kind == "AllReLU":
+            return np.where(Z < 0, args["alpha"] * Z, Z)
+        if kind == "ELU":
+            return np.where(Z > 0, Z, args["alpha"] * np.expm1(np.minimum(Z, 0.0)))
+        if kind == "SReLU":
+            al, tl, ar, tr = args["al"], args["tl"], args["ar"], args["tr"]
+            return np.where(Z <= tl, tl + al * (Z - tl), np.where(Z < tr, Z, tr + ar * (Z - tr)))
+        S = Z - Z.max(axis=1, keepdims=True)
+        if kind == "Softmax":
+            E = np.exp(S)
+            return E / E.sum(axis=1, keepdims=True)
+        if kind == "LogSoftmax":
+            return S - np.log(np.exp(S).sum(axis=1, keepdims=True))
+    raise ValueError(kind)
+
+
+def _batch_norm(X: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    R = X - X.mean(axis=0)
+    return gamma * (R / np.sqrt((R * R).mean(axis=0) + 1e-7)) + beta
+
+
+# --------------------------------------------------------------------------------- arrays
+# Arrays are drawn as *recipes* that do not depend on shapes (a pattern, a seed, a scale and a few
+# special elements at positions taken modulo the size); they become arrays once the shapes are
+# known. So deleting a layer or a step deletes its recipes with it, and the rest of the example
+# stays aligned while Hypothesis shrinks.
+
+_SPECIAL = ("zero", "one", "minus-one", "half", "tiny", "minus-tiny", "large", "minus-large", "two", "eighth")
+_POSITION = st.integers(0, 2**16 - 1)
+
+
+class Recipe(NamedTuple):
+    pattern: str
+    seed: int
+    scale: float
+    specials: tuple[tuple[int, str], ...]  # (position modulo the size, special value)
+    constant: float = 0.0
+
+
+def _recipe(patterns: tuple[str, ...], scales: tuple[float, ...]) -> st.SearchStrategy[Recipe]:
+    @st.composite
+    def draw_recipe(draw: Any) -> Recipe:
+        pattern = draw(st.sampled_from(patterns))
+        constant = draw(st.sampled_from([0.0, 1.0, 0.5, -1.0, 0.1]))  # the "constant" pattern's value
+        seed = draw(st.integers(0, 2**16 - 1))
+        scale = draw(st.sampled_from(scales))
+        specials = tuple(_many(draw, st.tuples(_POSITION, st.sampled_from(_SPECIAL)), 0, 3))
+        return Recipe(pattern, seed, scale, specials, constant)
+
+    return draw_recipe()
+
+
+def _special(name: str, dtype: str, large: float) -> float:
+    return {"zero": 0.0, "one": 1.0, "minus-one": -1.0, "half": 0.5, "tiny": TINY[dtype], "minus-tiny": -TINY[dtype],
+            "large": large, "minus-large": -large, "two": 2.0, "eighth": 0.125}[name]
+
+
+def _array(recipe: Recipe, shape: tuple[int, ...], dtype: str, large: float,
+           init: tuple[str, float] | None = None) -> np.ndarray:
+    """The array a recipe makes for ``shape``, exact in ``dtype`` (see the module docstring)."""
+    rng = np.random.default_rng(recipe.seed)
+    pattern = recipe.pattern
+    if pattern == "init":  # the layer's weight initializer, as harness.state draws it
+        dist, s = init or ("normal", 1.0)
+        a = rng.normal(0.0, s, shape) if dist == "normal" else rng.uniform(-s, s, shape) if dist == "uniform" \
+            else np.zeros(shape)
+    elif pattern == "normal":
+        a = rng.standard_normal(shape)
+    elif pattern == "uniform":
+        a = rng.uniform(-1.0, 1.0, shape)
+    elif pattern == "grid":  # quarters in [-2, 2]: exact sums, exact zeros, ties
+        a = rng.integers(-8, 9, shape) / 4.0
+    elif pattern == "integers":  # -2..2: many exact zeros and cancellations
+        a = rng.integers(-2, 3, shape).astype(np.float64)
+    elif pattern == "constant":
+        a = np.full(shape, recipe.constant)
+    elif pattern == "zeros":
+        a = np.zeros(shape)
+    elif pattern == "ones":
+        a = np.ones(shape)
+    else:
+        raise ValueError(pattern)
+    a = np.array(a * recipe.scale, dtype=np.float64)
+    if a.size:
+        flat = a.reshape(-1)
+        for position, name in recipe.specials:
+            flat[position % flat.size] = _special(name, dtype, large)
+    return as_dtype(a, dtype)
+
+
+class TargetRecipe(NamedTuple):
+    choice: int  # which of the loss's target kinds (modulo)
+    seed: int
+    alpha: float  # soft targets: the Dirichlet concentration
+    scale: float  # real targets
+
+
+_TARGET = st.builds(TargetRecipe, st.integers(0, 2), st.integers(0, 2**16 - 1), st.sampled_from([1.0, 0.3, 5.0]),
+                    st.sampled_from([1.0, 0.1, 10.0]))
+
+
+def target_kinds(loss: str) -> tuple[str, ...]:
+    """The targets that suit a loss (first = what shrinking reaches)."""
+    if loss in ("CrossEntropy", "NegativeLogLikelihood", "SoftmaxCrossEntropy"):
+        return ("onehot", "soft")
+    if loss == "LogisticCrossEntropy":
+        return ("binary", "soft", "onehot")
+    return ("real", "onehot", "soft")
+
+
+def _targets(recipe: TargetRecipe, loss: str, N: int, K: int, dtype: str) -> tuple[np.ndarray, str]:
+    kinds = target_kinds(loss)
+    kind = kinds[recipe.choice % len(kinds)]
+    rng = np.random.default_rng(recipe.seed)
+    if kind == "onehot":
+        T = np.eye(K)[rng.integers(0, K, size=N)]
+    elif kind == "soft":  # rows of a Dirichlet draw (alpha 0.3: many near-zero entries)
+        T = rng.dirichlet(np.full(K, recipe.alpha), size=N)
+    elif kind == "binary":
+        T = rng.integers(0, 2, size=(N, K)).astype(np.float64)
+    else:
+        T = rng.standard_normal((N, K)) * recipe.scale
+    return as_dtype(T, dtype), kind
+
+
+# --------------------------------------------------------------------------------- the network
+
+W_PATTERNS = ("init", "grid", "integers", "normal")
+B_PATTERNS = ("zeros", "normal", "grid")
+X_PATTERNS = ("normal", "grid", "integers", "uniform", "constant")
+
+
+@dataclass
+class _Layer:
+    kind: str
+    args: dict[str, float]
+    units: int = 0
+    init: str | None = None
+    optimizer: str = "GradientDescent"
+    recipes: tuple[Recipe, ...] = ()  # W, b (linear) or gamma, beta (BatchNormalization)
+    constant_column: int | None = None  # BatchNormalization: make this input column constant (a selector)
+
+
+# Every draw below happens whatever the earlier choices were (the values not needed are simply
+# not used), so that shrinking one choice - a kind, an optimizer, a flag - never shifts the
+# meaning of the choices after it.
+
+def _optimizer(draw: Any) -> str:
+    name = draw(st.sampled_from(tuple(OPTIMIZERS)))  # GradientDescent first
+    mu = draw(_nice([0.9, 0.5, 0.0, 0.99], 0.0, 0.99))
+    return f"{name}({_fmt(mu)})" if OPTIMIZERS[name] else name
+
+
+def _layer_optimizer(draw: Any, kind: str) -> str:
+    per_parameter = draw(st.integers(0, 3)) == 3  # sometimes one optimizer per parameter
+    chosen = [_optimizer(draw) for _ in range(3)]
+    if per_parameter:
+        return ",".join(f"{p}={opt}" for p, opt in zip(LAYERS[kind].trainable, chosen))
+    return chosen[0]
+
+
+def _layer_args(draw: Any, kind: str) -> dict[str, float]:
+    alpha = draw(_nice([0.5, 0.25, 0.1, 0.3, 0.01], 0.001, 0.999))  # LeakyReLU, AllReLU: in (0, 1)
+    elu = draw(_nice([1.0, 0.5, 0.1, 2.0], 0.05, 2.0))
+    al = draw(_nice([0.0, 0.125, 0.25, 0.5], 0.0, 1.0))
+    ar = draw(_nice([0.0, 0.125, 0.375, 0.5], 0.0, 1.0))
+    tl = draw(_nice([0.0, -0.25, -1.0, -0.5], -2.0, 1.0))
+    gap = draw(_nice([1.0, 0.5, 0.25, 2.0], 0.25, 3.0))
+    if kind in ("LeakyReLU", "AllReLU"):
+        return {"alpha": alpha}
+    if kind == "ELU":
+        return {"alpha": elu}
+    if kind == "SReLU":
+        return {"al": al, "tl": tl, "ar": ar, "tr": tl + gap}
+    return {}
+
+
+HIDDEN_KINDS = tuple(k for k in KINDS if k != "BatchNormalization")  # Linear first
+OUTPUT_KINDS = HIDDEN_KINDS + ("Softmax", "Softmax")  # a classification head more often: CrossEntropy, NLL need it
+
+
+def _linear_layer(kinds: tuple[str, ...], width: st.SearchStrategy[int]) -> st.SearchStrategy[_Layer]:
+    @st.composite
+    def draw_layer(draw: Any) -> _Layer:
+        kind = draw(st.sampled_from(kinds))
+        layer = _Layer(kind, _layer_args(draw, kind))
+        layer.units = draw(width)
+        layer.init = draw(st.sampled_from(tuple(INITIALIZERS)))
+        layer.optimizer = _layer_optimizer(draw, kind)
+        layer.recipes = (draw(_recipe(W_PATTERNS, (1.0, 0.1, 3.0))), draw(_recipe(B_PATTERNS, (1.0, 0.1, 0.01))))
+        return layer
+
+    return draw_layer()
+
+
+@st.composite
+def _batch_norm_layer(draw: Any) -> _Layer:
+    layer = _Layer("BatchNormalization", {})
+    layer.optimizer = _layer_optimizer(draw, "BatchNormalization")
+    layer.recipes = (draw(_recipe(("ones", "uniform", "normal"), (1.0, 0.5, 2.0))),
+                     draw(_recipe(("zeros", "normal"), (1.0, 0.1, 2.0))))
+    column = draw(_POSITION)
+    if draw(st.booleans()):  # a constant input column for about one in two
+        layer.constant_column = column
+    return layer
+
+
+def _hidden_layer(width: st.SearchStrategy[int]) -> st.SearchStrategy[list[_Layer]]:
+    """A hidden layer, sometimes followed by a BatchNormalization layer (never first, never last)."""
+
+    @st.composite
+    def draw_hidden(draw: Any) -> list[_Layer]:
+        layer = draw(_linear_layer(HIDDEN_KINDS, width))
+        bn = draw(_batch_norm_layer())
+        return [layer, bn] if draw(st.integers(0, 4)) == 4 else [layer]
+
+    return draw_hidden()
+
+
+class _Trick(NamedTuple):
+    name: str
+    selectors: tuple[int, int, int]  # which layer / unit / sample / column, modulo what exists
+    exact: bool
+
+
+_TRICK = st.builds(_Trick, st.sampled_from(tuple(t for t in TRICKS if t != "constant-bn-column")),  # that one:
+                   st.tuples(_POSITION, _POSITION, _POSITION), st.booleans())  # per BatchNormalization layer
+
+
+@st.composite
+def _examples(draw: Any, max_layers: int, max_width: int, max_batch: int, max_steps: int,
+              dtypes: tuple[str, ...], modes: tuple[str, ...], adversarial: bool, dry_run: bool) -> Example:
+    # 1. the batch size, dtype and mode
+    N = draw(_count(1, min(4, max_batch), max_batch))
+    dtype = draw(st.sampled_from(dtypes))
+    mode = draw(st.sampled_from(modes))
+    # 2. the network: the output layer (with the loss it allows), then the hidden layers as a list
+    width = _count(1, min(8, max_width), max_width)
+    output = draw(_linear_layer(OUTPUT_KINDS, width))
+    loss = draw(st.sampled_from(LOSSES_FOR[output.kind]))
+    lr = draw(_nice([0.01, 0.1, 0.001, 0.5, 1.0], 1e-4, 1.0))
+    D0 = draw(width)
+    hidden = _many(draw, _hidden_layer(width), 0, max_layers - 1)
+    layers: list[_Layer] = []
+    for group in hidden:
+        for layer in group:
+            if len(layers) < max_layers - 1:
+                layers.append(layer)
+    layers.append(output)
+    # 3. the steps, as a list: each one batch (X) and its targets (T)
+    long_run = draw(st.integers(0, 7)) == 7
+    steps_drawn = _many(draw, st.tuples(_recipe(X_PATTERNS, X_SCALES[dtype]), _TARGET), 1,
+                        max_steps if long_run else min(3, max_steps))
+    steps = len(steps_drawn)
+    tricks_drawn = _many(draw, _TRICK, 0, 3) if adversarial else []
+
+    # 4. the arrays: parameters in the harness's names, then one batch per step
+    sizes = [D0]
+    state: dict[str, np.ndarray] = {}
+    width_in = D0
+    for i, layer in enumerate(layers, 1):
+        if layer.kind == "BatchNormalization":
+            layer.units = width_in
+            state[f"gamma{i}"] = _array(layer.recipes[0], (width_in,), dtype, PARAM_LARGE[dtype])
+            state[f"beta{i}"] = _array(layer.recipes[1], (width_in,), dtype, PARAM_LARGE[dtype])
+            continue
+        D, K = width_in, layer.units
+        dist, scale = INITIALIZERS[layer.init or "XavierNormal"]
+        state[f"W{i}"] = _array(layer.recipes[0], (K, D), dtype, PARAM_LARGE[dtype], init=(dist, scale(D, K)))
+        state[f"b{i}"] = _array(layer.recipes[1], (K,), dtype, PARAM_LARGE[dtype])
+        if layer.kind == "SReLU":
+            a = layer.args
+            state[f"srelu{i}"] = as_dtype(np.array([a["al"], a["tl"], a["ar"], a["tr"]]), dtype)
+        sizes.append(K)
+        width_in = K
+    K = layers[-1].units
+    xs = [_array(x, (N, D0), dtype, LARGE[dtype]) for x, _ in steps_drawn]
+
+    # 5. adversarial tricks
+    tricks: list[str] = []
+    tie_targets: list[tuple[int, int]] = []  # (output unit, step or -1 for all): T tied to Y there
+    linear_at = [i for i, layer in enumerate(layers, 1) if LAYERS[layer.kind].linear]
+
+    def zero_row(i: int, k: int, bias: float) -> None:  # Z[:, k] == b[k] exactly, for every sample
+        state[f"W{i}"][k, :] = 0.0
+        state[f"b{i}"][k] = _exact(bias, dtype)
+
+    for j, layer in enumerate(layers, 1):  # constant columns under BatchNormalization
+        if layer.kind == "BatchNormalization" and layer.constant_column is not None:
+            i = max(li for li in linear_at if li < j)
+            k = layer.constant_column % layers[i - 1].units
+            zero_row(i, k, [0.625, 0.0, 0.1, 3.0, -1.5][layer.constant_column % 5])
+            tricks.append(f"constant-bn-column X{j}[:, {k}]")
+    for trick in tricks_drawn:
+        s0, s1, s2 = trick.selectors
+        if trick.name == "zero-row":
+            i = linear_at[s0 % len(linear_at)]
+            k = s1 % layers[i - 1].units
+            choices = [0.0, *_kink_points(layers[i - 1].kind, layers[i - 1].args, dtype), 1.0, -1.0, TINY[dtype]]
+            zero_row(i, k, choices[s2 % len(choices)])
+            tricks.append(f"zero-row W{i}[{k}]")
+        elif trick.name == "kink-tie":  # a kinked layer whose Z sits exactly on a kink for one unit
+            kinked = [i for i in linear_at if layers[i - 1].kind in KINKED]
+            if not kinked:
+                continue
+            i = kinked[s0 % len(kinked)]
+            k = s1 % layers[i - 1].units
+            points = _kink_points(layers[i - 1].kind, layers[i - 1].args, dtype)
+            point = points[s2 % len(points)]
+            zero_row(i, k, point)
+            tricks.append(f"kink-tie Z{i}[:, {k}] = {point!r}")
+        elif trick.name == "zero-sample":  # a sample of zeros: Z1 of that row is exactly b1
+            s, n = s0 % steps, s1 % N
+            xs[s][n, :] = 0.0
+            tricks.append(f"zero-sample X[step {s}][{n}]")
+        elif trick.name == "zero-column":
+            d = s0 % D0
+            for X in xs:
+                X[:, d] = 0.0
+            tricks.append(f"zero-column X[:, {d}]")
+        elif trick.name == "duplicate-rows":
+            if N < 2:
+                continue
+            n, m = s0 % N, s1 % N
+            for X in xs:
+                X[n] = X[m]
+            tricks.append(f"duplicate-rows X[{n}] = X[{m}]")
+        elif trick.name == "large-logits":  # the output layer's pre-activations pushed to the limit
+            i = linear_at[-1]
+            factor = (1e3, 10.0, 100.0)[s0 % 3]
+            state[f"W{i}"] = as_dtype(state[f"W{i}"] * factor, dtype)
+            state[f"b{i}"] = as_dtype(state[f"b{i}"] * factor, dtype)
+            tricks.append(f"large-logits W{i} x {factor:g}")
+        elif trick.name == "tie-target":  # T == Y: exactly where Y is exact (a zero row), else nearly
+            if loss not in ("AbsoluteError", "SquaredError"):  # the others need targets in [0, 1]
+                continue
+            k = s0 % K
+            if trick.exact:
+                state[f"W{len(layers)}"][k, :] = 0.0
+            tie_targets.append((k, -1 if trick.exact else s1 % steps))
+            tricks.append(f"tie-target T[:, {k}] {'exact' if trick.exact else 'near'}")
+
+    # 6. magnitudes in range by construction, then targets (tied ones from the forward pass)
+    outputs = _normalize(layers, state, xs, dtype, tricks)
+    ts = []
+    target_kind = "onehot"
+    for s, (_, t) in enumerate(steps_drawn):
+        T, target_kind = _targets(t, loss, N, K, dtype)
+        for k, step in tie_targets:
+            if step in (-1, s):
+                T[:, k] = as_dtype(outputs[s][:, k], dtype)
+        ts.append(T)
+    data = list(zip(xs, ts))
+
+    # 7. the scenario, and a float64 dry run of every step
+    scenario = build_scenario(
+        name=NAME,
+        layers=[_layer_text(layer.kind, layer.args) for layer in layers],
+        sizes=sizes,
+        optimizers=[layer.optimizer for layer in layers],
+        init_weights=[layer.init for layer in layers if LAYERS[layer.kind].linear],
+        loss=loss, lr=lr, batch_size=N, steps=steps,
+        data=DataSpec("synthetic", "real" if target_kind == "binary" else target_kind),
+        dtype=dtype, mode=mode, seed=0,
+    )
+    if dry_run:
+        scenario = _dry_run(scenario, state, data, tricks)
+    return Example(scenario, state, data, tuple(tricks))
+
+
+def _normalize(layers: list[_Layer], state: dict[str, np.ndarray], xs: list[np.ndarray], dtype: str,
+               tricks: list[str]) -> list[np.ndarray]:
+    """Scale each layer's W and b down where its pre-activation would leave the limits on some
+    batch; returns the float64 forward output of every batch (for tied targets)."""
+    hs = [X.copy() for X in xs]
+    for i, layer in enumerate(layers, 1):
+        if layer.kind == "BatchNormalization":
+            hs = [_batch_norm(h, state[f"gamma{i}"], state[f"beta{i}"]) for h in hs]
+            continue
+        W, b = state[f"W{i}"], state[f"b{i}"]
+        limit = LOGIT_LIMIT[dtype] if layer.kind in ("Softmax", "LogSoftmax") else VALUE_LIMIT[dtype]
+        zs = [h @ W.T + b for h in hs]
+        m = max(float(np.max(np.abs(z))) if z.size else 0.0 for z in zs)
+        p = max(float(np.max(np.abs(W), initial=0.0)), float(np.max(np.abs(b), initial=0.0)))
+        factor = min(1.0, limit / m if m > 0 else 1.0, PARAM_LIMIT[dtype] / p if p > 0 else 1.0)
+        if factor < 1.0:  # the parameters themselves stay in range too
+            state[f"W{i}"], state[f"b{i}"] = as_dtype(W * factor, dtype), as_dtype(b * factor, dtype)
+            W, b = state[f"W{i}"], state[f"b{i}"]
+            zs = [h @ W.T + b for h in hs]
+            tricks.append(f"scaled W{i}, b{i} by {factor:.3g}")
+        args = layer.args
+        if layer.kind == "SReLU":
+            args = dict(zip(("al", "tl", "ar", "tr"), state[f"srelu{i}"]))
+        hs = [_activation(layer.kind, args, z) for z in zs]
+    return hs
+
+
+def _dry_run(scenario: Scenario, state: dict[str, np.ndarray], data: list[tuple[np.ndarray, np.ndarray]],
+             tricks: list[str]) -> Scenario:
+    """Run every step in float64 (the autodiff oracle's forward definitions); divide the learning
+    rate by 10 while some tensor leaves the limits (three times at most), else reject."""
+    import adapters
+
+    if adapters.why_oracle_unavailable("autodiff") is not None:
+        return scenario
+    limit = DRY_LIMIT[scenario.dtype]
+    logit = 2 * LOGIT_LIMIT[scenario.dtype]
+    soft = {f"Z{i}" for i, layer in enumerate(scenario.layers, 1) if layer.kind in ("Softmax", "LogSoftmax")}
+    for attempt in range(4):
+        oracle = adapters.load_oracle("autodiff")
+        oracle.build(scenario, state)
+        ok = True
+        for X, T in data:
+            trace = oracle.step(X, T, scenario.lr)
+            for key, value in trace.items():
+                if key in ("loss", "DY"):  # DY = -T / (N Y) is large where a probability is small
+                    ok = bool(np.all(np.isfinite(value)))
+                else:
+                    bound = logit if key in soft else limit
+                    ok = bool(np.all(np.isfinite(value))) and (value.size == 0 or float(np.max(np.abs(value))) <= bound)
+                if not ok:
+                    break
+            if not ok:
+                break
+        if ok:
+            return scenario
+        if attempt < 3:
+            scenario = scenario.with_(lr=scenario.lr / 10)
+            tricks.append(f"learning rate / 10 -> {scenario.lr:g}")
+    assume(False)
+    return scenario
+
+
+def examples(*, max_layers: int = 4, max_width: int = 32, max_batch: int = 32, max_steps: int = 10,
+             dtypes: tuple[str, ...] = DTYPES, modes: tuple[str, ...] = MODES, adversarial: bool = True,
+             dry_run: bool = True) -> st.SearchStrategy[Example]:
+    """Whole examples (see the module docstring). The bounds narrow the search, e.g.
+    ``examples(max_layers=2, dtypes=("float64",), modes=("lockstep",))``."""
+    if not (1 <= max_layers and 1 <= max_width and 1 <= max_batch and 1 <= max_steps):
+        raise ValueError("the maxima must be at least 1")
+    if not dtypes or set(dtypes) - set(DTYPES) or not modes or set(modes) - set(MODES):
+        raise ValueError(f"dtypes from {DTYPES}, modes from {MODES}")
+    return _examples(max_layers, max_width, max_batch, max_steps, tuple(dtypes), tuple(modes), adversarial, dry_run)
