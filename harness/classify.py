@@ -5,7 +5,9 @@ Classes (issue 4):
 - ``bug``        a backend outside tolerance of the exact oracle (or, without one, of the
                  majority) outside any kink's influence — red;
 - ``non-finite`` a backend produced NaN/Inf where the reference is finite (the finding names the
-                 backend and the first tensor) — red;
+                 backend and the first tensor) — red when another backend stayed finite there;
+                 when every backend did (``everywhere``: a limitation they share, such as the
+                 unstable log_softmax underflowing to -inf) it is reported, not red;
 - ``dtype``      a backend held a tensor in another dtype than the run asked for — red, unless it
                  is a known finding (``KNOWN_DTYPE``, documented in docs/findings.md);
 - ``error``      a backend raised — red;
@@ -44,10 +46,11 @@ class Finding:
     layer_kind: str | None = None
     step: int | None = None
     detail: str = ""
+    everywhere: bool = False  # non-finite: in every backend of the run (none stayed finite)
 
     @property
     def red(self) -> bool:
-        return self.cls in RED
+        return self.cls in RED and not self.everywhere
 
     @property
     def signature(self) -> tuple:
@@ -79,9 +82,11 @@ def classify(result: RunResult) -> list[Finding]:
         cls = "non-finite" if nonfinite and np.isfinite(ref) else "bug"
         who = tuple(sorted(nonfinite or tv.blamed))
         against = f"the {result.oracle} oracle" if result.oracle else ("the majority" if tv.majority else "no majority")
+        everywhere = cls == "non-finite" and len(nonfinite) == len(result.backends)
         out.append(Finding(cls, who, tv.key[0], tv.key[1], _kind(result, tv.key[1]), step,
                            f"{tv.key[0]}{tv.key[1] or ''} at step {step}, element {list(tv.index or ())}: "
-                           f"{', '.join(f'{b} {values.get(b)!r}' for b in tv.blamed)} vs {ref!r} ({against})"))
+                           f"{', '.join(f'{b} {values.get(b)!r}' for b in tv.blamed)} vs {ref!r} ({against})"
+                           + (" - in every backend" if everywhere else ""), everywhere=everywhere))
     flips = [e for v in result.steps for e in v.kink_events if e["flipped"]]
     for event in flips[:1]:
         on_kink = all(v == event["point"] for v in event["values"].values())

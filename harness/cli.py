@@ -162,7 +162,9 @@ def _run_one(scenario, backends, args, out, err):
         return run(scenario, backends, progress=tick, keep_going=args.keep_going, oracle=args.oracle)
 
 
-def _print_result(result, out) -> None:
+def _print_result(result, out, commands: dict[str, str] | None = None) -> None:
+    """The table, the first divergence and the verdict; on failure how to reproduce it
+    (``commands``: a bundle's own, else the ``run`` command and its tox form)."""
     from rich.table import Table
 
     from harness.report import reproduce, summary
@@ -210,8 +212,9 @@ def _print_result(result, out) -> None:
         against = f" with the {result.oracle} oracle" if result.oracle else ""
         out.print(f"[green]PASS[/green] {sc.name}: {', '.join(result.backends)} agree{against} ({result.seconds:.1f} s)")
     else:
-        cmd = reproduce(sc, result.backends, result.oracle)
-        out.print(f"[red]FAIL[/red] {sc.name}. Reproduce with:\n  {cmd['run']}\n  {cmd['tox']}", soft_wrap=True)
+        cmd = commands or reproduce(sc, result.backends, result.oracle)
+        lines = "\n".join(f"  {v}" for k, v in cmd.items() if k in ("run", "replay", "explore", "pytest", "tox"))
+        out.print(f"[red]FAIL[/red] {sc.name}. Reproduce with:\n{lines}", soft_wrap=True)
 
 
 def _save_bundle(result, args, out) -> None:
@@ -226,7 +229,7 @@ def _replay(args: argparse.Namespace, out) -> int:
 
     backends = _backends(args.backends) if args.backends else None
     result, differences = replay(args.bundle, backends)
-    _print_result(result, out)
+    _print_result(result, out, _bundle_commands(args.bundle))
     if differences:
         out.print("[yellow]replay differs from the recording:[/yellow] " + "; ".join(differences))
     else:
@@ -237,16 +240,16 @@ def _replay(args: argparse.Namespace, out) -> int:
 def _explore(args: argparse.Namespace, backends: list[str], out, err) -> int:
     """``explore``: one line per distinct defect as it is found (with its bundle and how to
     reproduce it), a summary at the end. Exit 1 when a red defect was found."""
+    if args.examples < 1:
+        raise SpecError(f"--examples must be at least 1, not {args.examples}")
+    if args.seed < 0:
+        raise SpecError(f"--seed must be 0 or more, not {args.seed}")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from harness.explore import explore
     from harness.repro import save
     from harness.report import reproduce_explored
 
-    if args.examples < 1:
-        raise SpecError(f"--examples must be at least 1, not {args.examples}")
-    if args.seed < 0:
-        raise SpecError(f"--seed must be 0 or more, not {args.seed}")
     database = None
     if args.database:
         from hypothesis.database import DirectoryBasedExampleDatabase
@@ -262,8 +265,10 @@ def _explore(args: argparse.Namespace, backends: list[str], out, err) -> int:
                  "detail": f.detail, "count": defect.count, "found_after": defect.found_after,
                  "size": defect.example.size._asdict(), "bundle": None, "reproduce": None}
         where = f"{f.tensor or ''}{f' of a {f.layer_kind} layer' if f.layer_kind else ''}"
-        out.print(f"[red]{f.cls}[/red] in {'/'.join(f.backends)}: {where} after {defect.found_after} example(s), "
-                  f"shrunk to {defect.example.size} in {defect.shrink_runs} run(s)", soft_wrap=True)
+        how = (f"seen while shrinking another defect (not shrunk itself), size {defect.example.size}"
+               if defect.while_shrinking else
+               f"after {defect.found_after} example(s), shrunk to {defect.example.size} in {defect.shrink_runs} run(s)")
+        out.print(f"[red]{f.cls}[/red] in {'/'.join(f.backends)}: {where} {how}", soft_wrap=True)
         out.print(f"  {f.detail}", soft_wrap=True)
         if defect.result is not None and defect.result.inputs is not None:
             stem = "explore-" + "-".join(str(x) for x in (f.cls, "+".join(f.backends), f.tensor, f.layer_kind) if x)
@@ -272,16 +277,17 @@ def _explore(args: argparse.Namespace, backends: list[str], out, err) -> int:
 
             def commands(bundle: Path) -> dict[str, str]:  # they name the bundle: known once it has a path
                 cmds.update(reproduce_explored(str(bundle), args.examples, args.seed, backends, args.oracle,
-                                               defect.round_seed, blob))
+                                               None if defect.while_shrinking else defect.round_seed, blob))
                 return cmds
 
             path = save(defect.result, args.bundle_dir, hypothesis=defect.hypothesis_info(), stem=stem,
                         commands=commands)
             entry["bundle"], entry["reproduce"] = str(path), cmds
-            out.print(f"  bundle: {path}\n  replay:  {cmds['replay']}\n  search:  {cmds['explore']}\n"
-                      f"  tox:     {cmds['tox']}\n           {cmds['tox_explore']}\n"
-                      f"  hypothesis: seed {defect.round_seed}" + (f", @reproduce_failure blob {blob}" if blob else ""),
-                      soft_wrap=True)
+            lines = [f"  bundle: {path}", f"  replay:  {cmds['replay']}", f"  search:  {cmds['explore']}",
+                     f"  tox:     {cmds['tox']}", f"           {cmds['tox_explore']}"]
+            if not defect.while_shrinking:
+                lines.append(f"  hypothesis: seed {defect.round_seed}" + (f", @reproduce_failure blob {blob}" if blob else ""))
+            out.print("\n".join(lines), soft_wrap=True)
         saved.append(entry)
 
     def search(progress=None):
@@ -313,12 +319,25 @@ def _explore(args: argparse.Namespace, backends: list[str], out, err) -> int:
             "schema": "nerva-consistency/explore/1", "examples": stats.examples, "budget": args.examples,
             "seed": args.seed, "backends": backends, "seconds": round(stats.seconds, 1), "rounds": stats.rounds,
             "shrink_runs": stats.shrink_runs, "findings": dict(stats.findings), "known": dict(stats.known),
-            "oracles": {(k or "none"): v for k, v in stats.oracles.items()}, "defects": saved}, indent=1) + "\n")
+            "oracles": {(k or "none"): v for k, v in stats.oracles.items()}, "defects": saved,
+            "rounding": [{"class": sig[0], "backends": list(sig[1]), "tensor": sig[2], "layer_kind": sig[3],
+                          "examples": n, "smallest": stats.rounding_examples[sig].size._asdict()}
+                         for sig, n in stats.rounding.most_common()],
+            "seen_while_shrinking_not_reproduced": [f.detail for f, _ in stats.seen_while_shrinking.values()]},
+            indent=1) + "\n")
     if red:
         out.print(f"[red]{len(red)} distinct defect(s)[/red]; bundles in {args.bundle_dir}")
         return 1
     out.print(f"[green]no defect[/green] in {stats.examples} example(s) ({stats.seconds:.0f} s)")
     return 0
+
+
+def _bundle_commands(path: str) -> dict[str, str] | None:
+    """A bundle's recorded reproduce commands, when they are not a ``run`` command (explore, pytest)."""
+    from harness.repro import load
+
+    commands = load(path)[0].get("reproduce") or {}
+    return commands if "run" not in commands else None
 
 
 def _write_json(result, path: Path) -> None:

@@ -147,7 +147,7 @@ class NervaAdapter:
 
     def backward(self, X: np.ndarray, DY: np.ndarray) -> Trace:
         """Feedforward X and backpropagate a given DY (no loss, no update): Y and every layer tensor."""
-        with self.precision(self.dtype):
+        with self.precision(self.dtype), np.errstate(all="ignore"):
             Xb = self.array(X, self.dtype)
             Y = self.model.feedforward(Xb)
             self.model.backpropagate(Y, self.array(DY, self.dtype))
@@ -183,8 +183,12 @@ class NervaAdapter:
                     opt.delta_x = self.array(np.zeros_like(state[key]) if v is None else v, self.dtype)
 
     def step(self, X: np.ndarray, T: np.ndarray, lr: float) -> Trace:
-        """One SGD step as Nerva's training loop does it; every intermediate as float64."""
-        with self.precision(self.dtype):
+        """One SGD step as Nerva's training loop does it; every intermediate as float64.
+
+        NumPy's floating-point warnings (overflow in a float32 exp …) are silenced: a value that
+        overflows is judged by the comparator, and a NaN or Inf is a ``non-finite`` finding that
+        names the backend and the first tensor that produced it."""
+        with self.precision(self.dtype), np.errstate(all="ignore"):
             Xb, Tb = self.array(X, self.dtype), self.array(T, self.dtype)
             M, N = self.model, X.shape[0]
             Y = M.feedforward(Xb)

@@ -36,6 +36,21 @@ def test_nan_where_the_reference_is_finite_is_non_finite():
     assert (f.cls, f.backends) == ("non-finite", ("jax",)) and f.red
 
 
+def test_non_finite_in_every_backend_is_reported_not_red():
+    """Issue 4: red for non-finite "in a backend where others stay finite"; a shared overflow
+    (the unstable log_softmax at a logit spread above 745 in float64) is a limitation."""
+    inf = float("-inf")
+    r = result([failing({"numpy": inf, "torch": inf, "jax": inf, "tensorflow": inf, "sympy": -1154.85},
+                        blamed=B)], oracle="sympy")
+    (f,) = classify(r)
+    assert (f.cls, f.backends, f.everywhere) == ("non-finite", tuple(sorted(B)), True)
+    assert not f.red and not is_red(r) and "in every backend" in f.detail
+    three = result([failing({"numpy": inf, "torch": inf, "jax": inf, "tensorflow": -1154.8, "sympy": -1154.85},
+                            blamed=B[:3])], oracle="sympy")
+    (g,) = classify(three)
+    assert g.backends == ("jax", "numpy", "torch") and not g.everywhere and g.red
+
+
 def test_known_numpy_float64_widening_is_not_red_but_a_new_dtype_mismatch_is():
     known = result(dtype_mismatches={"numpy": ["DX1", "DZ1"]})
     assert classify(known) == [] and not is_red(known)

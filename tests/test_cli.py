@@ -206,3 +206,44 @@ def test_list_shows_every_catalog_name_on_a_wide_console(capsys, monkeypatch):
     out = capsys.readouterr().out
     for name in scenarios.catalog():
         assert f" {name} " in out
+
+
+EXPLORE = ["explore", "--backends", "numpy,torch", "--quiet"]
+
+
+@pytest.fixture
+def no_search(monkeypatch):
+    """A tripwire for explore's search, like the one for runs."""
+    import harness.explore
+
+    def tripwire(*args, **kw):
+        raise RunStarted("explore")
+
+    monkeypatch.setattr(harness.explore, "explore", tripwire)
+
+
+def test_explore_without_examples(capsys, no_search):
+    line = one_error_line(capsys, EXPLORE + ["--examples", "0"])
+    assert "--examples must be at least 1, not 0" in line
+
+
+def test_explore_negative_seed(capsys, no_search):
+    line = one_error_line(capsys, EXPLORE + ["--seed", "-3"])
+    assert "--seed must be 0 or more, not -3" in line
+
+
+def test_explore_database_that_is_a_file(capsys, no_search, tmp_path):
+    db = tmp_path / "db"
+    db.write_text("")
+    line = one_error_line(capsys, EXPLORE + ["--database", str(db)])
+    assert str(db) in line and "directory" in line
+
+
+def test_explore_non_numeric_examples(capsys, no_search):
+    line = one_error_line(capsys, EXPLORE + ["--examples", "many"])
+    assert "'many'" in line
+
+
+def test_valid_explore_reaches_the_search(capsys, no_search):
+    with pytest.raises(RunStarted):
+        main(EXPLORE + ["--examples", "3", "--seed", "7"])

@@ -6,41 +6,10 @@ import numpy as np
 import pytest
 
 import scenarios
+from mutants import break_bias_gradient
 from harness.runner import run
 
 pytestmark = pytest.mark.backends
-
-
-def _scale_db(backend):
-    """A wrong bias gradient (Db off by 0.1%) written the way each library stores it."""
-
-    def numpy(layer):
-        layer.Db[...] = layer.Db * 1.001
-
-    def torch(layer):
-        layer.Db.mul_(1.001)
-
-    def jax(layer):
-        layer.Db = layer.Db * 1.001
-
-    def tensorflow(layer):
-        layer.Db.assign(layer.Db * 1.001)
-
-    return {"numpy": numpy, "torch": torch, "jax": jax, "tensorflow": tensorflow}[backend]
-
-
-def break_bias_gradient(monkeypatch, backend):
-    """Patch ``backend``'s ActivationLayer.backpropagate to scale Db by 1.001; returns the original."""
-    layers = importlib.import_module(f"nerva_{backend}.layers")
-    original = layers.ActivationLayer.backpropagate
-    corrupt = _scale_db(backend)
-
-    def broken(self, Y, DY):
-        original(self, Y, DY)
-        corrupt(self)
-
-    monkeypatch.setattr(layers.ActivationLayer, "backpropagate", broken)
-    return original
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch", "jax", "tensorflow"])

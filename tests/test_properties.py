@@ -11,17 +11,20 @@
 
 from __future__ import annotations
 
-import importlib
-import time
+import json
 
 import numpy as np
 import pytest
 from hypothesis import Phase, find, given, settings
 
+from mutants import break_bias_gradient
 from profiles import HEALTH, PROFILE
 
 from harness.components import LAYERS, LOSSES, OPTIMIZERS
+from harness.cli import main
 from harness.explore import evaluate, example_from_blob, explore, fingerprint
+from harness.repro import load, replay
+from harness.report import flags
 from harness.spec import DTYPES, MODES, build_scenario
 from harness.state import as_dtype
 from scenarios.strategies import LOSSES_FOR, TRICKS, Example, examples
@@ -85,49 +88,61 @@ ACCEPTANCE_SEED = 1
 
 
 @pytest.mark.backends
-@pytest.mark.parametrize("layer_class,budget", [("LinearLayer", 200), ("SoftmaxLayer", 120)])
-def test_a_planted_backward_bug_is_found_blamed_and_shrunk(layer_class, budget, installed, monkeypatch,
-                                                           record_property, capsys):
-    """nerva-torch's backpropagate of one layer class with Db off by 0.1%: explore must find
-    exactly one defect, blamed on torch alone, and shrink it to at most 2 layers and 4 rows.
+@pytest.mark.parametrize("backend,layer_class,budget", [("torch", "LinearLayer", 200),
+                                                        ("tensorflow", "SoftmaxLayer", 120)])
+def test_a_planted_backward_bug_is_found_blamed_shrunk_and_replayed(backend, layer_class, budget, installed,
+                                                                     monkeypatch, record_property, capsys, tmp_path):
+    """The acceptance test, through the command line: one backend's backpropagate of one layer
+    class with Db off by 0.1%. ``explore`` must report exactly one defect, blamed on that
+    backend alone, shrunk to at most 2 layers and 4 rows; its bundle must replay bit for bit and
+    its reproduce blob must give back the same example.
 
     LinearLayer is hit by the very first example (Hypothesis starts from the simplest one, a
     single Linear layer), the other 199 check that nothing else is reported; SoftmaxLayer has to
     be searched for and shrunk (a smaller budget keeps this file within about three minutes)."""
-    layers = importlib.import_module("nerva_torch.layers")
-    cls = getattr(layers, layer_class)
-    original = cls.backpropagate
-
-    def broken(self, Y, DY):
-        original(self, Y, DY)
-        self.Db.mul_(1.001)
-
-    monkeypatch.setattr(cls, "backpropagate", broken)
-    reported = []
-    start = time.perf_counter()
-    defects = explore(examples=budget, seed=ACCEPTANCE_SEED, backends=installed, on_failure=reported.append)
-    seconds = time.perf_counter() - start
-    red = [d for d in defects if d.red]
-    assert len(red) == 1, "\n\n".join(d.describe() for d in red)
+    break_bias_gradient(monkeypatch, backend, layer_class)
+    report = tmp_path / "explore.json"
+    argv = ["explore", "--examples", str(budget), "--seed", str(ACCEPTANCE_SEED), "--backends", ",".join(installed),
+            "--bundle-dir", str(tmp_path / "bundles"), "--json", str(report), "--quiet"]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    doc = json.loads(report.read_text())
+    assert doc["examples"] == budget
+    red = [d for d in doc["defects"] if d["class"] in ("bug", "non-finite", "dtype", "error")]
+    assert len(red) == 1, out
     defect = red[0]
-    assert reported == [defect]
-    assert defect.finding.backends == ("torch",)
-    assert defect.finding.tensor == "Db" and defect.finding.layer_kind == layer_class.removesuffix("Layer")
-    assert defect.example.size.layers <= 2
-    assert max(X.shape[0] for X, _ in defect.example.data) <= 4
-    assert defect.result is not None and not defect.result.passed
-    assert defect.count >= 1 and 1 <= defect.found_after <= budget
-    if defect.blob is not None:  # the reproduce blob gives back the same example
-        assert fingerprint(example_from_blob(defect.blob)) == fingerprint(defect.example)
-    for key, value in {"found_after_examples": defect.found_after, "shrink_runs": defect.shrink_runs,
-                       "seconds_to_find_and_shrink": round(defect.seconds, 2), "search_seconds": round(seconds, 1),
-                       "examples_per_second": round(defects.stats.rate, 2)}.items():
-        record_property(key, value)
+    assert defect["backends"] == [backend]
+    assert defect["tensor"] == "Db" and defect["layer_kind"] == layer_class.removesuffix("Layer")
+    assert defect["size"]["layers"] <= 2 and defect["size"]["batch"] <= 4
+    assert 1 <= defect["found_after"] <= budget and defect["count"] >= 1
+    # the failure message: replay, the search with its seed, the tox forms, the Hypothesis seed and blob
+    bundle = defect["bundle"]
+    cmds = defect["reproduce"]
+    assert cmds["replay"] == f"nerva-consistency replay {bundle}"
+    assert f"--seed {ACCEPTANCE_SEED}" in cmds["explore"] and f"--examples {budget}" in cmds["explore"]
+    assert cmds["tox"].startswith("tox -e consistency -- replay ")
+    for text in (cmds["replay"], cmds["explore"], cmds["tox"], cmds["tox_explore"], f"seed {cmds['hypothesis_seed']}"):
+        assert text in out
+    # the bundle: rerun without any RNG, the same numbers bit for bit
+    meta, scenario, state0, data = load(bundle)
+    assert meta["hypothesis"]["seed"] == ACCEPTANCE_SEED and meta["reproduce"] == cmds
+    result, differences = replay(bundle)
+    assert differences == [] and not result.passed
+    step, tv = result.first_divergence
+    assert tv.blamed == [backend] and tv.key[0] == "Db"
+    # the reproduce blob gives back the bundle's example
+    example = example_from_blob(meta["hypothesis"]["blob"].encode("ascii"))
+    assert flags(example.scenario) == meta["spec"]
+    assert state0.keys() == example.state0.keys()
+    assert all(np.array_equal(state0[k], example.state0[k]) for k in state0)
+    assert all(np.array_equal(a, b) for (X, T), (X2, T2) in zip(data, example.data) for a, b in ((X, X2), (T, T2)))
+    for key in ("seconds", "rounds", "shrink_runs"):
+        record_property(key, doc[key])
+    record_property("found_after_examples", defect["found_after"])
     with capsys.disabled():
-        print(f"\n{layer_class} bug: found after {defect.found_after} example(s), shrunk in {defect.shrink_runs} "
-              f"run(s), {defect.seconds:.1f} s; {defects.stats.examples} examples in {seconds:.1f} s "
-              f"({defects.stats.rate:.2f}/s); smallest example: {defect.example.size}; "
-              f"{defects.stats.summary().splitlines()[-1]}")
+        print(f"\n{backend} {layer_class} bug: found after {defect['found_after']} example(s); {doc['examples']} "
+              f"examples, {doc['shrink_runs']} shrink runs in {doc['seconds']:.1f} s; smallest example: "
+              f"{defect['size']}")
 
 
 # ------------------------------------------------------------------------------ the strategy
