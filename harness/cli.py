@@ -295,8 +295,21 @@ def _explore(args: argparse.Namespace, backends: list[str], out, err) -> int:
                        on_failure=found, oracle=args.oracle)
 
     out.print(f"exploring {args.examples} examples, seed {args.seed}, on {', '.join(backends)}")
-    if args.quiet or not err.is_terminal:
+    if args.quiet:
         defects = search()
+    elif not err.is_terminal:  # a log (CI): a plain line every tenth of the budget
+        import time
+
+        start, step = time.perf_counter(), max(1, args.examples // 10)
+        last = [0]
+
+        def line(stats, found_so_far) -> None:
+            if stats.examples >= last[0] + step and stats.shrinking is None:
+                last[0] = stats.examples - stats.examples % step
+                err.print(f"explore: {stats.examples}/{args.examples} examples, {len(found_so_far)} defect(s), "
+                          f"{time.perf_counter() - start:.0f} s", soft_wrap=True)
+
+        defects = search(line)
     else:
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[note]}"), TimeElapsedColumn())

@@ -24,9 +24,10 @@ Each example (:func:`scenarios.strategies.examples`) is run on the backends with
   error (a defect of one backend leaves the others at rounding level). The comparator's fixed
   tolerances do not scale with conditioning, so these exist. One ill-conditioned construction
   has no such bound: a BatchNormalization input column that is (nearly) constant
-  (:func:`scenarios.strategies.degenerate_batch_norm_columns`) turns the rounding of its float32
-  mean into noise up to 3162 times larger, in every implementation; a float32 finding of such an
-  example is rounding whenever it vanishes in float64, whatever its size. Rounding findings are
+  (:func:`scenarios.strategies.degenerate_batch_norm_columns`) multiplies rounding-level
+  differences by up to 1/sqrt(eps) = 3162, forward (the rounding of the column mean) and backward
+  (the backends' ulp-level differences in DZ), in every implementation; a float32 finding of such
+  an example is rounding whenever it vanishes in float64, whatever its size. Rounding findings are
   counted (with the smallest example seen per signature, ``stats.rounding_examples``), never
   failed. ``triage=False````
   makes them red;
