@@ -19,9 +19,12 @@ Each example (:func:`scenarios.strategies.examples`) is run on the backends with
   tolerance that is rounding amplified by an ill-conditioned example (cancellation, a large
   logit, a nearly constant BatchNormalization column, an error carried into a later tensor, a
   trajectory that drifts), not a backend defect. In a float32 run: it vanishes when the same
-  values are run in float64. In a float64 run: judged against the exact oracle (lockstep), the
-  backends that are not blamed are off by at least :data:`SHARED_FRACTION` of the blamed one's
-  error (a defect of one backend leaves the others at rounding level). The comparator's fixed
+  values are run in float64 (and float64's own triage does not make it red). In a float64 run:
+  judged against the exact oracle (lockstep), the backends that are not blamed are off by at
+  least :data:`SHARED_FRACTION` of the blamed one's error (a defect of one backend leaves the
+  others at rounding level); or, for a trajectory, the same example in lockstep passes against
+  the exact oracle - every step of every backend is within tolerance of the exact value from the
+  same start, and the trajectories drifted apart only because the dynamics amplified that. The comparator's fixed
   tolerances do not scale with conditioning, so these exist. One ill-conditioned construction
   has no such bound: a BatchNormalization input column that is (nearly) constant
   (:func:`scenarios.strategies.degenerate_batch_norm_columns`) multiplies rounding-level
@@ -236,7 +239,7 @@ def _is_rounding(example: Example, result: RunResult, finding: Finding, backends
         return False
     if example.scenario.dtype == "float32":  # gone in float64: float32 rounding
         wide = dataclasses.replace(example, scenario=example.scenario.with_(dtype="float64"))
-        again = evaluate(wide, backends, oracle=oracle, known=True, triage=False)
+        again = evaluate(wide, backends, oracle=oracle, known=True, triage=True)  # float64's own triage
         ev.runs += again.runs
         return all(f.signature != finding.signature for f in again.red)
     # float64: against the exact oracle (lockstep), the backends that are not blamed must be off
@@ -250,9 +253,11 @@ def _is_rounding(example: Example, result: RunResult, finding: Finding, backends
         except Exception:
             return False
         ev.runs += 1
-    first = exact.first_divergence
-    if first is None or exact.oracle is None:
+    if exact.oracle is None:
         return False
+    first = exact.first_divergence
+    if first is None:  # trajectory: every step of every backend is within tolerance of the exact
+        return exact is not result and exact.passed  # value from the same start; the divergence is drift
     _, tv = first
     others = [b for b in tv.worst if b not in tv.blamed]
     if not tv.blamed or not others:
