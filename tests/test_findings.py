@@ -76,3 +76,36 @@ def test_jax_flushes_float32_subnormals_to_zero():
         got = a.to_numpy(a.activation("ReLU", {}, "float32").gradient(a.array(tiny, "float32")))
     assert got[0, 0] == 0.0
     assert float(symbolic.Activation("ReLU", {}).derivative(tiny.astype(np.float64))[0, 0]) == 1.0
+
+
+# Findings of the Hypothesis search (docs/findings.md #9, #10): each committed bundle reruns bit
+# for bit and keeps its class. The expected class is written here, beside the bundle's name.
+BUNDLES = {
+    "9-log-softmax-underflow-float64": "non-finite everywhere",
+    "10a-batchnorm-constant-column-forward-float32": "rounding",
+    "10b-batchnorm-zero-column-backward-float32": "rounding",
+}
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("stem", sorted(BUNDLES))
+def test_a_search_finding_replays_bit_for_bit_and_keeps_its_class(stem, installed):
+    from pathlib import Path
+
+    from harness.explore import evaluate
+    from harness.repro import load as load_bundle, replay
+    from scenarios.strategies import Example
+
+    (path,) = Path(__file__).parent.parent.glob(f"docs/findings/{stem}-*.npz")
+    result, differences = replay(path)
+    assert [d for d in differences if not d.startswith("versions differ")] == []
+    _, scenario, state0, data = load_bundle(path)
+    ev = evaluate(Example(scenario, state0, data), installed)
+    assert ev.red == []
+    if BUNDLES[stem] == "rounding":
+        assert len(ev.rounding) == 1 and not result.passed
+    else:
+        (f,) = [f for f in ev.other if f.cls == "non-finite"]
+        assert f.everywhere and f.tensor == "Y" and f.backends == tuple(sorted(installed))
+        step, tv = result.first_divergence
+        assert all(tv.values[b] == float("-inf") for b in installed) and np.isfinite(tv.values["sympy"])
