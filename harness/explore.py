@@ -64,8 +64,9 @@ import re
 import time
 import traceback
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from hypothesis import HealthCheck, Phase, Verbosity, given, reproduce_failure, settings
@@ -87,6 +88,39 @@ OUTLIER_RATIO = 0.02  # attribution: the blamed backends' error, in tolerances, 
 OUTLIER_FACTOR = 20.0  # ... and how many times the other backends' largest error it must be
 HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]  # no "explain": it re-runs a lot
+
+
+# ------------------------------------------------------------------------------ stable generation
+
+@contextmanager
+def stable_generation() -> Iterator[None]:
+    """Make what Hypothesis draws depend on the seed alone, not on the modules loaded.
+
+    Hypothesis (6.13x and later) sometimes draws a constant found in the source of the *local*
+    modules in ``sys.modules`` (those outside site-packages). Which ones are loaded, and whether
+    this package is installed editable or as a wheel, would then change the examples a seed
+    gives: measured, the same planted bug was found after 3, 19 and 38 examples in three
+    processes. Inside this context that pool is empty, so ``explore --seed S`` draws the same
+    examples on every machine with the same versions. It replaces one internal function
+    (``hypothesis.internal.conjecture.providers._get_local_constants``); when a Hypothesis
+    release no longer has it, nothing is replaced.
+    """
+    try:
+        from hypothesis.internal.conjecture import providers
+        from hypothesis.internal.constants_ast import Constants
+
+        original, cache = providers._get_local_constants, providers.CONSTANTS_CACHE
+    except (ImportError, AttributeError):
+        yield
+        return
+    empty = Constants()
+    providers._get_local_constants = lambda: empty
+    cache.cache.clear()
+    try:
+        yield
+    finally:
+        providers._get_local_constants = original
+        cache.cache.clear()
 
 
 # ------------------------------------------------------------------------------ known defects
@@ -552,7 +586,8 @@ class _Search:
         self.stats.rounds += 1
         error: BaseException | None = None
         try:
-            search()
+            with stable_generation():
+                search()
         except _Red as e:
             error = e
         except Unsatisfiable:  # no valid example left to draw: the search is over
