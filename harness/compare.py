@@ -147,7 +147,7 @@ def ratio(value: np.ndarray, ref: np.ndarray, rtol: float, atol: float,
     """|value - ref| / (atol + rtol |ref|); equal non-finite values count as equal."""
     if value.shape != ref.shape:
         return np.full(ref.shape, np.inf)
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # atol = 0: x / 0 is inf, 0 / 0 nan
         r = np.asarray(np.subtract(value, ref))
         np.abs(r, out=r)
         r /= atol + rtol * np.abs(ref) if denominator is None else denominator
