@@ -27,7 +27,8 @@ Each example (:func:`scenarios.strategies.examples`) is run on the backends with
   same start, and the trajectories drifted apart only because the dynamics amplified that. The comparator's fixed
   tolerances do not scale with conditioning, so these exist. One ill-conditioned construction
   has no such bound: a BatchNormalization input column that is (nearly) constant
-  (:func:`scenarios.strategies.degenerate_batch_norm_columns`) multiplies rounding-level
+  (:func:`scenarios.strategies.degenerate_batch_norm_columns`; with a batch of two rows, every
+  column is degenerate backward) multiplies rounding-level
   differences by up to 1/sqrt(eps) = 3162, forward (the rounding of the column mean) and backward
   (the backends' ulp-level differences in DZ), in every implementation; a float32 finding of such
   an example is rounding whenever it vanishes in float64, whatever its size. Rounding findings are

@@ -84,6 +84,7 @@ BUNDLES = {
     "9-log-softmax-underflow-float64": "non-finite everywhere",
     "10a-batchnorm-constant-column-forward-float32": "rounding",
     "10b-batchnorm-zero-column-backward-float32": "rounding",
+    "10d-batchnorm-two-rows-backward-float32": "rounding",
 }
 
 
