@@ -7,7 +7,7 @@ Classes (issue 4):
 - ``non-finite`` a backend produced NaN/Inf where the reference is finite (the finding names the
                  backend and the first tensor) — red when another backend stayed finite there;
                  when every backend did (``everywhere``: a limitation they share, such as the
-                 unstable log_softmax underflowing to -inf) it is reported, not red;
+                 unsafe log_softmax overflowing to -inf) it is reported, not red;
 - ``dtype``      a backend held a tensor in another dtype than the run asked for — red, unless it
                  is a known finding (``KNOWN_DTYPE``, documented in docs/findings.md);
 - ``error``      a backend raised — red;
