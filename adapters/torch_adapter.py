@@ -35,7 +35,7 @@ class TorchAdapter(NervaAdapter):
 
     @contextlib.contextmanager
     def precision(self, dtype):
-        # identity(N), ones(N, N) and friends follow the default dtype (NERVA-API.md).
+        # identity(N), ones(N, N) and friends follow the default dtype (docs/nerva-api.md).
         previous = self.torch.get_default_dtype()
         self.torch.set_default_dtype(getattr(self.torch, dtype))
         try:

@@ -1,6 +1,6 @@
 """One driver for the four Nerva libraries; the adapters only say how their arrays work.
 
-The four libraries are line-for-line translations of one another (see NERVA-API.md), so the
+The four libraries are line-for-line translations of one another (see docs/nerva-api.md), so the
 model is built, loaded, stepped and read the same way for all of them. What differs is small
 and lives in each adapter as a handful of methods (:class:`NervaAdapter`'s abstract part):
 
