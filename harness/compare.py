@@ -1,39 +1,36 @@
 """The comparator: pure functions from traces to verdicts.
 
-Rules (DESIGN.md, "Comparator rules"):
+Rules (docs/design.md for the data flow; docs/rounding.md for the unit):
 
-- **Reference.** Without an oracle each element is compared with the backends' consensus, the
-  element-wise median (with four backends the mean of the middle two). One wrong backend cannot
-  move the median out of the cluster of correct ones.
-- **Tolerance.** ``|value - reference| <= atol + rtol * |reference|`` with
-  torch.testing.assert_close's defaults (float32: rtol 1.3e-6, atol 1e-5; float64: 1e-7, 1e-7),
-  overridable per scenario, per tensor name (``DW``) or per tensor (``DW1``). In trajectory mode
-  rounding differences compound from step to step, so the tolerance is multiplied by
-  ``(1 + k) ** growth`` where ``k`` counts the steps since the backends last held identical
-  parameters (the start, or a re-anchoring after a kink; see below). ``growth`` defaults to 0.5:
-  independent rounding differences add up like a random walk. (Measured on ``upstream``:
-  without growth the worst ratio stays near 0.1-0.2 for 50 steps, so sqrt growth costs little
-  power; a scenario with a large learning rate may set ``tolerance-growth = 1``.) Every result is reported as
-  error / tolerance ("ratio"): 0.3 is comfortably inside, above 1 is a mismatch.
+- **Reference.** With an oracle (lockstep) each element is compared with its exact value. Without
+  one it is compared with the backends' consensus, the element-wise median (with four backends
+  the mean of the middle two): one wrong backend cannot move the median out of the cluster of
+  correct ones.
+- **Unit.** Every element has its own bound ``E`` (:mod:`harness.rounding`): the error a correct
+  implementation of the forward definitions, in the run's dtype, can make at that point, carried
+  through everything the element depends on. An element's *ratio* is ``|value - reference| /
+  bound``, where the bound is ``E`` against the exact value (plus the float64 rounding of the
+  oracle's value) and ``2 E`` against the consensus (two correct backends can be off in opposite
+  directions). Above 1 is a mismatch; there is no other tolerance. In trajectory mode ``E``
+  includes the parameters' bound carried over from the previous steps (:mod:`harness.rounding`).
 - **Kinks.** Non-differentiable points are declared per function in
   :mod:`harness.components`. An element is *near* a kink when the interval spanned by the
-  backends' values, widened by the tolerance, contains the kink (ReLU family: Z = 0; SReLU:
-  Z = tl, tr; AbsoluteError: Y = T). Near elements are counted as kink events. Where the
-  backends' values lie on different sides of the kink, or where they disagree on the
-  derivative there (exactly on the kink that is a convention), the element *flipped*: each
-  side's derivative is correct, so its gradient (DZ of that layer, or DY for the loss) and
-  everything it influences in the rest of the backward pass and the update is marked as
-  kink-influenced (``propagate``), element by element where the algebra allows (a Linear
-  layer's DW row, a softmax row, a BatchNormalization column). A flip is recognised by the
-  sides, not by the size of its effect: a flip whose effect is below tolerance still leaves the
-  trajectories apart, and the runner re-anchors after every step with a flip.
-  Kink-influenced elements outside tolerance are counted as kinks, never as failures; all other
+  backends' (and the oracle's) values, widened by the element's bound, contains the kink (ReLU
+  family: Z = 0; SReLU: Z = tl, tr; AbsoluteError: Y = T). Near elements are counted as kink
+  events. Where the values lie on different sides of the kink, or where the gradients there
+  disagree (exactly on the kink that is a convention), the element *flipped*: each side's
+  derivative is correct, so its gradient (DZ of that layer, or DY for the loss) and everything it
+  influences in the rest of the backward pass and the update is marked as kink-influenced
+  (``propagate``), element by element where the algebra allows (a Linear layer's DW row, a
+  softmax row, a BatchNormalization column). A flip is recognised by the sides, not by the size
+  of its effect, and the runner re-anchors after every step with a flip (trajectory mode).
+  Kink-influenced elements outside the bound are counted as kinks, never as failures; all other
   elements are still judged, so a real bug at the same place still fails.
 - **Localization.** Tensors are judged in forward order, then backward order, then the update
   (``tensor_order``); the first failing tensor of the first failing step is the first
   divergence, with the element where the blamed backend is worst and every backend's value.
-- **Blame.** The backends with an element outside tolerance. When more than half of them are
-  outside, there is no majority and the verdict says so.
+- **Blame.** The backends with an element outside the bound. Without an oracle, when more than
+  half of them are outside, there is no majority and the verdict says so.
 """
 
 from __future__ import annotations
@@ -45,7 +42,6 @@ import numpy as np
 from harness.components import LAYERS, LOSSES
 from harness.spec import Scenario
 
-DEFAULT_TOLERANCE = {"float32": (1.3e-6, 1e-5), "float64": (1e-7, 1e-7)}
 MAX_EVENTS_PER_STEP = 20
 KINK_FACTOR = 1e-3  # gradients at a near-kink element this far apart (relatively) took different sides
 
@@ -89,14 +85,15 @@ def tensor_order(scenario: Scenario) -> list[Key]:
     return forward + backward + update
 
 
-def tolerance(scenario: Scenario, key: Key, since_sync: int = 0) -> tuple[float, float]:
-    rtol, atol = DEFAULT_TOLERANCE[scenario.dtype]
-    overrides = dict(scenario.tolerance)
-    for name in ("*", key[0], key_name(key)):
-        if name in overrides:
-            rtol, atol = overrides[name]
-    growth = (1 + since_sync) ** scenario.growth if scenario.mode == "trajectory" else 1.0
-    return rtol * growth, atol * growth
+def allowed(scenario: Scenario, bounds: dict[str, np.ndarray], name: str, ref: np.ndarray,
+            oracle: str | None) -> np.ndarray:
+    """The error allowed for each element of tensor ``name``: the bound against the exact value
+    (plus the oracle's own rounding to float64), twice the bound against the consensus."""
+    E = np.asarray(bounds[name], dtype=np.float64)
+    if oracle is None:
+        return 2 * E
+    with np.errstate(invalid="ignore", over="ignore"):
+        return E + np.abs(ref) * 2.0 ** -53  # the oracle's value is the exact one rounded to float64
 
 
 def consensus(values: list[np.ndarray]) -> np.ndarray:
@@ -143,15 +140,15 @@ def _pairwise(op: np.ufunc, values: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def ratio(value: np.ndarray, ref: np.ndarray, rtol: float, atol: float,
-          denominator: np.ndarray | None = None) -> np.ndarray:
-    """|value - ref| / (atol + rtol |ref|); equal non-finite values count as equal."""
-    if value.shape != ref.shape:
-        return np.full(ref.shape, np.inf)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # atol = 0: x / 0 is inf, 0 / 0 nan
+def ratio(value: np.ndarray, ref: np.ndarray, allowed: np.ndarray | float) -> np.ndarray:
+    """|value - ref| / allowed; equal values (non-finite ones too) count as equal, any difference
+    where nothing is allowed (an exact result) is infinitely far."""
+    if np.shape(value) != np.shape(ref):
+        return np.full(np.shape(ref), np.inf)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # 0 allowed: x / 0 is inf, 0 / 0 nan
         r = np.asarray(np.subtract(value, ref))
         np.abs(r, out=r)
-        r /= atol + rtol * np.abs(ref) if denominator is None else denominator
+        r = r / allowed
     bad = ~np.isfinite(r)
     if bad.any():
         same = (value == ref) | (np.isnan(value) & np.isnan(ref))
@@ -159,11 +156,10 @@ def ratio(value: np.ndarray, ref: np.ndarray, rtol: float, atol: float,
     return r
 
 
-def near(values: list[np.ndarray], point: np.ndarray | float, rtol: float, atol: float) -> np.ndarray:
-    """Elements whose backend values, widened by the tolerance, reach the kink ``point``."""
+def near(values: list[np.ndarray], point: np.ndarray | float, reach: np.ndarray | float) -> np.ndarray:
+    """Elements whose values, widened by ``reach`` (their bound), reach the kink ``point``."""
     lo, hi = _pairwise(np.minimum, values), _pairwise(np.maximum, values)
-    tol = atol + rtol * np.abs(point)
-    return (lo - tol <= point) & (point <= hi + tol)
+    return (lo - reach <= point) & (point <= hi + reach)
 
 
 def kink_points(scenario: Scenario, layer: int, params: dict[str, np.ndarray]) -> list[float]:
@@ -225,15 +221,14 @@ def propagate(scenario: Scenario, shapes: dict[str, tuple], seeds: dict[str, np.
 @dataclass
 class TensorVerdict:
     key: Key
-    rtol: float
-    atol: float
-    worst: dict[str, float]  # per backend: largest error / tolerance outside kink influence
-    kinks: dict[str, int]  # per backend: elements outside tolerance excused by a kink
+    worst: dict[str, float]  # per backend: largest error / bound outside kink influence
+    kinks: dict[str, int]  # per backend: elements outside the bound excused by a kink
     blamed: list[str] = field(default_factory=list)
     majority: bool = True
     index: tuple[int, ...] | None = None  # the blamed backends' worst element
     values: dict[str, float] | None = None  # every backend's value there, and the reference
     ulps: dict[str, float] | None = None  # with an oracle: per backend, worst error in ulps of the dtype
+    allowed: float | None = None  # the error allowed at ``index`` (the bound there)
 
     @property
     def failed(self) -> bool:
@@ -268,7 +263,7 @@ def _present(scenario: Scenario, traces: dict[str, dict[str, np.ndarray]]) -> li
 
 
 def scan_kinks(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]],
-               params_before: dict[str, dict[str, np.ndarray]], since_sync: int = 0,
+               params_before: dict[str, dict[str, np.ndarray]], bounds: dict[str, np.ndarray],
                oracle: str | None = None) -> KinkScan:
     """Which elements are within reach of a non-differentiable point, and which *flipped*?
 
@@ -276,7 +271,8 @@ def scan_kinks(scenario: Scenario, step: int, traces: dict[str, dict[str, np.nda
     its gradient there (on the kink itself that is a convention): each side's derivative is
     correct. Cheap (it reads Z, DZ, Y, DY only), so the runner decides on re-anchoring from it
     before the full judgement. ``params_before`` (backend -> parameters at the start of the
-    step) gives each backend's own kink positions where they are parameters (SReLU's tl, tr).
+    step) gives each backend's own kink positions where they are parameters (SReLU's tl, tr);
+    ``bounds`` (:mod:`harness.rounding`) is how far each element can be from its exact value.
     With an ``oracle`` its trace takes part like a backend, and a backend's gradient there is
     judged against the oracle's.
     """
@@ -289,19 +285,18 @@ def scan_kinks(scenario: Scenario, step: int, traces: dict[str, dict[str, np.nda
     def inspect(site: str, tensor: str, grad: str, points: dict[str, np.ndarray | float]) -> np.ndarray | None:
         nonlocal near_total, flips
         offsets = [traces[b][tensor] - points[b] for b in backends]  # each backend's own kink
-        rtol, atol = tolerance(scenario, _key(tensor), since_sync)
-        mask = near(offsets, 0.0, rtol, atol + rtol * float(np.max(np.abs(points[backends[0]]))))
+        mask = near(offsets, 0.0, np.broadcast_to(bounds[tensor], offsets[0].shape))
         if not mask.any():
             return None
         sides = [np.sign(d[mask]) for d in offsets]
         disagree = np.logical_or.reduce([sd != sides[0] for sd in sides[1:]])
         grads = [traces[b][grad][mask] for b in backends]  # judged only where it matters
         g_ref = traces[oracle][grad][mask] if oracle else consensus(grads)
-        # Outside tolerance, or apart by a factor (KINK_FACTOR, no atol): one-sided derivatives
-        # differ by a factor, and a DZ too small for the absolute tolerance still moves
-        # DW = DZ^T X outside it when X is large.
-        g_rtol, g_atol = tolerance(scenario, _key(grad), since_sync)
-        disagree |= np.logical_or.reduce([(ratio(g, g_ref, g_rtol, g_atol) > 1) | (ratio(g, g_ref, KINK_FACTOR, 0.0) > 1)
+        g_allowed = allowed(scenario, {grad: np.broadcast_to(bounds[grad], mask.shape)[mask]}, grad, g_ref, oracle)
+        # Outside the bound, or apart by a factor (KINK_FACTOR): one-sided derivatives differ by
+        # a factor, and a DZ whose difference is inside its own bound still moves DW = DZ^T X
+        # outside DW's when X is large.
+        disagree |= np.logical_or.reduce([(ratio(g, g_ref, g_allowed) > 1) | (ratio(g, g_ref, KINK_FACTOR * np.abs(g_ref)) > 1)
                                           for g in grads])
         flipped = np.zeros_like(mask)
         flipped[mask] = disagree
@@ -335,42 +330,51 @@ def scan_kinks(scenario: Scenario, step: int, traces: dict[str, dict[str, np.nda
     return KinkScan(seeds, events, near_total, flips)
 
 
+def reference(scenario: Scenario, traces: dict[str, dict[str, np.ndarray]], oracle: str | None = None) -> dict[str, np.ndarray]:
+    """What each tensor is judged against: the oracle's trace, or the backends' consensus."""
+    if oracle is not None:
+        return traces[oracle]
+    backends = list(traces)
+    ref = {}
+    for key in _present(scenario, traces):
+        name = key_name(key)
+        values = [traces[b][name] for b in backends]
+        ref[name] = consensus(values) if all(v.shape == values[0].shape for v in values) else values[0]
+    return ref
+
+
 def judge(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]], scan: KinkScan,
-          since_sync: int = 0, oracle: str | None = None) -> StepVerdict:
-    """Judge every tensor of one step, excusing what the scan's flips influence.
+          bounds: dict[str, np.ndarray], oracle: str | None = None,
+          ref_trace: dict[str, np.ndarray] | None = None) -> StepVerdict:
+    """Judge every tensor of one step in units of its bound, excusing what the scan's flips influence.
 
     With ``oracle`` (the name of one of the traces), the reference is that trace, not the
-    median: blame is then "outside tolerance of the exact value", and each backend's worst
-    error is also given in ulps of the run's dtype (``TensorVerdict.ulps``; the oracle's
-    float64 rounding of the exact value adds at most 0.5 ulp in float64 runs).
+    median: blame is then "outside the bound of the exact value", and each backend's worst
+    error is also given in ulps of the run's dtype (``TensorVerdict.ulps``). ``ref_trace``: the
+    reference already computed (:func:`reference`), to avoid computing the consensus twice.
     """
     backends = [b for b in traces if b != oracle]
     order = _present(scenario, traces)
     shapes = {key_name(k): traces[backends[0]][key_name(k)].shape for k in order}
     influence = propagate(scenario, shapes, scan.seeds) if scan.seeds else {}
+    refs = ref_trace if ref_trace is not None else reference(scenario, {b: traces[b] for b in backends} if oracle is None else traces, oracle)
     scratch: dict[tuple, np.ndarray] = {}  # one work array per shape: big allocations are slow
     verdicts = []
     for key in order:
         name = key_name(key)
         values = [traces[b][name] for b in backends]
-        shapes_ok = all(v.shape == values[0].shape for v in values)
-        if oracle is not None:
-            ref = traces[oracle][name]
-        else:
-            ref = consensus(values) if shapes_ok else values[0]
-        rtol, atol = tolerance(scenario, key, since_sync)
+        ref = refs[name]
+        permitted = np.broadcast_to(allowed(scenario, bounds, name, ref, oracle), np.shape(ref))
         # Ratios only need a few digits: the work arrays are float32 (half the memory traffic);
         # the reference and the differences themselves are computed in float64.
-        denominator = np.abs(ref, dtype=np.float32) if ref.ndim else np.abs(ref)
-        denominator *= rtol
-        denominator += atol
+        denominator = permitted.astype(np.float32) if np.ndim(ref) else permitted
         worst, kinks, kept = {}, {b: 0 for b in backends}, {}
         for b in backends:
-            if values[backends.index(b)].shape != ref.shape or not ref.ndim:
-                r = ratio(traces[b][name], ref, rtol, atol, denominator)
+            if values[backends.index(b)].shape != np.shape(ref) or not np.ndim(ref):
+                r = ratio(traces[b][name], ref, permitted)
             else:
                 work = scratch.setdefault(ref.shape, np.empty(ref.shape, dtype=np.float32))
-                r = _ratio_into(work, traces[b][name], ref, denominator)
+                r = _ratio_into(work, traces[b][name], ref, denominator, permitted)
             excused = influence.get(name)
             if excused is not None and r.ndim and excused.any():  # a flip step: the kink's share
                 r = np.array(r)                                   # is excused, not judged
@@ -382,7 +386,7 @@ def judge(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]
                 kept[b] = np.array(r)
         blamed = [b for b in backends if worst[b] > 1]
         majority = oracle is not None or 2 * len(blamed) < len(backends)
-        v = TensorVerdict(key, rtol, atol, worst, kinks, blamed, majority=majority)
+        v = TensorVerdict(key, worst, kinks, blamed, majority=majority)
         if oracle is not None:
             v.ulps = {b: ulp_error(traces[b][name], ref, scenario.dtype, influence.get(name)) for b in backends}
         if blamed:
@@ -392,6 +396,7 @@ def judge(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]
             v.index = tuple(int(i) for i in idx)
             v.values = {b: _at(traces[b][name], v.index) for b in backends}
             v.values[oracle or "consensus"] = _at(ref, v.index)
+            v.allowed = _at(permitted, v.index)
         verdicts.append(v)
     return StepVerdict(step, verdicts, scan.events, scan.near, scan.flips)
 
@@ -416,23 +421,25 @@ def ulp_error(value: np.ndarray, exact: np.ndarray, dtype: str, excused: np.ndar
         return float(np.max(err) / spacing) if np.size(err) else 0.0
 
 
-def _ratio_into(work: np.ndarray, value: np.ndarray, ref: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """:func:`ratio` written into ``work`` (same numbers, no allocation)."""
-    with np.errstate(invalid="ignore", over="ignore"):
+def _ratio_into(work: np.ndarray, value: np.ndarray, ref: np.ndarray, denominator: np.ndarray,
+                permitted: np.ndarray) -> np.ndarray:
+    """:func:`ratio` written into ``work`` (same numbers, no allocation); ``denominator`` is
+    ``permitted`` in float32."""
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         np.subtract(value, ref, out=work, casting="same_kind")
         np.abs(work, out=work)
         np.divide(work, denominator, out=work)
-    if not np.isfinite(work.max()):  # non-finite values, or a ratio beyond float32's range
-        return ratio(value, ref, 1.0, 0.0, denominator.astype(np.float64))
+    if not np.isfinite(work.max()):  # non-finite values, exact results, or beyond float32's range
+        return ratio(value, ref, permitted)
     return work
 
 
 def compare_step(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]],
-                 params_before: dict[str, dict[str, np.ndarray]], since_sync: int = 0,
+                 params_before: dict[str, dict[str, np.ndarray]], bounds: dict[str, np.ndarray],
                  oracle: str | None = None) -> StepVerdict:
     """Judge one step's traces (backend -> tensor name -> float64 array): kinks, then tensors."""
-    scan = scan_kinks(scenario, step, traces, params_before, since_sync, oracle)
-    return judge(scenario, step, traces, scan, since_sync, oracle)
+    scan = scan_kinks(scenario, step, traces, params_before, bounds, oracle)
+    return judge(scenario, step, traces, scan, bounds, oracle)
 
 
 def _at(a: np.ndarray, index: tuple[int, ...]) -> float:

@@ -1,6 +1,6 @@
 """Reports: the JSON document, the console table and the command that reproduces a run.
 
-JSON schema ``nerva-consistency/report/1`` (documented in docs/report-schema.md):
+JSON schema ``nerva-consistency/report/2`` (documented in docs/report-schema.md):
 
     passed            bool: every backend ran every step and agreed
     scenario          name ("ad-hoc" for flag-only runs); spec: the full flags of the run
@@ -9,9 +9,10 @@ JSON schema ``nerva-consistency/report/1`` (documented in docs/report-schema.md)
     failures          {backend: "step 3: RuntimeError: … (file:line)"} for backends that raised
     dtype_mismatches  {backend: [tensor, …]} tensors a backend held in another dtype than asked
     resyncs           [step, …] trajectory steps after which backends were re-anchored (a kink flip)
-    tolerance         {tensor: [rtol, atol]} at the first step (before trajectory growth)
+    unit              {name: "rounding bound", unit_roundoff, lambda, function_ulps, reference_factor}:
+                      what a ratio of 1 means (harness.rounding, docs/rounding.md)
     oracle            "sympy" | "autodiff" | null (backends judged against each other); oracle_note: why
-    per_step          [{step, near_kinks, flips, ratio: {tensor: {backend: error/tolerance}},
+    per_step          [{step, near_kinks, flips, ratio: {tensor: {backend: error/bound}},
                         kinks: {tensor: {backend: count}} (only non-zero),
                         ulps: {tensor: {backend: worst error in ulps of the dtype at the tensor's
                         largest magnitude}} (with an oracle)}]
@@ -19,7 +20,7 @@ JSON schema ``nerva-consistency/report/1`` (documented in docs/report-schema.md)
     kink_events       [{step, site, tensor, index, point, flipped, values: {backend: v},
                         gradient: {backend: dv}}]  (at most 20 per step)
     first_divergence  null, or {step, tensor, layer, index, backends (blamed), majority,
-                        ratio: {backend: r}, values: {backend: v, "consensus": v}}
+                        ratio: {backend: r}, values: {backend: v, "consensus": v}, allowed: the bound there}
     reproduce         {run: "nerva-consistency run …", tox: "tox -e consistency -- run …"}
     versions          {python, numpy, torch, jax, tensorflow, nerva-…: version or null}
 """
@@ -31,11 +32,12 @@ import shlex
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from harness.compare import key_name, tensor_order, tolerance
+from harness import rounding
+from harness.compare import key_name
 from harness.runner import RunResult
 from harness.spec import Scenario
 
-SCHEMA = "nerva-consistency/report/1"
+SCHEMA = "nerva-consistency/report/2"
 PACKAGES = ("numpy", "torch", "jax", "jaxlib", "tensorflow", "sympy", "mpmath", "hypothesis",
             "nerva-numpy", "nerva-torch", "nerva-jax", "nerva-tensorflow", "nerva-consistency")
 
@@ -138,6 +140,15 @@ def _num(x: float) -> float | str:
     return x if x == x and abs(x) != float("inf") else str(x)
 
 
+def unit(sc: Scenario, oracle: str | None) -> dict[str, Any]:
+    """What a ratio of 1 means in this run (the rounding model of harness.rounding)."""
+    ar = rounding.Arithmetic(sc.dtype)
+    return {"name": "rounding bound", "unit_roundoff": ar.u, "lambda": rounding.LAMBDA,
+            "function_ulps": rounding.FUNCTION_ULPS,
+            "reference_factor": 1 if oracle else 2,
+            "carried": sc.mode == "trajectory" and not oracle}
+
+
 def to_json(result: RunResult) -> dict[str, Any]:
     sc = result.scenario
     first = result.first_divergence
@@ -147,8 +158,8 @@ def to_json(result: RunResult) -> dict[str, Any]:
         fd = {"step": step, "tensor": tv.key[0], "layer": tv.key[1], "index": list(tv.index or ()),
               "backends": tv.blamed, "majority": tv.majority,
               "ratio": {b: _num(r) for b, r in tv.worst.items()},
-              "values": {b: _num(v) for b, v in (tv.values or {}).items()}}
-    tol = {key_name(key): list(tolerance(sc, key)) for key in tensor_order(sc)}
+              "values": {b: _num(v) for b, v in (tv.values or {}).items()},
+              "allowed": _num(tv.allowed) if tv.allowed is not None else None}
     return {
         "schema": SCHEMA,
         "passed": result.passed,
@@ -167,7 +178,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "failures": result.failures,
         "dtype_mismatches": result.dtype_mismatches,
         "resyncs": result.resyncs,
-        "tolerance": tol,
+        "unit": unit(sc, result.oracle),
         "per_step": [
             {"step": v.step, "near_kinks": v.near_kinks, "flips": v.flips,
              "ratio": {key_name(t.key): {b: _num(r) for b, r in t.worst.items()} for t in v.tensors},

@@ -1,12 +1,15 @@
 """The runner: drive every backend through the same SGD steps and judge each step.
 
-Modes (DESIGN.md, "Two ways to run steps"):
+Modes (docs/design.md, "Two ways to run steps"):
 
 - ``trajectory``: every backend follows its own trajectory from identical initial parameters,
-  as nerva-sympy's test did; rounding differences accumulate and the tolerance grows with the
-  steps since the last synchronisation. When a step has a kink *flip* (backends legitimately
-  took different sides of a non-differentiable point), their parameters differ by a
-  legitimate, non-rounding amount from then on; the runner then re-anchors every backend to
+  as nerva-sympy's test did; rounding differences accumulate. The bound of each step is taken
+  at the backends' consensus parameters and carries their measured spread there as the
+  parameters' error (running error analysis: a posteriori, from the computed values), so the
+  tolerance grows exactly as far as the trajectories have actually parted, through the same
+  first-order propagation as every other error (:mod:`harness.rounding`). When a step has a
+  kink *flip* (backends legitimately took different sides of a non-differentiable point),
+  their parameters differ by a legitimate, non-rounding amount from then on; the runner then re-anchors every backend to
   the consensus parameters and optimizer velocities, records the step in ``resyncs`` and goes
   on. Without a flip the trajectories are never touched.
 - ``lockstep``: before each step every backend is reset to the same reference state (the
@@ -19,8 +22,9 @@ its error message; the others go on. By default the run stops after the first st
 mismatch (what follows is a consequence); ``keep_going`` runs every step.
 
 Speed: the judgement of a step runs in a worker thread while the backends compute the next
-step (NumPy releases the GIL, and so do the frameworks' kernels); only the cheap kink scan,
-which decides re-anchoring, runs before the next step starts.
+step (NumPy releases the GIL, and so do the frameworks' kernels); only the reference, the
+rounding bound and the cheap kink scan, which decides re-anchoring, run before the next step
+starts.
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ from typing import Callable
 import numpy as np
 
 import adapters
-from harness.compare import StepVerdict, consensus, judge, scan_kinks
+from harness.compare import StepVerdict, consensus, judge, reference as reference_trace, scan_kinks
 from harness.data import batches
 from harness.oracle import choose as choose_oracle
+from harness.rounding import step_bounds
 from harness.spec import Scenario
 from harness.state import as_dtype, initial_state
 
@@ -98,7 +103,7 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
             active[name] = model
         except Exception as e:  # a backend's own failure: report it, keep the others going
             result.failures[name] = _describe(e, "build")
-    reference, since_sync = state0, 0
+    reference = state0
     before = {name: state0 for name in [*active, *([oracle] if oracle else [])]}  # each backend's parameters at the start of a step
     # The judgement of step s (the expensive part) runs in a worker thread while the backends
     # compute step s + 1; only the cheap kink scan must finish first (it decides re-anchoring).
@@ -121,6 +126,15 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
         for step, (X, T) in enumerate(data):
             if not active:
                 break
+            # The point the bound is evaluated at: parameters and velocities at the start of the
+            # step. In trajectory mode each backend is at its own point; the bound is taken at
+            # their consensus and carries their measured spread as the parameters' error.
+            if oracle is not None or scenario.mode == "lockstep":
+                point, carried = reference, None
+            else:
+                states = [m.get_state() for m in active.values()]
+                point = {k: consensus([st[k] for st in states]) for k in states[0]}
+                carried = {k: _pairwise_spread([st[k] for st in states], point[k]) for k in point}
             traces = {}
             for name, model in list(active.items()):
                 try:
@@ -138,8 +152,10 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
                 break
             if oracle is not None:
                 traces[oracle] = exact.step(X, T, scenario.lr)
-            scan = scan_kinks(scenario, step, traces, before, since_sync, oracle)
-            pending = (step, worker.submit(judge, scenario, step, traces, scan, since_sync, oracle))
+            ref = reference_trace(scenario, traces, oracle)
+            bounds, _ = step_bounds(scenario, ref, point, carried)
+            scan = scan_kinks(scenario, step, traces, before, bounds, oracle)
+            pending = (step, worker.submit(judge, scenario, step, traces, scan, bounds, oracle, ref))
             if oracle is not None:  # lockstep: everyone starts the next step where the oracle is
                 reference = {k: as_dtype(v, scenario.dtype) for k, v in exact.get_state().items()}
                 for model in [*active.values(), exact]:
@@ -152,10 +168,8 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
                 if scenario.mode == "trajectory":
                     result.resyncs.append(step)
                 before = {name: reference for name in active}
-                since_sync = 0
             else:
                 before = dict(traces)  # the traces hold each backend's updated parameters
-                since_sync += 1
         if pending is not None:
             collect()
     finally:
@@ -163,6 +177,14 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
     result.stopped_early = len(result.steps) < scenario.steps
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _pairwise_spread(values: list[np.ndarray], centre: np.ndarray) -> np.ndarray:
+    """Element-wise largest distance of any backend's value from the consensus."""
+    out = np.abs(values[0] - centre)
+    for v in values[1:]:
+        np.maximum(out, np.abs(v - centre), out=out)
+    return out
 
 
 def _describe(e: BaseException, when: str) -> str:

@@ -240,8 +240,6 @@ class Scenario:
     dtype: str = "float32"
     mode: str = "trajectory"
     seed: int = 0
-    tolerance: tuple[tuple[str, tuple[float, float]], ...] = ()  # tensor or "*" -> (rtol, atol)
-    growth: float = 0.5  # trajectory mode: tolerance x (1 + steps since sync) ** growth
     description: str = ""
 
     @property
@@ -280,8 +278,6 @@ def build_scenario(
     dtype: str = "float32",
     mode: str = "trajectory",
     seed: int = 0,
-    tolerance: dict[str, Any] | None = None,
-    growth: float = 0.5,
     description: str = "",
 ) -> Scenario:
     """Validate Nerva-style pieces and assemble a :class:`Scenario`."""
@@ -336,7 +332,6 @@ def build_scenario(
         raise SpecError(f"batch size must be a positive integer, got {batch_size!r}")
     if not (isinstance(steps, int) and steps >= 1):
         raise SpecError(f"steps must be a positive integer, got {steps!r}")
-    tol = tuple((k, _parse_tol(k, v)) for k, v in (tolerance or {}).items())
     return Scenario(
         name=name,
         sizes=tuple(size_list),
@@ -349,8 +344,6 @@ def build_scenario(
         dtype=dtype,
         mode=mode,
         seed=seed,
-        tolerance=tol,
-        growth=float(growth),
         description=description,
     )
 
@@ -367,13 +360,3 @@ def _parse_sizes(sizes: str | list[int]) -> list[int]:
             raise SpecError(f"sizes must be positive integers, got {n} in {sizes!r}")
         out.append(n)
     return out
-
-
-def _parse_tol(key: str, value: Any) -> tuple[float, float]:
-    try:
-        if isinstance(value, dict):
-            return float(value["rtol"]), float(value["atol"])
-        rtol, atol = value
-        return float(rtol), float(atol)
-    except (KeyError, TypeError, ValueError):
-        raise SpecError(f"tolerance for {key!r} must be {{rtol = …, atol = …}} or [rtol, atol]") from None

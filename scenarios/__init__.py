@@ -2,10 +2,11 @@
 
 A catalog entry uses the same keys as the command-line flags of ``nerva-consistency run``
 (``layers``, ``sizes``, ``optimizers``, ``init-weights``, ``loss``, ``learning-rate``,
-``batch-size``, ``steps``, ``dataset``, ``targets``, ``dtype``, ``mode``, ``seed``,
-``tolerance`` as {TENSOR = [rtol, atol]}, ``tolerance-growth``), plus ``description``, ``check`` (part of the main job), ``variants`` (the dtype/mode pairs the main
-job runs it in, default all four) and ``base`` (start from
-another entry and change some keys).
+``batch-size``, ``steps``, ``dataset``, ``targets``, ``dtype``, ``mode``, ``seed``), plus
+``description``, ``check`` (part of the main job), ``variants`` (the dtype/mode pairs the main
+job runs it in, default all four) and ``base`` (start from another entry and change some keys).
+There are no tolerances to set: every element is judged in units of its rounding bound
+(harness.rounding).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from harness.errors import SpecError
 from harness.spec import DataSpec, Scenario, build_scenario
 
 KEYS = {"layers", "sizes", "optimizers", "init-weights", "loss", "learning-rate", "batch-size", "steps",
-        "dataset", "targets", "dtype", "mode", "seed", "tolerance", "tolerance-growth", "description", "check",
+        "dataset", "targets", "dtype", "mode", "seed", "description", "check",
         "variants", "base"}
 ALL_VARIANTS = ("float32/trajectory", "float32/lockstep", "float64/trajectory", "float64/lockstep")
 
@@ -65,8 +66,6 @@ def from_table(name: str, table: dict[str, Any]) -> Scenario:
         dtype=table.get("dtype", "float32"),
         mode=table.get("mode", "trajectory"),
         seed=int(table.get("seed", 0)),
-        tolerance=table.get("tolerance"),
-        growth=float(table.get("tolerance-growth", 0.5)),
         description=table.get("description", ""),
     )
 

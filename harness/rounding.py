@@ -1,0 +1,449 @@
+"""The unit of judgement: a bound on the rounding error a correct implementation can make.
+
+Every element of every traced tensor gets a bound ``E`` on ``|computed - exact|`` for an
+implementation that evaluates the forward definitions of :mod:`harness.symbolic` (and their
+``sp.diff`` derivatives, the chain rule and the optimizer updates) in the run's dtype, with
+
+- every elementary operation (``+ - * /``) correctly rounded: ``fl(a op b) = (a op b)(1 + d) + e``
+  with ``|d| <= u`` (the unit roundoff, 2**-24 or 2**-53) and ``|e| <= tiny`` (the smallest normal
+  number: flushing subnormals to zero, as XLA does, is allowed);
+- every library function (exp, log, tanh, sqrt) within :data:`FUNCTION_ULPS` units of ``u``;
+- every sum and dot product of ``n`` terms within ``gamma(n) * sum |terms|``, where
+  ``gamma(n) = min(n u / (1 - n u), LAMBDA sqrt(n) u)``: Higham's deterministic bound for short
+  sums, the probabilistic bound of Higham & Mary (2019) for long ones (it holds with probability
+  at least ``1 - 2 n exp(-LAMBDA**2 / 2)`` for independent rounding errors; blocked and pairwise
+  summation, which BLAS and NumPy use, do better still);
+- the freedom to shift a row by its maximum before exponentiating (softmax, log_softmax and the
+  softmax cross-entropy): the row's rounding then includes ``u * max |row|``.
+
+The bound is a first-order running error bound (Higham, *Accuracy and Stability of Numerical
+Algorithms*, 2nd ed., section 3.3): it is evaluated alongside the values, operation by operation,
+with absolute values, so it carries the error of everything a tensor depends on (forward and
+backward) and the conditioning of every operation (cancellation in a sum shows as
+``sum |terms|`` much larger than ``|sum|``). It needs no new copy of the formulas: the same SymPy
+expressions the exact oracle evaluates (:mod:`harness.symbolic`) are walked here node by node in
+"error arithmetic" on NumPy arrays of (value, bound) pairs (:func:`evaluate`), and the
+contractions of the chain rule (``DW = DZ^T X``, ``DZ_j = sum_k DY_k J_kj``, …) use the dot
+product rule. docs/rounding.md justifies the choices and shows the checks of the bound itself.
+
+Where the reference is the backends' consensus instead of the exact value (no oracle), two correct
+backends can be off in opposite directions, so the comparator allows twice the bound. In
+trajectory mode the bound on each parameter after the update is carried into the next step as the
+error of that parameter (``carried``): the growth of the tolerance over the steps is this
+propagation, not an assumed law; a re-anchoring resets it to zero.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import sympy as sp
+
+from harness import symbolic as S
+from harness.components import LAYERS
+from harness.spec import Scenario
+
+LAMBDA = 8.0  # Higham & Mary's lambda: failure probability <= 2n exp(-32) per sum (n = 1e4: 3e-10)
+FUNCTION_ULPS = 4  # exp, log, tanh, sqrt: within 4 u (2 ulps) of the exact value of their argument
+
+Pair = tuple[np.ndarray, np.ndarray]  # (value, bound on the error of the computed value)
+_GRADIENT = {"W": "DW", "b": "Db", "gamma": "Dgamma", "beta": "Dbeta", "srelu": "Dsrelu"}
+
+
+class Arithmetic:
+    """The rounding model of one dtype: unit roundoff, underflow, sums, constants."""
+
+    def __init__(self, dtype: str) -> None:
+        self.dtype = np.dtype(dtype)
+        self.u = float(np.finfo(self.dtype).eps) / 2
+        self.tiny = float(np.finfo(self.dtype).tiny)
+
+    def gamma(self, n: int | float) -> float:
+        """Bound on the relative error of a sum or dot product of n terms (n - 1 roundings + 1)."""
+        n = max(float(n), 0.0)
+        nu = n * self.u
+        deterministic = nu / (1 - nu) if nu < 1 else math.inf
+        return min(deterministic, LAMBDA * math.sqrt(n) * self.u)
+
+    def rounding(self, value: np.ndarray, k: float = 1) -> np.ndarray:
+        """The error of ``k`` roundings of a result of this size (with underflow)."""
+        return self.gamma(k) * np.abs(value) + k * self.tiny if k else np.zeros_like(np.abs(value))
+
+    def exact_in_dtype(self, x: float) -> bool:
+        return bool(np.isfinite(x)) and float(self.dtype.type(x)) == x
+
+    def constant(self, c: Any) -> Pair:
+        """A constant of the definitions as the implementation holds it (rounded to the dtype)."""
+        v = float(c)
+        exact = self.exact_in_dtype(v) and (not isinstance(c, sp.Basic) or sp.Rational(v) == c)
+        return np.float64(v), np.float64(0.0 if exact else self.u * abs(v))
+
+    def given(self, value: Any, error: Any = 0.0) -> Pair:
+        """An input: its value, and the error it carries (0 for a value exact in the dtype)."""
+        v = np.asarray(value, dtype=np.float64)
+        return v, np.broadcast_to(np.asarray(error, dtype=np.float64), v.shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Error arithmetic over SymPy expressions
+# ---------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _program(exprs: tuple) -> tuple[list, list]:
+    """Common subexpressions of a list of expressions (``sp.cse``), computed once."""
+    replacements, reduced = sp.cse(list(exprs), symbols=sp.numbered_symbols("_e"))
+    return replacements, reduced
+
+
+def evaluate(exprs: Sequence[sp.Expr], env: dict[sp.Symbol, Pair], ar: Arithmetic) -> list[Pair]:
+    """(value, bound) of each expression, every symbol bound in ``env`` to a (value, error) pair.
+
+    Each node's bound is the first-order propagation of its operands' errors plus its own
+    rounding (module docstring). Values broadcast like NumPy arrays.
+    """
+    replacements, reduced = _program(tuple(exprs))
+    env = dict(env)
+    memo: dict[Any, Pair] = {}
+    with np.errstate(all="ignore"):
+        for sym, sub in replacements:
+            env[sym] = _node(sub, env, ar, memo)
+        return [_node(e, env, ar, memo) for e in reduced]
+
+
+def _power_of_two(x: float) -> bool:
+    m, _ = math.frexp(abs(x))
+    return x != 0 and m == 0.5
+
+
+def _node(e: Any, env: dict, ar: Arithmetic, memo: dict) -> Pair:
+    if e in memo:
+        return memo[e]
+    if e.is_Symbol:
+        r = env[e]
+    elif e.is_Number:
+        r = ar.constant(e)
+    elif isinstance(e, sp.Add):
+        parts = [_node(a, env, ar, memo) for a in e.args]
+        v = sum(p[0] for p in parts)
+        r = v, sum(p[1] for p in parts) + ar.gamma(len(parts) - 1) * sum(np.abs(p[0]) for p in parts) \
+            + (len(parts) - 1) * ar.tiny
+    elif isinstance(e, sp.Mul):
+        parts = [_node(a, env, ar, memo) for a in e.args]
+        v = functools.reduce(np.multiply, [p[0] for p in parts])
+        err = 0.0
+        for i, (_, ei) in enumerate(parts):
+            others = [np.abs(p[0]) for j, p in enumerate(parts) if j != i]
+            err = err + (ei * functools.reduce(np.multiply, others) if others else ei)
+        exact_factors = sum(1 for a in e.args if a.is_Number and _power_of_two(float(a)))
+        r = v, err + ar.rounding(v, max(len(parts) - 1 - exact_factors, 0))
+    elif isinstance(e, sp.Pow):
+        r = _pow(e, env, ar, memo)
+    elif isinstance(e, sp.exp):
+        a, ea = _node(e.args[0], env, ar, memo)
+        v = np.exp(a)
+        r = v, v * np.expm1(ea) + FUNCTION_ULPS * ar.u * v + ar.tiny
+    elif isinstance(e, sp.log):
+        a, ea = _node(e.args[0], env, ar, memo)
+        v = np.log(a)
+        rel = np.where(ea < np.abs(a), ea / np.abs(a), np.inf)
+        r = v, -np.log1p(-np.minimum(rel, 1.0)) + FUNCTION_ULPS * ar.u * np.abs(v) + ar.tiny
+    elif isinstance(e, sp.tanh):
+        a, ea = _node(e.args[0], env, ar, memo)
+        v = np.tanh(a)
+        r = v, (1 - v * v) * ea + FUNCTION_ULPS * ar.u * np.abs(v) + ar.tiny
+    elif isinstance(e, sp.Abs):
+        a, ea = _node(e.args[0], env, ar, memo)
+        r = np.abs(a), ea
+    elif isinstance(e, sp.sign):
+        a, _ = _node(e.args[0], env, ar, memo)
+        r = np.sign(a), np.zeros_like(np.abs(a))
+    elif isinstance(e, sp.Piecewise):
+        r = _piecewise(e, env, ar, memo)
+    elif isinstance(e, (sp.logic.boolalg.Boolean, sp.core.relational.Relational)):
+        c = _condition(e, env, ar, memo)  # a branch condition (sp.cse may name one)
+        r = c, np.zeros(np.shape(c))
+    else:
+        raise NotImplementedError(f"harness.rounding has no rule for {type(e).__name__} ({e})")
+    memo[e] = r
+    return r
+
+
+def _pow(e: sp.Pow, env: dict, ar: Arithmetic, memo: dict) -> Pair:
+    base, p = e.args
+    b, eb = _node(base, env, ar, memo)
+    if not p.is_Number:
+        raise NotImplementedError(f"harness.rounding has no rule for a symbolic power ({e})")
+    q = float(p)
+    v = np.power(b, q)
+    if q == 0.5:  # sqrt: first order, or sqrt(error) at 0
+        prop = np.where(v > 0, eb / (2 * np.where(v > 0, v, 1)), np.sqrt(eb))
+        return v, prop + ar.rounding(v)
+    prop = np.abs(q * np.power(b, q - 1)) * eb
+    if q.is_integer() and q > 0:
+        k = int(q) - 1  # multiplications
+    elif q.is_integer():
+        k = int(-q)  # multiplications, then one division
+    else:
+        k = FUNCTION_ULPS  # a library power or sqrt-and-divide
+    return v, prop + ar.rounding(v, k)
+
+
+def _condition(c: Any, env: dict, ar: Arithmetic, memo: dict) -> np.ndarray:
+    if c.is_Symbol:
+        return np.asarray(env[c][0], dtype=bool)
+    if c is sp.true:
+        return np.bool_(True)
+    if c is sp.false:
+        return np.bool_(False)
+    if isinstance(c, sp.And):
+        return functools.reduce(np.logical_and, [_condition(a, env, ar, memo) for a in c.args])
+    if isinstance(c, sp.Or):
+        return functools.reduce(np.logical_or, [_condition(a, env, ar, memo) for a in c.args])
+    if isinstance(c, sp.Not):
+        return np.logical_not(_condition(c.args[0], env, ar, memo))
+    lhs, _ = _node(c.lhs, env, ar, memo)
+    rhs, _ = _node(c.rhs, env, ar, memo)
+    ops = {sp.StrictLessThan: np.less, sp.LessThan: np.less_equal, sp.StrictGreaterThan: np.greater,
+           sp.GreaterThan: np.greater_equal, sp.Equality: np.equal, sp.Unequality: np.not_equal}
+    return ops[type(c)](lhs, rhs)
+
+
+def _piecewise(e: sp.Piecewise, env: dict, ar: Arithmetic, memo: dict) -> Pair:
+    """The branch each element's value selects (kinks are judged by the kink scan, not here)."""
+    value = error = None
+    taken = None
+    for expr, cond in e.args:
+        v, err = _node(expr, env, ar, memo)
+        c = _condition(cond, env, ar, memo)
+        if value is None:
+            shape = np.broadcast_shapes(np.shape(v), np.shape(c))
+            value, error = np.full(shape, np.nan), np.full(shape, np.nan)
+            taken = np.zeros(shape, dtype=bool)
+        pick = np.broadcast_to(c, taken.shape) & ~taken
+        value = np.where(pick, v, value)
+        error = np.where(pick, err, error)
+        taken |= pick
+    return value, error
+
+
+# ---------------------------------------------------------------------------------------------
+# The rules of the chain rule's contractions
+# ---------------------------------------------------------------------------------------------
+
+def dot(ar: Arithmetic, A: Pair, B: Pair, n: int, value: np.ndarray | None = None) -> Pair:
+    """A @ B of n-term dot products: |A| E_B + E_A |B| + gamma(n) |A||B|."""
+    (a, ea), (b, eb) = A, B
+    aa, ab = np.abs(a), np.abs(b)
+    v = a @ b if value is None else value
+    err = ar.gamma(n) * (aa @ ab) + n * ar.tiny
+    if np.any(eb):
+        err = err + aa @ eb
+    if np.any(ea):
+        err = err + ea @ ab
+    return v, err
+
+
+def colsum(ar: Arithmetic, A: Pair) -> Pair:
+    """Sum over the batch (axis 0): sum E + gamma(n) sum |A|."""
+    a, ea = A
+    n = a.shape[0]
+    return a.sum(axis=0), np.asarray(ea).sum(axis=0) * np.ones(a.shape[1:]) + ar.gamma(n) * np.abs(a).sum(axis=0) + n * ar.tiny
+
+
+def times(ar: Arithmetic, A: Pair, B: Pair) -> Pair:
+    """Elementwise product with one rounding."""
+    (a, ea), (b, eb) = A, B
+    v = a * b
+    return v, ea * np.abs(b) + np.abs(a) * eb + ar.rounding(v)
+
+
+def _zeros(a: np.ndarray) -> np.ndarray:
+    return np.zeros(np.shape(a))
+
+
+# ---------------------------------------------------------------------------------------------
+# Components
+# ---------------------------------------------------------------------------------------------
+
+def _activation_env(act: S.Activation, ar: Arithmetic, Z: Pair, srelu: Pair | None) -> dict:
+    env = {act.symbol: Z}
+    if act.kind == "SReLU":
+        v, e = srelu
+        for k, sym in enumerate(act.parameters):
+            env[sym] = (np.float64(v[k]), np.float64(np.asarray(e).reshape(-1)[k] if np.ndim(e) else e))
+    elif act.parameters:
+        env[act.parameters[0]] = ar.constant(float(act.args["alpha"]))
+    return env
+
+
+def _rows(ar: Arithmetic, symbols: Sequence[sp.Symbol], M: Pair, shift: bool) -> dict:
+    """Bind row symbols z1..zK to the columns of M; ``shift``: a row may be shifted by its max."""
+    v, e = M
+    e = np.broadcast_to(e, v.shape)
+    if shift:
+        e = e + ar.u * np.abs(v).max(axis=1, keepdims=True)
+    return {s: (v[:, k], e[:, k]) for k, s in enumerate(symbols)}
+
+
+def _row_function(name: str, K: int) -> S._Graph:
+    """The stable form of a row function (shifted by c = max z; d/dc is identically 0)."""
+    return S._row_graph(f"stable_{name}", K)
+
+
+def _graph_env(graph: S._Graph, env: dict, ar: Arithmetic) -> dict:
+    env = dict(env)
+    for sym, expr in graph.nodes:
+        env[sym] = evaluate([expr], env, ar)[0]
+    return env
+
+
+def _stack(pairs: list[Pair], axis: int = 1) -> Pair:
+    return np.stack([p[0] for p in pairs], axis=axis), np.stack([np.broadcast_to(p[1], np.shape(p[0])) for p in pairs], axis=axis)
+
+
+def step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str, np.ndarray],
+                carried: dict[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Bounds for every tensor of one training step, and for the state it ends in.
+
+    ``ref``: the step's values (the oracle's trace, or the consensus); ``state``: parameters and
+    velocities (``W1.v``) at the start of the step; ``carried``: their errors (trajectory mode;
+    None: exact, as in lockstep). Returns (bounds by trace key, bounds of the new state by state
+    key, velocities included) — the second is what the next step carries.
+    """
+    ar = Arithmetic(scenario.dtype)
+    carried = carried or {}
+    N = ref["X"].shape[0]
+    P = {k: ar.given(v, carried.get(k, 0.0)) for k, v in state.items()}
+    E: dict[str, np.ndarray] = {"X": _zeros(ref["X"]), "T": _zeros(ref["T"])}
+    T = ar.given(ref["T"])
+    h = ar.given(ref["X"])
+    saved: list[dict] = []
+    for i, spec in enumerate(scenario.layers, start=1):
+        kind = LAYERS[spec.kind]
+        E[f"X{i}"] = np.broadcast_to(h[1], h[0].shape)
+        keep: dict[str, Any] = {"X": h}
+        if spec.kind == "BatchNormalization":
+            bn = S.BatchNorm(N)
+            m = bn._m
+            cols = {x: (h[0][j], np.broadcast_to(h[1], h[0].shape)[j]) for j, x in enumerate(m.x)}
+            env = _graph_env(m.graph, {**cols, m.epsilon: ar.constant(bn.epsilon)}, ar)
+            Z = _stack(evaluate(m.z, env, ar), axis=0)
+            keep.update(bn=(bn, env))
+            y = evaluate([m.y], {m.zeta: Z, m.gamma: P[f"gamma{i}"], m.beta: P[f"beta{i}"]}, ar)[0]
+            out = (ref[f"X{i + 1}"] if i < len(scenario.layers) else ref["Y"], y[1])
+        else:
+            Z = dot(ar, h, (P[f"W{i}"][0].T, np.asarray(P[f"W{i}"][1]).T), n=ref[f"X{i}"].shape[1] + 1,
+                    value=ref[f"Z{i}"] if kind.has_z else None)
+            b = P[f"b{i}"]
+            Z = (Z[0] + (0 if kind.has_z else b[0]), Z[1] + b[1] + ar.gamma(ref[f"X{i}"].shape[1] + 1) * np.abs(b[0]))
+            if spec.kind == "Linear":
+                y = Z
+            elif spec.kind in ("Softmax", "LogSoftmax"):
+                g = _row_function("softmax" if spec.kind == "Softmax" else "log_softmax", spec.units)
+                env = _rows(ar, g.inputs, Z, shift=True)
+                env[g.params[0]] = (Z[0].max(axis=1), np.zeros(N))  # the shift's error cancels exactly
+                env = _graph_env(g, env, ar)
+                y = _stack(evaluate(g.outputs, env, ar))
+                keep.update(rows=(g, env))
+            else:
+                act = S.Activation(spec.kind, spec.arg)
+                env = _activation_env(act, ar, Z, P.get(f"srelu{i}"))
+                y = evaluate([act.expr], env, ar)[0]
+                keep.update(act=(act, env))
+            out = (y[0], y[1])
+        if kind.has_z:
+            E[f"Z{i}"] = np.broadcast_to(Z[1], np.shape(Z[0]))
+        keep["Z"] = Z
+        saved.append(keep)
+        nxt = f"X{i + 1}" if i < len(scenario.layers) else "Y"
+        h = (ref[nxt], np.broadcast_to(out[1], ref[nxt].shape))
+    E["Y"] = h[1]
+    Y = h
+
+    loss = S.Loss(scenario.loss, scenario.output_size)
+    shift = scenario.loss == "SoftmaxCrossEntropy"
+    env = {**_rows(ar, loss.y, Y, shift), **_rows(ar, loss.t, T, False)}
+    per_row = evaluate([loss.expr], env, ar)[0]
+    E["loss"] = np.asarray(np.sum(per_row[1]) + ar.gamma(N) * np.sum(np.abs(per_row[0])))
+    grad = _stack(evaluate(loss.gradient_exprs, env, ar))
+    n_exact = _power_of_two(float(N))
+    DY = (ref["DY"], grad[1] / N + (0 if n_exact else ar.rounding(ref["DY"])))
+    E["DY"] = DY[1]
+
+    for i in range(len(scenario.layers), 0, -1):
+        spec, keep = scenario.layers[i - 1], saved[i - 1]
+        X, Z = keep["X"], keep["Z"]
+        if spec.kind == "BatchNormalization":
+            bn, env = keep["bn"]
+            m = bn._m
+            gamma = P[f"gamma{i}"]
+            DZ = times(ar, DY, gamma)
+            E[f"DZ{i}"] = DZ[1]
+            E[f"Dgamma{i}"] = colsum(ar, times(ar, DY, Z))[1]
+            E[f"Dbeta{i}"] = colsum(ar, DY)[1]
+            J = evaluate([e for row in bn.jacobian_exprs for e in row], env, ar)  # J[i][j] over columns
+            DX_err = np.zeros_like(X[0])
+            dz_v, dz_e = DZ[0], np.broadcast_to(DZ[1], DZ[0].shape)
+            absdot = np.zeros_like(X[0])
+            for a in range(N):
+                for b in range(N):
+                    jv, je = J[a * N + b]
+                    DX_err[b] += dz_e[a] * np.abs(jv) + np.abs(dz_v[a]) * je
+                    absdot[b] += np.abs(dz_v[a] * jv)
+            DX = (ref[f"DX{i}"], DX_err + ar.gamma(N) * absdot + N * ar.tiny)
+        else:
+            if spec.kind == "Linear":
+                DZ = DY
+            elif "rows" in keep:
+                g, env = keep["rows"]
+                K = spec.units
+                J = evaluate([e for row in g.jacobian_exprs for e in row], env, ar)  # J[k][j], per row
+                dy_v, dy_e = DY[0], np.broadcast_to(DY[1], DY[0].shape)
+                err, absdot = np.zeros_like(dy_v), np.zeros_like(dy_v)
+                for k in range(K):
+                    for j in range(K):
+                        jv, je = J[k * K + j]
+                        err[:, j] += dy_e[:, k] * np.abs(jv) + np.abs(dy_v[:, k]) * je
+                        absdot[:, j] += np.abs(dy_v[:, k] * jv)
+                DZ = (ref[f"DZ{i}"], err + ar.gamma(K) * absdot + K * ar.tiny)
+            else:
+                act, env = keep["act"]
+                d = evaluate([act.derivative_expr], env, ar)[0]
+                DZ = times(ar, DY, d)
+                DZ = (ref[f"DZ{i}"], DZ[1])
+                if spec.kind == "SReLU":
+                    dp = evaluate(list(act._m.dparam_exprs), env, ar)
+                    errs = []
+                    for dv, de in dp:
+                        prod = times(ar, DY, (np.broadcast_to(dv, DY[0].shape), np.broadcast_to(de, DY[0].shape)))
+                        n = prod[0].size
+                        errs.append(float(np.sum(prod[1]) + ar.gamma(n) * np.sum(np.abs(prod[0]))))
+                    E[f"Dsrelu{i}"] = np.array(errs)
+            if LAYERS[spec.kind].has_z:
+                E[f"DZ{i}"] = np.broadcast_to(DZ[1], np.shape(DZ[0]))
+            W = P[f"W{i}"]
+            E[f"DW{i}"] = dot(ar, (DZ[0].T, np.asarray(DZ[1]).T), X, n=N)[1]
+            E[f"Db{i}"] = colsum(ar, DZ)[1]
+            DX = (ref[f"DX{i}"], dot(ar, DZ, W, n=spec.units)[1])
+        E[f"DX{i}"] = np.broadcast_to(DX[1], np.shape(DX[0]))
+        DY = DX
+
+    new_state: dict[str, np.ndarray] = {}
+    eta = ar.constant(scenario.lr)
+    for i, spec in enumerate(scenario.layers, start=1):
+        for param, opt in spec.optimizers:
+            key = f"{param}{i}"
+            x_new, v_new = S.optimizer_expressions(opt.name)
+            grad_key = _GRADIENT[param] + str(i)
+            env = {S._ox: P[key], S._oDx: (ref[grad_key], E[grad_key]), S._oeta: eta,
+                   S._omu: ar.constant(opt.mu if opt.mu is not None else 0.0),
+                   S._ov: P.get(key + ".v", ar.given(np.zeros_like(state[key])))}
+            exprs = [x_new] + ([v_new] if v_new is not None else [])
+            out = evaluate(exprs, env, ar)
+            E[key] = new_state[key] = np.broadcast_to(out[0][1], np.shape(state[key])).copy()
+            if v_new is not None:
+                new_state[key + ".v"] = np.broadcast_to(out[1][1], np.shape(state[key])).copy()
+    return {k: np.asarray(v, dtype=np.float64) for k, v in E.items()}, new_state
