@@ -46,7 +46,7 @@ from harness import symbolic as S
 from harness.components import LAYERS
 from harness.spec import Scenario
 
-LAMBDA = 8.0  # Higham & Mary's lambda: failure probability <= 2n exp(-32) per sum (n = 1e4: 3e-10)
+LAMBDA = 8.0  # standard deviations: P(|error| > LAMBDA sd) <= 2 exp(-LAMBDA**2 / 2) = 2.5e-14 (Hoeffding)
 FUNCTION_ULPS = 4  # exp, log, tanh, sqrt: within 4 u (2 ulps) of the exact value of their argument
 
 Pair = tuple[np.ndarray, np.ndarray]  # (value, bound on the error of the computed value)
@@ -54,7 +54,22 @@ _GRADIENT = {"W": "DW", "b": "Db", "gamma": "Dgamma", "beta": "Dbeta", "srelu": 
 
 
 class Arithmetic:
-    """The rounding model of one dtype: unit roundoff, underflow, sums, constants."""
+    """The rounding model of one dtype, carrying every error in two ways at once.
+
+    An error is an array with one more axis than its value, the last, of length two:
+
+    - ``[..., 0]`` the worst case: errors add with absolute values; ``k`` roundings of a result of
+      size M cost ``gamma_k M`` (Higham's ``k u / (1 - k u)``);
+    - ``[..., 1]`` a standard deviation: the rounding errors are independent, mean-zero and bounded
+      by u (the model of Higham & Mary and of Ipsen & Zhou), so independent contributions add in
+      quadrature and ``k`` roundings of a result of size M cost ``sqrt(k) u M``.
+
+    The bound is ``min(worst case, LAMBDA * standard deviation)`` per element (:meth:`bound`).
+    Where a dot product has more than ``LAMBDA**2`` terms the standard deviation always gives
+    the smaller bound, so there the worst-case row is set to ``LAMBDA`` standard deviations
+    (Higham & Mary's probabilistic bound) instead of being computed: half the work on the
+    large layers.
+    """
 
     def __init__(self, dtype: str) -> None:
         self.dtype = np.dtype(dtype)
@@ -62,15 +77,45 @@ class Arithmetic:
         self.tiny = float(np.finfo(self.dtype).tiny)
 
     def gamma(self, n: int | float) -> float:
-        """Bound on the relative error of a sum or dot product of n terms (n - 1 roundings + 1)."""
-        n = max(float(n), 0.0)
-        nu = n * self.u
-        deterministic = nu / (1 - nu) if nu < 1 else math.inf
-        return min(deterministic, LAMBDA * math.sqrt(n) * self.u)
+        """Worst-case relative error of n roundings (Higham's gamma_n)."""
+        nu = max(float(n), 0.0) * self.u
+        return nu / (1 - nu) if nu < 1 else math.inf
 
-    def rounding(self, value: np.ndarray, k: float = 1) -> np.ndarray:
+    def zero(self, shape: tuple = ()) -> np.ndarray:
+        return np.zeros((*shape, 2))
+
+    def local(self, magnitude: Any, k: float = 1) -> np.ndarray:
         """The error of ``k`` roundings of a result of this size (with underflow)."""
-        return self.gamma(k) * np.abs(value) + k * self.tiny if k else np.zeros_like(np.abs(value))
+        m = np.abs(np.asarray(magnitude, dtype=np.float64))
+        if not k:
+            return self.zero(m.shape)
+        return np.stack([self.gamma(k) * m + k * self.tiny, math.sqrt(k) * (self.u * m + self.tiny)], axis=-1)
+
+    def function(self, value: Any) -> np.ndarray:
+        """A library function's own error (exp, log, tanh), the same in both rows."""
+        f = FUNCTION_ULPS * self.u * np.abs(value) + self.tiny
+        return np.stack([f, f], axis=-1)
+
+    @staticmethod
+    def combine(*errors: Any) -> np.ndarray:
+        """Errors of independent origin: the sum of the worst cases, the root of the sum of
+        squares of the standard deviations."""
+        worst = sum(e[..., 0] for e in errors)
+        sd = np.sqrt(sum(np.square(e[..., 1]) for e in errors))
+        return np.stack(np.broadcast_arrays(worst, sd), axis=-1)
+
+    @staticmethod
+    def total(errors: np.ndarray, axis: int | None = None) -> np.ndarray:
+        """The propagated error of a sum of elements carrying ``errors`` (``axis`` of the values)."""
+        if axis is None:
+            flat = np.reshape(errors, (-1, 2))
+            return np.array([flat[:, 0].sum(), np.sqrt(np.square(flat[:, 1]).sum())])
+        return np.stack([np.sum(errors[..., 0], axis=axis), np.sqrt(np.sum(np.square(errors[..., 1]), axis=axis))], axis=-1)
+
+    def bound(self, errors: np.ndarray) -> np.ndarray:
+        """The bound of each element: min(worst case, LAMBDA standard deviations)."""
+        with np.errstate(invalid="ignore"):
+            return np.fmin(errors[..., 0], LAMBDA * errors[..., 1])
 
     def exact_in_dtype(self, x: float) -> bool:
         return bool(np.isfinite(x)) and float(self.dtype.type(x)) == x
@@ -79,12 +124,15 @@ class Arithmetic:
         """A constant of the definitions as the implementation holds it (rounded to the dtype)."""
         v = float(c)
         exact = self.exact_in_dtype(v) and (not isinstance(c, sp.Basic) or sp.Rational(v) == c)
-        return np.float64(v), np.float64(0.0 if exact else self.u * abs(v))
+        e = 0.0 if exact else self.u * abs(v)
+        return np.float64(v), np.array([e, e])
 
     def given(self, value: Any, error: Any = 0.0) -> Pair:
-        """An input: its value, and the error it carries (0 for a value exact in the dtype)."""
+        """An input: its value, and the error it carries (0 for a value exact in the dtype),
+        the same in both rows (a measured or exact quantity, not a random one)."""
         v = np.asarray(value, dtype=np.float64)
-        return v, np.broadcast_to(np.asarray(error, dtype=np.float64), v.shape)
+        e = np.broadcast_to(np.asarray(error, dtype=np.float64), v.shape)
+        return v, np.stack([e, e], axis=-1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,43 +176,41 @@ def _node(e: Any, env: dict, ar: Arithmetic, memo: dict) -> Pair:
     elif isinstance(e, sp.Add):
         parts = [_node(a, env, ar, memo) for a in e.args]
         v = sum(p[0] for p in parts)
-        r = v, sum(p[1] for p in parts) + ar.gamma(len(parts) - 1) * sum(np.abs(p[0]) for p in parts) \
-            + (len(parts) - 1) * ar.tiny
+        r = v, ar.combine(*[p[1] for p in parts], ar.local(sum(np.abs(p[0]) for p in parts), len(parts) - 1))
     elif isinstance(e, sp.Mul):
         parts = [_node(a, env, ar, memo) for a in e.args]
         v = functools.reduce(np.multiply, [p[0] for p in parts])
-        err = 0.0
+        terms = []
         for i, (_, ei) in enumerate(parts):
             others = [np.abs(p[0]) for j, p in enumerate(parts) if j != i]
-            err = err + (ei * functools.reduce(np.multiply, others) if others else ei)
+            terms.append(ei * _c(functools.reduce(np.multiply, others)) if others else ei)
         exact_factors = sum(1 for a in e.args if a.is_Number and _power_of_two(float(a)))
-        r = v, err + ar.rounding(v, max(len(parts) - 1 - exact_factors, 0))
+        r = v, ar.combine(*terms, ar.local(v, max(len(parts) - 1 - exact_factors, 0)))
     elif isinstance(e, sp.Pow):
         r = _pow(e, env, ar, memo)
     elif isinstance(e, sp.exp):
         a, ea = _node(e.args[0], env, ar, memo)
         v = np.exp(a)
-        r = v, v * np.expm1(ea) + FUNCTION_ULPS * ar.u * v + ar.tiny
+        r = v, ar.combine(_c(v) * ea, ar.function(v))
     elif isinstance(e, sp.log):
         a, ea = _node(e.args[0], env, ar, memo)
         v = np.log(a)
-        rel = np.where(ea < np.abs(a), ea / np.abs(a), np.inf)
-        r = v, -np.log1p(-np.minimum(rel, 1.0)) + FUNCTION_ULPS * ar.u * np.abs(v) + ar.tiny
+        r = v, ar.combine(ea / _c(np.abs(a)), ar.function(v))
     elif isinstance(e, sp.tanh):
         a, ea = _node(e.args[0], env, ar, memo)
         v = np.tanh(a)
-        r = v, (1 - v * v) * ea + FUNCTION_ULPS * ar.u * np.abs(v) + ar.tiny
+        r = v, ar.combine(_c(1 - v * v) * ea, ar.function(v))
     elif isinstance(e, sp.Abs):
         a, ea = _node(e.args[0], env, ar, memo)
         r = np.abs(a), ea
     elif isinstance(e, sp.sign):
         a, _ = _node(e.args[0], env, ar, memo)
-        r = np.sign(a), np.zeros_like(np.abs(a))
+        r = np.sign(a), ar.zero(np.shape(a))
     elif isinstance(e, sp.Piecewise):
         r = _piecewise(e, env, ar, memo)
     elif isinstance(e, (sp.logic.boolalg.Boolean, sp.core.relational.Relational)):
         c = _condition(e, env, ar, memo)  # a branch condition (sp.cse may name one)
-        r = c, np.zeros(np.shape(c))
+        r = c, ar.zero(np.shape(c))
     else:
         raise NotImplementedError(f"harness.rounding has no rule for {type(e).__name__} ({e})")
     memo[e] = r
@@ -179,16 +225,16 @@ def _pow(e: sp.Pow, env: dict, ar: Arithmetic, memo: dict) -> Pair:
     q = float(p)
     v = np.power(b, q)
     if q == 0.5:  # sqrt: first order, or sqrt(error) at 0
-        prop = np.where(v > 0, eb / (2 * np.where(v > 0, v, 1)), np.sqrt(eb))
-        return v, prop + ar.rounding(v)
-    prop = np.abs(q * np.power(b, q - 1)) * eb
+        prop = np.where(_c(v > 0), eb / _c(2 * np.where(v > 0, v, 1)), np.sqrt(eb))
+        return v, ar.combine(prop, ar.local(v))
+    prop = _c(np.abs(q * np.power(b, q - 1))) * eb
     if q.is_integer() and q > 0:
         k = int(q) - 1  # multiplications
     elif q.is_integer():
         k = int(-q)  # multiplications, then one division
     else:
         k = FUNCTION_ULPS  # a library power or sqrt-and-divide
-    return v, prop + ar.rounding(v, k)
+    return v, ar.combine(prop, ar.local(v, k))
 
 
 def _condition(c: Any, env: dict, ar: Arithmetic, memo: dict) -> np.ndarray:
@@ -220,11 +266,11 @@ def _piecewise(e: sp.Piecewise, env: dict, ar: Arithmetic, memo: dict) -> Pair:
         c = _condition(cond, env, ar, memo)
         if value is None:
             shape = np.broadcast_shapes(np.shape(v), np.shape(c))
-            value, error = np.full(shape, np.nan), np.full(shape, np.nan)
+            value, error = np.full(shape, np.nan), np.full((*shape, 2), np.nan)
             taken = np.zeros(shape, dtype=bool)
         pick = np.broadcast_to(c, taken.shape) & ~taken
         value = np.where(pick, v, value)
-        error = np.where(pick, err, error)
+        error = np.where(_c(pick), err, error)
         taken |= pick
     return value, error
 
@@ -233,35 +279,95 @@ def _piecewise(e: sp.Piecewise, env: dict, ar: Arithmetic, memo: dict) -> Pair:
 # The rules of the chain rule's contractions
 # ---------------------------------------------------------------------------------------------
 
+def _c(coefficient: Any) -> np.ndarray:
+    """A value-shaped coefficient, ready to multiply an error (whose last axis is the two rows)."""
+    return np.asarray(coefficient)[..., None]
+
+
+def _full(e: np.ndarray, shape: tuple) -> np.ndarray:
+    """An error broadcast to a value shape (plus its two rows)."""
+    return np.broadcast_to(e, (*shape, 2))
+
+
 def dot(ar: Arithmetic, A: Pair, B: Pair, n: int, value: np.ndarray | None = None) -> Pair:
-    """A @ B of n-term dot products: |A| E_B + E_A |B| + gamma(n) |A||B|."""
+    """A @ B of n-term dot products: |A| E_B (+) E_A |B| (+) n roundings of |A||B|.
+
+    Short products (n <= LAMBDA**2) carry both rows exactly as every other operation. Long ones
+    (the wide layers, where this is nearly all the work) take the worst case for the errors
+    carried in and Higham & Mary's ``LAMBDA sqrt(n) u |A||B|`` for their own rounding: three
+    products of non-negative matrices (:func:`_nonnegative_matmul`), no squares; the standard
+    deviation row is then that bound over LAMBDA, so the bound is the same in both rows.
+    """
     (a, ea), (b, eb) = A, B
     aa, ab = np.abs(a), np.abs(b)
     v = a @ b if value is None else value
-    err = ar.gamma(n) * (aa @ ab) + n * ar.tiny
+    if n > LAMBDA ** 2:
+        worst = LAMBDA * math.sqrt(n) * (ar.u * _nonnegative_matmul(aa, ab) + ar.tiny)
+        if np.any(eb):
+            worst = worst + _nonnegative_matmul(aa, _full(eb, np.shape(b))[..., 0])
+        if np.any(ea):
+            worst = worst + _nonnegative_matmul(_full(ea, np.shape(a))[..., 0], ab)
+        return v, np.stack([worst, worst / LAMBDA], axis=-1)
+    magnitude = aa @ ab
+    worst = ar.gamma(n) * magnitude + n * ar.tiny
+    var = np.square(math.sqrt(n) * (ar.u * magnitude + ar.tiny))
     if np.any(eb):
-        err = err + aa @ eb
+        eb = _full(eb, np.shape(b))
+        var = var + np.square(aa) @ np.square(eb[..., 1])
+        worst = worst + aa @ eb[..., 0]
     if np.any(ea):
-        err = err + ea @ ab
-    return v, err
+        ea = _full(ea, np.shape(a))
+        var = var + np.square(ea[..., 1]) @ np.square(ab)
+        worst = worst + ea[..., 0] @ ab
+    return v, np.stack([worst, np.sqrt(var)], axis=-1)
+
+
+FLOAT32_PRODUCT = 1 << 22  # multiply-adds above which a product of non-negative matrices runs in float32
+
+
+def _nonnegative_matmul(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """x @ y for x, y >= 0, never below the exact product.
+
+    A sum of non-negative terms has no cancellation, so a few correct digits are all a bound
+    needs: large products run in float32 (twice as fast), each operand scaled by its maximum
+    (nothing overflows, and only terms below 1e-38 of the largest underflow), and the result is
+    raised by the float32 product's own worst-case relative error (rounding the operands and the
+    n-term sums: (n + 2) 2**-24, plus a margin). An operand whose largest element lies outside
+    [1e-8, 1e8] is first scaled by it, so that terms underflow only below 1e-30 of the largest.
+    """
+    n = x.shape[-1]
+    if x.size * y.shape[-1] <= FLOAT32_PRODUCT:
+        return x @ y
+    sx, sy = float(x.max(initial=0.0)), float(y.max(initial=0.0))
+    if sx == 0 or sy == 0 or not math.isfinite(sx * sy):
+        return x @ y
+    xs = x.astype(np.float32) if 1e-8 <= sx <= 1e8 else (x * (1 / sx)).astype(np.float32)
+    ys = y.astype(np.float32) if 1e-8 <= sy <= 1e8 else (y * (1 / sy)).astype(np.float32)
+    scale = (1.0 if 1e-8 <= sx <= 1e8 else sx) * (1.0 if 1e-8 <= sy <= 1e8 else sy)
+    return (xs @ ys).astype(np.float64) * (scale * (1 + (n + 4) * 2.0 ** -23))
 
 
 def colsum(ar: Arithmetic, A: Pair) -> Pair:
-    """Sum over the batch (axis 0): sum E + gamma(n) sum |A|."""
+    """Sum over the batch (axis 0)."""
     a, ea = A
     n = a.shape[0]
-    return a.sum(axis=0), np.asarray(ea).sum(axis=0) * np.ones(a.shape[1:]) + ar.gamma(n) * np.abs(a).sum(axis=0) + n * ar.tiny
+    return a.sum(axis=0), ar.combine(ar.total(_full(ea, a.shape), axis=0), ar.local(np.abs(a).sum(axis=0), n))
 
 
 def times(ar: Arithmetic, A: Pair, B: Pair) -> Pair:
     """Elementwise product with one rounding."""
     (a, ea), (b, eb) = A, B
     v = a * b
-    return v, ea * np.abs(b) + np.abs(a) * eb + ar.rounding(v)
+    return v, ar.combine(ea * _c(np.abs(b)), _c(np.abs(a)) * eb, ar.local(v))
 
 
-def _zeros(a: np.ndarray) -> np.ndarray:
-    return np.zeros(np.shape(a))
+def contract(ar: Arithmetic, weights: list[Pair], vectors: list[Pair]) -> tuple[np.ndarray, np.ndarray]:
+    """(sum of |w| |x|, propagated error) of ``sum_k w_k x_k`` over the pairs given."""
+    absdot, parts = 0.0, []
+    for (w, ew), (x, ex) in zip(weights, vectors):
+        absdot = absdot + np.abs(w * x)
+        parts += [ex * _c(np.abs(w)), _c(np.abs(x)) * ew]
+    return absdot, ar.total(np.stack([_full(p, np.shape(absdot)) for p in parts]), axis=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,8 +378,9 @@ def _activation_env(act: S.Activation, ar: Arithmetic, Z: Pair, srelu: Pair | No
     env = {act.symbol: Z}
     if act.kind == "SReLU":
         v, e = srelu
+        e = _full(e, np.shape(v))
         for k, sym in enumerate(act.parameters):
-            env[sym] = (np.float64(v[k]), np.float64(np.asarray(e).reshape(-1)[k] if np.ndim(e) else e))
+            env[sym] = (np.float64(v[k]), e[k])
     elif act.parameters:
         env[act.parameters[0]] = ar.constant(float(act.args["alpha"]))
     return env
@@ -282,9 +389,9 @@ def _activation_env(act: S.Activation, ar: Arithmetic, Z: Pair, srelu: Pair | No
 def _rows(ar: Arithmetic, symbols: Sequence[sp.Symbol], M: Pair, shift: bool) -> dict:
     """Bind row symbols z1..zK to the columns of M; ``shift``: a row may be shifted by its max."""
     v, e = M
-    e = np.broadcast_to(e, v.shape)
+    e = _full(e, v.shape)
     if shift:
-        e = e + ar.u * np.abs(v).max(axis=1, keepdims=True)
+        e = e + _c(ar.u * np.abs(v).max(axis=1, keepdims=True))
     return {s: (v[:, k], e[:, k]) for k, s in enumerate(symbols)}
 
 
@@ -301,7 +408,10 @@ def _graph_env(graph: S._Graph, env: dict, ar: Arithmetic) -> dict:
 
 
 def _stack(pairs: list[Pair], axis: int = 1) -> Pair:
-    return np.stack([p[0] for p in pairs], axis=axis), np.stack([np.broadcast_to(p[1], np.shape(p[0])) for p in pairs], axis=axis)
+    """Stack values along ``axis`` of the values (the errors' rows stay first)."""
+    values = np.stack([p[0] for p in pairs], axis=axis)
+    errors = np.stack([_full(p[1], np.shape(p[0])) for p in pairs], axis=axis)
+    return values, errors
 
 
 def step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str, np.ndarray],
@@ -311,34 +421,44 @@ def step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str,
     ``ref``: the step's values (the oracle's trace, or the consensus); ``state``: parameters and
     velocities (``W1.v``) at the start of the step; ``carried``: their errors (trajectory mode;
     None: exact, as in lockstep). Returns (bounds by trace key, bounds of the new state by state
-    key, velocities included) — the second is what the next step carries.
+    key, velocities included). Each bound is ``min(worst case, LAMBDA * standard deviation)``
+    (:class:`Arithmetic`).
     """
     ar = Arithmetic(scenario.dtype)
+    errors, new_errors = _step_bounds(scenario, ref, state, carried, ar)
+    shapes = {**{k: np.shape(v) for k, v in ref.items()}, **{k: np.shape(v) for k, v in state.items()}}
+    bounds = {k: ar.bound(_full(e, shapes[k])) for k, e in errors.items()}
+    return bounds, {k: ar.bound(_full(e, shapes[k.removesuffix(".v")])) for k, e in new_errors.items()}
+
+
+def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str, np.ndarray],
+                 carried: dict[str, np.ndarray] | None, ar: Arithmetic) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     carried = carried or {}
     N = ref["X"].shape[0]
     P = {k: ar.given(v, carried.get(k, 0.0)) for k, v in state.items()}
-    E: dict[str, np.ndarray] = {"X": _zeros(ref["X"]), "T": _zeros(ref["T"])}
+    E: dict[str, np.ndarray] = {"X": ar.zero(), "T": ar.zero()}
     T = ar.given(ref["T"])
     h = ar.given(ref["X"])
     saved: list[dict] = []
     for i, spec in enumerate(scenario.layers, start=1):
         kind = LAYERS[spec.kind]
-        E[f"X{i}"] = np.broadcast_to(h[1], h[0].shape)
+        E[f"X{i}"] = h[1]
         keep: dict[str, Any] = {"X": h}
         if spec.kind == "BatchNormalization":
             bn = S.BatchNorm(N)
             m = bn._m
-            cols = {x: (h[0][j], np.broadcast_to(h[1], h[0].shape)[j]) for j, x in enumerate(m.x)}
+            cols = {x: (h[0][j], _full(h[1], h[0].shape)[j]) for j, x in enumerate(m.x)}
             env = _graph_env(m.graph, {**cols, m.epsilon: ar.constant(bn.epsilon)}, ar)
             Z = _stack(evaluate(m.z, env, ar), axis=0)
             keep.update(bn=(bn, env))
             y = evaluate([m.y], {m.zeta: Z, m.gamma: P[f"gamma{i}"], m.beta: P[f"beta{i}"]}, ar)[0]
             out = (ref[f"X{i + 1}"] if i < len(scenario.layers) else ref["Y"], y[1])
         else:
-            Z = dot(ar, h, (P[f"W{i}"][0].T, np.asarray(P[f"W{i}"][1]).T), n=ref[f"X{i}"].shape[1] + 1,
+            Z = dot(ar, h, (P[f"W{i}"][0].T, np.swapaxes(P[f"W{i}"][1], 0, 1)), n=ref[f"X{i}"].shape[1] + 1,
                     value=ref[f"Z{i}"] if kind.has_z else None)
             b = P[f"b{i}"]
-            Z = (Z[0] + (0 if kind.has_z else b[0]), Z[1] + b[1] + ar.gamma(ref[f"X{i}"].shape[1] + 1) * np.abs(b[0]))
+            Z = (Z[0] + (0 if kind.has_z else b[0]),
+                 ar.combine(Z[1], b[1], ar.local(b[0], ref[f"X{i}"].shape[1] + 1)))
             if spec.kind == "Linear":
                 y = Z
             elif spec.kind in ("Softmax", "LogSoftmax"):
@@ -355,11 +475,11 @@ def step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str,
                 keep.update(act=(act, env))
             out = (y[0], y[1])
         if kind.has_z:
-            E[f"Z{i}"] = np.broadcast_to(Z[1], np.shape(Z[0]))
+            E[f"Z{i}"] = Z[1]
         keep["Z"] = Z
         saved.append(keep)
         nxt = f"X{i + 1}" if i < len(scenario.layers) else "Y"
-        h = (ref[nxt], np.broadcast_to(out[1], ref[nxt].shape))
+        h = (ref[nxt], _full(out[1], ref[nxt].shape))
     E["Y"] = h[1]
     Y = h
 
@@ -367,10 +487,10 @@ def step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str,
     shift = scenario.loss == "SoftmaxCrossEntropy"
     env = {**_rows(ar, loss.y, Y, shift), **_rows(ar, loss.t, T, False)}
     per_row = evaluate([loss.expr], env, ar)[0]
-    E["loss"] = np.asarray(np.sum(per_row[1]) + ar.gamma(N) * np.sum(np.abs(per_row[0])))
+    E["loss"] = np.asarray(ar.combine(ar.total(per_row[1]), ar.local(np.sum(np.abs(per_row[0])), N)))
     grad = _stack(evaluate(loss.gradient_exprs, env, ar))
     n_exact = _power_of_two(float(N))
-    DY = (ref["DY"], grad[1] / N + (0 if n_exact else ar.rounding(ref["DY"])))
+    DY = (ref["DY"], ar.combine(grad[1] / N, ar.local(ref["DY"], 0 if n_exact else 1)))
     E["DY"] = DY[1]
 
     for i in range(len(scenario.layers), 0, -1):
@@ -384,16 +504,13 @@ def step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str,
             E[f"DZ{i}"] = DZ[1]
             E[f"Dgamma{i}"] = colsum(ar, times(ar, DY, Z))[1]
             E[f"Dbeta{i}"] = colsum(ar, DY)[1]
-            J = evaluate([e for row in bn.jacobian_exprs for e in row], env, ar)  # J[i][j] over columns
-            DX_err = np.zeros_like(X[0])
-            dz_v, dz_e = DZ[0], np.broadcast_to(DZ[1], DZ[0].shape)
-            absdot = np.zeros_like(X[0])
-            for a in range(N):
-                for b in range(N):
-                    jv, je = J[a * N + b]
-                    DX_err[b] += dz_e[a] * np.abs(jv) + np.abs(dz_v[a]) * je
-                    absdot[b] += np.abs(dz_v[a] * jv)
-            DX = (ref[f"DX{i}"], DX_err + ar.gamma(N) * absdot + N * ar.tiny)
+            J = evaluate([e for row in bn.jacobian_exprs for e in row], env, ar)  # J[a][b] over columns
+            dz_v, dz_e = DZ[0], _full(DZ[1], DZ[0].shape)
+            columns = []
+            for b in range(N):  # DX[b] = sum_a DZ[a] J[a][b], column by column
+                absdot, err = contract(ar, [J[a * N + b] for a in range(N)], [(dz_v[a], dz_e[a]) for a in range(N)])
+                columns.append(ar.combine(err, ar.local(absdot, N)))
+            DX = (ref[f"DX{i}"], np.stack(columns, axis=0))
         else:
             if spec.kind == "Linear":
                 DZ = DY
@@ -401,14 +518,12 @@ def step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str,
                 g, env = keep["rows"]
                 K = spec.units
                 J = evaluate([e for row in g.jacobian_exprs for e in row], env, ar)  # J[k][j], per row
-                dy_v, dy_e = DY[0], np.broadcast_to(DY[1], DY[0].shape)
-                err, absdot = np.zeros_like(dy_v), np.zeros_like(dy_v)
-                for k in range(K):
-                    for j in range(K):
-                        jv, je = J[k * K + j]
-                        err[:, j] += dy_e[:, k] * np.abs(jv) + np.abs(dy_v[:, k]) * je
-                        absdot[:, j] += np.abs(dy_v[:, k] * jv)
-                DZ = (ref[f"DZ{i}"], err + ar.gamma(K) * absdot + K * ar.tiny)
+                dy_v, dy_e = DY[0], _full(DY[1], DY[0].shape)
+                columns = []
+                for j in range(K):  # DZ[:, j] = sum_k DY[:, k] J[k][j], per row
+                    absdot, err = contract(ar, [J[k * K + j] for k in range(K)], [(dy_v[:, k], dy_e[:, k]) for k in range(K)])
+                    columns.append(ar.combine(err, ar.local(absdot, K)))
+                DZ = (ref[f"DZ{i}"], np.stack(columns, axis=1))
             else:
                 act, env = keep["act"]
                 d = evaluate([act.derivative_expr], env, ar)[0]
@@ -418,17 +533,16 @@ def step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str,
                     dp = evaluate(list(act._m.dparam_exprs), env, ar)
                     errs = []
                     for dv, de in dp:
-                        prod = times(ar, DY, (np.broadcast_to(dv, DY[0].shape), np.broadcast_to(de, DY[0].shape)))
-                        n = prod[0].size
-                        errs.append(float(np.sum(prod[1]) + ar.gamma(n) * np.sum(np.abs(prod[0]))))
-                    E[f"Dsrelu{i}"] = np.array(errs)
+                        prod = times(ar, DY, (np.broadcast_to(dv, DY[0].shape), _full(de, DY[0].shape)))
+                        errs.append(ar.combine(ar.total(_full(prod[1], prod[0].shape)), ar.local(np.sum(np.abs(prod[0])), prod[0].size)))
+                    E[f"Dsrelu{i}"] = np.stack(errs, axis=0)
             if LAYERS[spec.kind].has_z:
-                E[f"DZ{i}"] = np.broadcast_to(DZ[1], np.shape(DZ[0]))
+                E[f"DZ{i}"] = DZ[1]
             W = P[f"W{i}"]
-            E[f"DW{i}"] = dot(ar, (DZ[0].T, np.asarray(DZ[1]).T), X, n=N)[1]
+            E[f"DW{i}"] = dot(ar, (DZ[0].T, np.swapaxes(_full(DZ[1], DZ[0].shape), 0, 1)), X, n=N)[1]
             E[f"Db{i}"] = colsum(ar, DZ)[1]
             DX = (ref[f"DX{i}"], dot(ar, DZ, W, n=spec.units)[1])
-        E[f"DX{i}"] = np.broadcast_to(DX[1], np.shape(DX[0]))
+        E[f"DX{i}"] = DX[1]
         DY = DX
 
     new_state: dict[str, np.ndarray] = {}
@@ -443,7 +557,7 @@ def step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str,
                    S._ov: P.get(key + ".v", ar.given(np.zeros_like(state[key])))}
             exprs = [x_new] + ([v_new] if v_new is not None else [])
             out = evaluate(exprs, env, ar)
-            E[key] = new_state[key] = np.broadcast_to(out[0][1], np.shape(state[key])).copy()
+            E[key] = new_state[key] = out[0][1]
             if v_new is not None:
-                new_state[key + ".v"] = np.broadcast_to(out[1][1], np.shape(state[key])).copy()
-    return {k: np.asarray(v, dtype=np.float64) for k, v in E.items()}, new_state
+                new_state[key + ".v"] = out[1][1]
+    return E, new_state

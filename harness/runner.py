@@ -21,10 +21,10 @@ A backend that raises while building or stepping is reported as that backend's f
 its error message; the others go on. By default the run stops after the first step with a
 mismatch (what follows is a consequence); ``keep_going`` runs every step.
 
-Speed: the judgement of a step runs in a worker thread while the backends compute the next
-step (NumPy releases the GIL, and so do the frameworks' kernels); only the reference, the
-rounding bound and the cheap kink scan, which decides re-anchoring, run before the next step
-starts.
+Speed: the judgement of a step (its reference, its rounding bound, every ratio) runs in a
+worker thread while the backends compute the next step (NumPy releases the GIL, and so do the
+frameworks' kernels); only the cheap kink scan, which decides re-anchoring, runs before the
+next step starts.
 """
 
 from __future__ import annotations
@@ -130,11 +130,9 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
             # step. In trajectory mode each backend is at its own point; the bound is taken at
             # their consensus and carries their measured spread as the parameters' error.
             if oracle is not None or scenario.mode == "lockstep":
-                point, carried = reference, None
+                point: dict | list = reference
             else:
-                states = [m.get_state() for m in active.values()]
-                point = {k: consensus([st[k] for st in states]) for k in states[0]}
-                carried = {k: _pairwise_spread([st[k] for st in states], point[k]) for k in point}
+                point = [m.get_state() for m in active.values()]
             traces = {}
             for name, model in list(active.items()):
                 try:
@@ -152,10 +150,8 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
                 break
             if oracle is not None:
                 traces[oracle] = exact.step(X, T, scenario.lr)
-            ref = reference_trace(scenario, traces, oracle)
-            bounds, _ = step_bounds(scenario, ref, point, carried)
-            scan = scan_kinks(scenario, step, traces, before, bounds, oracle)
-            pending = (step, worker.submit(judge, scenario, step, traces, scan, bounds, oracle, ref))
+            scan = scan_kinks(scenario, step, traces, before, oracle)
+            pending = (step, worker.submit(_assess, scenario, step, traces, scan, oracle, point))
             if oracle is not None:  # lockstep: everyone starts the next step where the oracle is
                 reference = {k: as_dtype(v, scenario.dtype) for k, v in exact.get_state().items()}
                 for model in [*active.values(), exact]:
@@ -177,6 +173,24 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
     result.stopped_early = len(result.steps) < scenario.steps
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _assess(scenario: Scenario, step: int, traces: dict, scan, oracle: str | None,
+            point: dict[str, np.ndarray] | list[dict[str, np.ndarray]]) -> StepVerdict:
+    """The reference, the rounding bound at ``point`` and the judgement of one step.
+
+    ``point``: the state the step started from, or (trajectory mode) every backend's state: the
+    bound is then taken at their consensus and carries their measured spread as the error of
+    the parameters.
+    """
+    carried = None
+    if isinstance(point, list):
+        states = point
+        point = {k: consensus([st[k] for st in states]) for k in states[0]}
+        carried = {k: _pairwise_spread([st[k] for st in states], point[k]) for k in point}
+    ref = reference_trace(scenario, traces, oracle)
+    bounds, _ = step_bounds(scenario, ref, point, carried)
+    return judge(scenario, step, traces, scan, bounds, oracle, ref)
 
 
 def _pairwise_spread(values: list[np.ndarray], centre: np.ndarray) -> np.ndarray:

@@ -1,0 +1,184 @@
+"""The rounding bound itself (harness.rounding): its rules, and three checks of what it claims.
+
+- an exact computation sits inside it (the exact values rounded once to the dtype);
+- a deliberately rounded computation sits inside it: the exact oracle's own step evaluated with
+  every operation rounded to the dtype's precision (mpmath at 24 or 53 bits: an independent
+  correct implementation of the forward definitions, in another order than any backend);
+- a perturbed computation leaves it: one gradient off by a relative 1e-12 (float64) or 1e-5
+  (float32), the sensitivity the issue asks of the harness.
+
+These use the exact oracle only (no backend, no CPU kernel), so they hold on every machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import mpmath
+import numpy as np
+import pytest
+import sympy as sp
+
+from harness import rounding, symbolic as S
+from harness.compare import allowed, ratio
+from harness.data import batches
+from harness.rounding import Arithmetic, evaluate, step_bounds
+from harness.spec import build_scenario
+from harness.state import as_dtype, initial_state
+
+pytestmark = pytest.mark.symbolic
+
+NETWORKS = {
+    "relu-softmax-xent": dict(layers="ReLU;Softmax", sizes="6,8,4", loss="CrossEntropy",
+                              optimizers="Momentum(0.9);GradientDescent", batch_size=8),
+    "leaky-logsoftmax": dict(layers="LeakyReLU(alpha=0.1);LogSoftmax", sizes="5,6,3", loss="SquaredError",
+                             optimizers="Nesterov(0.9);GradientDescent", batch_size=4),
+    "sigmoid-tanh-logistic": dict(layers="Sigmoid;HyperbolicTangent;Linear", sizes="4,6,5,3",
+                                  loss="LogisticCrossEntropy", optimizers="GradientDescent;Momentum(0.8);Nesterov(0.7)",
+                                  batch_size=5, targets="soft"),
+    "batchnorm": dict(layers="ReLU;BatchNormalization;Linear", sizes="5,7,3", loss="SoftmaxCrossEntropy",
+                      optimizers="Momentum(0.9);Momentum(0.5);GradientDescent", batch_size=6),
+    "srelu-nll": dict(layers="SReLU(al=0.05,tl=-0.3,ar=0.2,tr=0.4);Softmax", sizes="4,6,3",
+                      loss="NegativeLogLikelihood", optimizers="Momentum(0.9);GradientDescent", batch_size=5),
+    "elu-absolute": dict(layers="ELU(alpha=0.5);Linear", sizes="4,5,2", loss="AbsoluteError",
+                         optimizers="Momentum(0.7);GradientDescent", batch_size=3, targets="real"),
+}
+
+
+def _scenario(name: str, dtype: str):
+    spec = dict(NETWORKS[name])
+    from harness.spec import DataSpec
+
+    targets = spec.pop("targets", "onehot")
+    return build_scenario(name=name, init_weights=None, lr=0.1, steps=1, dtype=dtype, mode="lockstep",
+                          seed=3, data=DataSpec("synthetic", targets), **spec)
+
+
+def _exact_step(sc, prec: int | None = None):
+    """The oracle's step on the scenario's first batch; ``prec`` bits: every operation rounded."""
+    from adapters.sympy_oracle import SympyOracle
+
+    state = initial_state(sc)
+    X, T = batches(sc)[0]
+    oracle = SympyOracle()
+    oracle.build(sc, state)
+    if prec is None:
+        return oracle.step(X, T, sc.lr), state
+    saved = S._precision
+    S._precision = lambda: mpmath.workprec(prec)  # every mpmath operation rounds to prec bits
+    try:
+        with mpmath.workprec(prec):
+            return oracle.step(X, T, sc.lr), state
+    finally:
+        S._precision = saved
+
+
+def _worst(sc, trace, exact, bounds) -> dict[str, float]:
+    return {k: float(np.max(ratio(trace[k], exact[k], allowed(sc, bounds, k, exact[k], "sympy")), initial=0.0))
+            for k in exact}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_the_exact_values_rounded_once_sit_inside(name, dtype):
+    sc = _scenario(name, dtype)
+    exact, state = _exact_step(sc)
+    bounds, _ = step_bounds(sc, exact, state)
+    rounded = {k: as_dtype(v, dtype).astype(np.float64) for k, v in exact.items()}
+    worst = _worst(sc, rounded, exact, bounds)
+    assert max(worst.values()) <= 1, {k: v for k, v in worst.items() if v > 1}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_a_computation_rounded_at_every_operation_sits_inside(name, dtype):
+    sc = _scenario(name, dtype)
+    exact, state = _exact_step(sc)
+    low, _ = _exact_step(sc, prec=24 if dtype == "float32" else 53)
+    bounds, _ = step_bounds(sc, exact, state)
+    worst = _worst(sc, low, exact, bounds)
+    assert max(worst.values()) <= 1, {k: v for k, v in worst.items() if v > 1}
+    assert max(worst.values()) > 1e-3  # the rounded computation really differs: the check is not vacuous
+
+
+@pytest.mark.parametrize("dtype,eps", [("float32", 1e-5), ("float64", 1e-12)])
+@pytest.mark.parametrize("name", list(NETWORKS))
+@pytest.mark.parametrize("tensor", ["DW1", "Db1"])
+def test_a_gradient_off_by_the_sensitivity_target_leaves(name, dtype, eps, tensor):
+    sc = _scenario(name, dtype)
+    exact, state = _exact_step(sc)
+    low, _ = _exact_step(sc, prec=24 if dtype == "float32" else 53)
+    bounds, _ = step_bounds(sc, exact, state)
+    perturbed = dict(low)
+    perturbed[tensor] = low[tensor] * (1 + eps)
+    worst = _worst(sc, perturbed, exact, bounds)
+    assert worst[tensor] > 1, f"{tensor} off by a relative {eps:g} is still within the bound ({worst[tensor]:.3g})"
+
+
+def test_tensorflow_style_alpha_rounded_to_float32_leaves_the_float64_bound():
+    """nerva-tensorflow's float64 LeakyReLU (alpha rounded to float32, docs/findings.md #2),
+    made with the oracle itself: the bound of a float64 implementation does not cover it."""
+    sc = _scenario("leaky-logsoftmax", "float64")
+    exact, state = _exact_step(sc)
+    alpha32 = float(np.float32(0.1))
+    wrong = sc.with_(layers=(dataclasses.replace(sc.layers[0], args=(("alpha", alpha32),)), *sc.layers[1:]))
+    bad, _ = _exact_step(wrong)
+    bounds, _ = step_bounds(sc, exact, state)
+    worst = _worst(sc, bad, exact, bounds)
+    assert worst["Z1"] == 0 and worst["X2"] > 1e3 and worst["DW1"] > 1e3
+
+
+# -- the rules ---------------------------------------------------------------------------------
+
+x, y = sp.symbols("x y", real=True)
+
+
+def test_a_sum_carries_its_operands_errors_and_one_rounding():
+    ar = Arithmetic("float32")
+    (v, e), = evaluate([x + y], {x: ar.given(3.0, 1e-6), y: ar.given(-1.0, 2e-6)}, ar)
+    assert v == 2.0
+    assert e[0] == pytest.approx(3e-6 + ar.gamma(1) * 4.0)  # |x| + |y|, not |x + y|: cancellation counts
+    assert e[1] == pytest.approx(math.hypot(math.hypot(1e-6, 2e-6), ar.u * 4.0 + ar.tiny))
+
+
+def test_long_sums_take_the_probabilistic_bound_short_ones_the_worst_case():
+    ar = Arithmetic("float32")
+    n = 10_000
+    assert ar.gamma(n) == pytest.approx(n * ar.u, rel=1e-3)
+    long = ar.bound(ar.local(1.0, n))
+    short = ar.bound(ar.local(1.0, 4))
+    assert long == pytest.approx(rounding.LAMBDA * math.sqrt(n) * ar.u, rel=1e-6)  # < n u
+    assert short == pytest.approx(ar.gamma(4), rel=1e-6)  # < LAMBDA sqrt(4) u
+    both = ar.combine(np.array([3.0, 3.0]), np.array([4.0, 4.0]))
+    assert list(both) == [7.0, 5.0]  # worst cases add, standard deviations in quadrature
+
+
+def test_a_long_dot_product_in_float32_never_falls_below_the_float64_one():
+    rng = np.random.default_rng(1)
+    A, B = rng.random((64, 700)), rng.random((700, 300))
+    from harness.rounding import _nonnegative_matmul
+
+    fast = _nonnegative_matmul(A, B)
+    assert np.all(fast >= A @ B) and np.all(fast <= (A @ B) * (1 + 1e-3))
+    tiny = _nonnegative_matmul(A * 1e-20, B)
+    assert np.all(tiny >= (A * 1e-20) @ B)
+
+
+def test_constants_cost_a_rounding_only_where_the_dtype_cannot_hold_them():
+    ar = Arithmetic("float32")
+    assert list(ar.constant(sp.Rational(1, 2))[1]) == [0, 0]
+    assert ar.constant(0.1)[1][0] == pytest.approx(ar.u * 0.1)
+    assert Arithmetic("float64").constant(0.1)[1][0] == 0  # the float 0.1 is exact in float64
+    assert ar.constant(S.EPSILON)[1][0] > 0
+
+
+def test_exp_and_the_branch_of_a_piecewise():
+    ar = Arithmetic("float64")
+    (v, e), = evaluate([sp.exp(x)], {x: ar.given(np.array([0.0, 2.0]), np.array([0.0, 1e-10]))}, ar)
+    assert np.allclose(v, np.exp([0.0, 2.0]))
+    bound = ar.bound(e)
+    assert bound[1] > np.exp(2.0) * 1e-10 and bound[0] < 1e-15
+    relu = sp.Piecewise((0, x < 0), (x, True))
+    (v, e), = evaluate([relu], {x: ar.given(np.array([-1.0, 2.0]), np.array([1e-9, 1e-9]))}, ar)
+    assert list(v) == [0.0, 2.0] and list(ar.bound(e)) == [0.0, pytest.approx(1e-9)]
