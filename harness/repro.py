@@ -2,12 +2,21 @@
 
 A bundle (``.npz``) holds the exact initial parameters (``state/<name>``), every batch
 (``data/<step>/X``, ``data/<step>/T``) and one JSON document (``meta``) with the spec (the
-complete flags of ``nerva-consistency run`` plus tolerances), the backends, the oracle, the seed,
-the versions of Python, NumPy, every framework, the Nerva libraries and Hypothesis, the
-findings, and the numbers the run produced (every step's error/tolerance per tensor and
-backend, and the first divergence). ``nerva-consistency replay FILE`` rebuilds the scenario,
-runs it on exactly those arrays and compares the numbers with the recording bit for bit; when
-the package versions differ from the recording it says which, since bits may then differ.
+complete flags of ``nerva-consistency run``), the backends, the oracle, the seed, the versions
+of Python, NumPy, every framework, the Nerva libraries and Hypothesis, the platform
+(:func:`harness.platform.describe`: CPU model and flags, BLAS kernels, torch's CPU capability,
+the variables that force kernels), the findings, the verdict, and the numbers the run produced
+(every step's ratio per tensor and backend, and the first divergence).
+
+``nerva-consistency replay FILE`` rebuilds the scenario and runs it on exactly those arrays.
+The last bits of a result depend on the CPU (BLAS, oneDNN and XLA pick kernels by CPU), so:
+
+- same platform and versions as the recording: the numbers are compared bit for bit;
+- otherwise (or a schema-1 bundle, which does not say its platform): the *verdict* is compared
+  (passed or not, the finding classes with the backends they blame, the first divergence's
+  step, tensor and layer), and the replay says which platform fields or versions differ.
+  Kink events (which side of a kink a value lands on) are decided by rounding, so a
+  ``kink``/``convention`` finding that appears or vanishes is a note, not a difference.
 """
 
 from __future__ import annotations
@@ -15,24 +24,116 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from harness.classify import classify
 from harness.errors import SpecError
+from harness.platform import describe, explain
 from harness.report import flags, reproduce, to_json, versions
 from harness.runner import RunResult, run
 from harness.spec import DataSpec, Scenario, build_scenario
 
-SCHEMA = "nerva-consistency/bundle/1"
+SCHEMA = "nerva-consistency/bundle/2"
+READS = ("nerva-consistency/bundle/1", SCHEMA)  # schema 1: no platform, no verdict (derived on load)
 DEFAULT_DIR = Path("nerva-consistency-failures")
+KINK_CLASSES = ("kink", "convention")  # which side of a kink a value lands on: decided by rounding
+
+
+class Differences(list):
+    """What a replay found different from the recording: the list itself holds the real
+    differences ([] = the recording reproduced), as before; besides it
+
+    ``compared``  "numbers" (bit for bit), "verdict", or None (other backends: nothing compared);
+    ``reasons``   why the verdict was compared: the platform fields or versions that differ, or
+                  a recording that does not say its platform ([] for numbers);
+    ``notes``     what differs without making the replay differ (kink events; after numbers
+                  that differ, whether the verdict did too).
+    """
+
+    def __init__(self, items: Iterable[str] = (), compared: str | None = None, reasons: Iterable[str] = (),
+                 notes: Iterable[str] = ()):
+        super().__init__(items)
+        self.compared = compared
+        self.reasons = list(reasons)
+        self.notes = list(notes)
+
+    @property
+    def reproduced(self) -> bool:
+        """The recording reproduced: nothing but notes differs (False when nothing was compared)."""
+        return self.compared is not None and not self
 
 
 def _numbers(doc: dict[str, Any]) -> dict[str, Any]:
-    """The part of a report that a replay must reproduce exactly."""
+    """The part of a report that a replay on the same platform must reproduce exactly."""
     return {"per_step": [{"step": s["step"], "ratio": s["ratio"]} for s in doc["per_step"]],
             "first_divergence": doc["first_divergence"], "failures": doc["failures"]}
+
+
+def verdict(result: RunResult) -> dict[str, Any]:
+    """The part of a run that must reproduce on any platform: passed or not, each finding's
+    class and the backends it names, and where the first divergence is (not which element)."""
+    first = result.first_divergence
+    return {
+        "passed": result.passed,
+        "findings": [{"class": f.cls, "backends": list(f.backends)} for f in classify(result)],
+        "first_divergence": None if first is None else
+        {"step": first[0], "tensor": first[1].key[0], "layer": first[1].key[1]},
+    }
+
+
+def recorded_verdict(meta: dict[str, Any]) -> dict[str, Any]:
+    """A bundle's verdict (schema 1 bundles: derived from their findings and numbers)."""
+    if "verdict" in meta:
+        return meta["verdict"]
+    numbers = meta["numbers"]
+    first = numbers["first_divergence"]
+    return {
+        "passed": first is None and not numbers["failures"],
+        "findings": [{"class": f["cls"], "backends": list(f["backends"])} for f in meta["findings"]],
+        "first_divergence": None if first is None else {k: first[k] for k in ("step", "tensor", "layer")},
+    }
+
+
+def describe_verdict(v: dict[str, Any]) -> str:
+    """One short text: ``FAIL: bug (jax); first divergence at step 0, DX of layer 2``."""
+    findings = ", ".join(f"{f['class']} ({', '.join(f['backends'])})" for f in v["findings"])
+    first = v["first_divergence"]
+    where = "" if first is None else \
+        f"first divergence at step {first['step']}, {first['tensor']}" + \
+        ("" if first["layer"] is None else f" of layer {first['layer']}")
+    return ("PASS" if v["passed"] else "FAIL") + ": " + ("; ".join(x for x in (findings, where) if x) or "no findings")
+
+
+def compare_verdicts(recorded: dict[str, Any], now: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(differences, notes) between two verdicts; kink-side findings only make notes."""
+    differences, notes = [], []
+    if bool(recorded["passed"]) != bool(now["passed"]):
+        differences.append(f"passed: recorded {'PASS' if recorded['passed'] else 'FAIL'}, "
+                           f"replay {'PASS' if now['passed'] else 'FAIL'}")
+
+    def findings(v: dict, kink: bool) -> list[str]:
+        return sorted(f"{f['class']} ({', '.join(sorted(f['backends']))})" for f in v["findings"]
+                      if (f["class"] in KINK_CLASSES) == kink)
+
+    for kink in (False, True):
+        a, b = findings(recorded, kink), findings(now, kink)
+        if a != b:
+            text = f"recorded {'; '.join(a) or 'none'}, replay {'; '.join(b) or 'none'}"
+            if kink:
+                notes.append(f"kink events differ (rounding decides the side of a kink): {text}")
+            else:
+                differences.append(f"findings: {text}")
+
+    def where(v: dict) -> str:
+        f = v["first_divergence"]
+        return "none" if f is None else \
+            f"step {f['step']}, {f['tensor']}" + ("" if f["layer"] is None else f" of layer {f['layer']}")
+
+    if where(recorded) != where(now):
+        differences.append(f"first divergence: recorded {where(recorded)}, replay {where(now)}")
+    return differences, notes
 
 
 def save(result: RunResult, directory: Path | str = DEFAULT_DIR, hypothesis: dict | None = None,
@@ -49,20 +150,21 @@ def save(result: RunResult, directory: Path | str = DEFAULT_DIR, hypothesis: dic
     sc = result.scenario
     state0, data = result.inputs
     doc = to_json(result)
+    findings = classify(result)
     meta = {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "scenario": sc.name,
         "spec": flags(sc),
-        "tolerance": {k: list(v) for k, v in sc.tolerance},
-        "growth": sc.growth,
         "description": sc.description,
         "backends": result.backends,
         "oracle": result.oracle if result.oracle else "none",
         "seed": sc.seed,
         "versions": versions(),
+        "platform": describe(),  # after the run: the libraries its backends loaded are seen
         "hypothesis": hypothesis,
-        "findings": [f.__dict__ | {"backends": list(f.backends)} for f in classify(result)],
+        "findings": [f.__dict__ | {"backends": list(f.backends)} for f in findings],
+        "verdict": verdict(result),
         "numbers": _numbers(doc),
     }
     arrays = {f"state/{k}": v for k, v in state0.items()}
@@ -82,6 +184,8 @@ def save(result: RunResult, directory: Path | str = DEFAULT_DIR, hypothesis: dic
 
 
 def load(path: Path | str) -> tuple[dict, Scenario, dict[str, np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
+    """(meta, scenario, initial state, batches) of a bundle of schema 1 or 2. A schema-1
+    bundle's ``platform`` is None (unknown); its ``tolerance`` and ``growth`` are ignored."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"bundle {str(path)!r} does not exist")
@@ -93,31 +197,59 @@ def load(path: Path | str) -> tuple[dict, Scenario, dict[str, np.ndarray], list[
             data = [(f[f"data/{i}/X"], f[f"data/{i}/T"]) for i in steps]
     except (OSError, ValueError, KeyError) as e:
         raise SpecError(f"{str(path)!r} is not a nerva-consistency bundle ({e})") from None
-    if meta.get("schema") != SCHEMA:
-        raise SpecError(f"{str(path)!r} is a bundle of schema {meta.get('schema')!r}; this version reads {SCHEMA}")
+    if meta.get("schema") not in READS:
+        raise SpecError(f"{str(path)!r} is a bundle of schema {meta.get('schema')!r}; "
+                        f"this version reads {' and '.join(READS)}")
+    meta.setdefault("platform", None)
     s = meta["spec"]
     scenario = build_scenario(
         name=meta["scenario"], layers=s["layers"], sizes=s["sizes"], optimizers=s["optimizers"],
         init_weights=s["init-weights"] or None, loss=s["loss"], lr=s["learning-rate"], batch_size=int(s["batch-size"]),
         steps=int(s["steps"]), data=DataSpec("synthetic", s["targets"]), dtype=s["dtype"], mode=s["mode"],
-        seed=int(s["seed"]), tolerance=meta["tolerance"], growth=meta["growth"], description=meta["description"])
+        seed=int(s["seed"]), description=meta.get("description", ""))
     return meta, scenario, state0, data
 
 
-def replay(path: Path | str, backends: list[str] | None = None) -> tuple[RunResult, list[str]]:
-    """Rerun a bundle; returns the result and the differences from the recording ([] = identical)."""
+def replay(path: Path | str, backends: list[str] | None = None,
+           compare: str = "auto") -> tuple[RunResult, Differences]:
+    """Rerun a bundle; returns the result and its :class:`Differences` from the recording
+    (a list: [] = reproduced; ``.compared`` and ``.reasons`` say what was compared and why).
+
+    ``compare``: "auto" compares the numbers bit for bit when the platform and the versions
+    are the recording's, else the verdict; "numbers" or "verdict" forces one (a test that must
+    not depend on the CPU asks for the verdict)."""
+    if compare not in ("auto", "numbers", "verdict"):
+        raise ValueError(f"compare must be auto, numbers or verdict, not {compare!r}")
     meta, scenario, state0, data = load(path)
     names = backends or meta["backends"]
     result = run(scenario, names, oracle=meta["oracle"], state0=state0, data=data)
-    differences = []
-    if names == meta["backends"]:
-        recorded, now = meta["numbers"], _numbers(to_json(result))
-        for key in recorded:
-            if json.dumps(recorded[key], sort_keys=True) != json.dumps(now[key], sort_keys=True):
-                differences.append(key)
+    if names != meta["backends"]:
+        return result, Differences(["backends differ from the recording, nothing compared"])
+    reasons = []
+    if meta["platform"] is None:
+        reasons.append(f"the recording does not say its platform: schema {meta['schema']}")
     else:
-        differences.append("backends differ from the recording, numbers not compared")
-    changed = {k: (v, versions().get(k)) for k, v in meta["versions"].items() if versions().get(k) != v}
-    if changed:
-        differences.append("versions differ: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
-    return result, differences
+        changed = explain(meta["platform"], describe())
+        if changed:
+            reasons.append("platform differs: " + "; ".join(changed))
+    now_versions = versions()
+    changed_versions = {k: (v, now_versions.get(k)) for k, v in meta["versions"].items() if now_versions.get(k) != v}
+    if changed_versions:
+        reasons.append("versions differ: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed_versions.items()))
+    mode = compare if compare != "auto" else ("verdict" if reasons else "numbers")
+    if mode == "verdict" and not reasons:
+        reasons.append("the verdict was asked for")
+    out = Differences(compared=mode, reasons=reasons)
+    recorded, now = recorded_verdict(meta), verdict(result)
+    verdict_differences, kink_notes = compare_verdicts(recorded, now)
+    if mode == "numbers":
+        numbers_then, numbers_now = meta["numbers"], _numbers(to_json(result))
+        out += [key for key in numbers_then
+                if json.dumps(numbers_then[key], sort_keys=True) != json.dumps(numbers_now.get(key), sort_keys=True)]
+        if out:
+            out.notes.append("the verdict " + ("differs too: " + "; ".join(verdict_differences)
+                                               if verdict_differences else "is the same"))
+    else:
+        out += verdict_differences
+        out.notes += kink_notes
+    return result, out

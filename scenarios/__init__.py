@@ -24,7 +24,7 @@ from harness.errors import SpecError
 from harness.spec import DataSpec, Scenario, build_scenario
 
 KEYS = {"layers", "sizes", "optimizers", "init-weights", "loss", "learning-rate", "batch-size", "steps",
-        "dataset", "targets", "dtype", "mode", "seed", "description", "check",
+        "dataset", "targets", "dtype", "mode", "seed", "description", "check", "known",
         "variants", "base"}
 ALL_VARIANTS = ("float32/trajectory", "float32/lockstep", "float64/trajectory", "float64/lockstep")
 
@@ -81,6 +81,22 @@ def get(name: str, **overrides: Any) -> Scenario:
     table = dict(entries[name])
     table.update({k: v for k, v in overrides.items() if v is not None})
     return from_table(name, table)
+
+
+def known_defect(name: str, dtype: str) -> dict[str, Any] | None:
+    """The documented defect a main-job run of ``name`` in ``dtype`` is expected to show, if any.
+
+    A catalog entry may list ``known = [{dtype = "float64", backends = ["tensorflow"],
+    finding = "docs/findings.md #2"}]``: a defect of a released backend that the comparator
+    catches. ``check`` then expects exactly that verdict (strictly: failing with those backends
+    blamed and nothing else), reports it as known with its finding, and fails when it does not
+    show, so a fix upstream or a loss of sensitivity is noticed. This is not an excuse for
+    rounding: the judgement is the comparator's alone.
+    """
+    for entry in catalog().get(name, {}).get("known", []):
+        if entry.get("dtype", dtype) == dtype:
+            return entry
+    return None
 
 
 def main_job() -> list[tuple[str, str, str]]:
