@@ -12,7 +12,7 @@ JSON schema ``nerva-consistency/report/2`` (documented in docs/report-schema.md)
     unit              {name: "rounding bound", unit_roundoff, lambda, function_ulps, reference_factor}:
                       what a ratio of 1 means (harness.rounding, docs/rounding.md)
     oracle            "sympy" | "autodiff" | null (backends judged against each other); oracle_note: why
-    per_step          [{step, near_kinks, flips, ratio: {tensor: {backend: error/bound}},
+    per_step          [{step, near_kinks (values on both sides of a kink or on it), flips, ratio: {tensor: {backend: error/bound}},
                         kinks: {tensor: {backend: count}} (only non-zero),
                         ulps: {tensor: {backend: worst error in ulps of the dtype at the tensor's
                         largest magnitude}} (with an oracle)}]
