@@ -26,9 +26,9 @@ is ``--steps`` steps (default 2), ``keep_going=False``, on the probed backend an
 initial parameters and batches (made once per scenario).
 
 Beside it, per network and dtype, one unperturbed run gives the correct backends' error in
-units of the comparator's bound (``TensorVerdict.worst``: error / tolerance today, error /
-rounding bound once the bound lands; 1 is the pass line either way): per (tensor, backend) the
-largest over the steps, then the median and the maximum of those, and the worst ulps.
+units of the comparator's rounding bound (``TensorVerdict.worst``; 1 is the pass line): per
+(tensor, backend) the largest over the steps, then the median and the maximum of those, and
+the worst ulps.
 
 Targets (printed as measured, not asserted): the largest smallest-eps over all probes
 <= 1e-12 in float64 and <= 1e-5 in float32.
