@@ -295,18 +295,18 @@ def dot(ar: Arithmetic, A: Pair, B: Pair, n: int, value: np.ndarray | None = Non
     Short products (n <= LAMBDA**2) carry both rows exactly as every other operation. Long ones
     (the wide layers, where this is nearly all the work) take the worst case for the errors
     carried in and Higham & Mary's ``LAMBDA sqrt(n) u |A||B|`` for their own rounding: three
-    products of non-negative matrices (:func:`_nonnegative_matmul`), no squares; the standard
-    deviation row is then that bound over LAMBDA, so the bound is the same in both rows.
+    products of non-negative matrices, no squares; the standard deviation row is then that
+    bound over LAMBDA, so the bound is the same in both rows.
     """
     (a, ea), (b, eb) = A, B
     aa, ab = np.abs(a), np.abs(b)
     v = a @ b if value is None else value
     if n > LAMBDA ** 2:
-        worst = LAMBDA * math.sqrt(n) * (ar.u * _nonnegative_matmul(aa, ab) + ar.tiny)
+        worst = LAMBDA * math.sqrt(n) * (ar.u * (aa @ ab) + ar.tiny)
         if np.any(eb):
-            worst = worst + _nonnegative_matmul(aa, _full(eb, np.shape(b))[..., 0])
+            worst = worst + aa @ _full(eb, np.shape(b))[..., 0]
         if np.any(ea):
-            worst = worst + _nonnegative_matmul(_full(ea, np.shape(a))[..., 0], ab)
+            worst = worst + _full(ea, np.shape(a))[..., 0] @ ab
         return v, np.stack([worst, worst / LAMBDA], axis=-1)
     magnitude = aa @ ab
     worst = ar.gamma(n) * magnitude + n * ar.tiny
@@ -320,31 +320,6 @@ def dot(ar: Arithmetic, A: Pair, B: Pair, n: int, value: np.ndarray | None = Non
         var = var + np.square(ea[..., 1]) @ np.square(ab)
         worst = worst + ea[..., 0] @ ab
     return v, np.stack([worst, np.sqrt(var)], axis=-1)
-
-
-FLOAT32_PRODUCT = 1 << 22  # multiply-adds above which a product of non-negative matrices runs in float32
-
-
-def _nonnegative_matmul(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """x @ y for x, y >= 0, never below the exact product.
-
-    A sum of non-negative terms has no cancellation, so a few correct digits are all a bound
-    needs: large products run in float32 (twice as fast), each operand scaled by its maximum
-    (nothing overflows, and only terms below 1e-38 of the largest underflow), and the result is
-    raised by the float32 product's own worst-case relative error (rounding the operands and the
-    n-term sums: (n + 2) 2**-24, plus a margin). An operand whose largest element lies outside
-    [1e-8, 1e8] is first scaled by it, so that terms underflow only below 1e-30 of the largest.
-    """
-    n = x.shape[-1]
-    if x.size * y.shape[-1] <= FLOAT32_PRODUCT:
-        return x @ y
-    sx, sy = float(x.max(initial=0.0)), float(y.max(initial=0.0))
-    if sx == 0 or sy == 0 or not math.isfinite(sx * sy):
-        return x @ y
-    xs = x.astype(np.float32) if 1e-8 <= sx <= 1e8 else (x * (1 / sx)).astype(np.float32)
-    ys = y.astype(np.float32) if 1e-8 <= sy <= 1e8 else (y * (1 / sy)).astype(np.float32)
-    scale = (1.0 if 1e-8 <= sx <= 1e8 else sx) * (1.0 if 1e-8 <= sy <= 1e8 else sy)
-    return (xs @ ys).astype(np.float64) * (scale * (1 + (n + 4) * 2.0 ** -23))
 
 
 def colsum(ar: Arithmetic, A: Pair) -> Pair:
