@@ -82,6 +82,24 @@ def test_jax_flushes_float32_subnormals_to_zero():
     assert float(symbolic.Activation("ReLU", {}).derivative(tiny.astype(np.float64))[0, 0]) == 1.0
 
 
+@pytest.mark.backends
+def test_run_flags_tensorflow_float64_alpha_and_blames_tensorflow_alone(installed):
+    """docs/findings.md #2 through the whole harness: a float64 lockstep run of the catalog's
+    leaky-logsoftmax against the exact oracle fails at the first tensor alpha touches, blamed on
+    tensorflow alone, by orders of magnitude (the fixed float64 tolerance of 1e-7 passed it)."""
+    import scenarios
+    from harness.runner import run
+
+    if "tensorflow" not in installed:
+        pytest.skip("needs nerva-tensorflow")
+    sc = scenarios.get("leaky-logsoftmax", dtype="float64", mode="lockstep", steps=1)
+    result = run(sc, list(installed), oracle="sympy")
+    step, tv = result.first_divergence
+    assert (step, tv.key) == (0, ("X", 3)) and tv.blamed == ["tensorflow"]  # AllReLU's value (LeakyReLU's is exact)
+    assert tv.worst["tensorflow"] > 1e5
+    assert all(tv.worst[b] <= 1 for b in installed if b != "tensorflow")
+
+
 # Findings of the Hypothesis search (docs/findings.md #9, #10): every bundle in docs/findings/
 # must replay with its expected verdict, on any CPU. The numbers are not compared: their last
 # bits depend on the kernels BLAS, oneDNN and XLA pick by CPU. What is compared is what must
