@@ -71,6 +71,7 @@ class LossKind:
     name: str
     kinks: tuple[Kink, ...] = ()
     custom: bool = False
+    link: str | None = None  # the activation whose value the gradient is computed from (harness.rounding)
 
 
 LOSSES: dict[str, LossKind] = {
@@ -79,7 +80,7 @@ LOSSES: dict[str, LossKind] = {
         LossKind("SquaredError"),
         LossKind("CrossEntropy"),
         LossKind("SoftmaxCrossEntropy"),
-        LossKind("LogisticCrossEntropy"),
+        LossKind("LogisticCrossEntropy", link="Sigmoid"),  # T (Sigmoid(Y) - 1)
         LossKind("NegativeLogLikelihood"),
         LossKind("AbsoluteError", kinks=(Kink("T"),), custom=True),
     ]
