@@ -144,7 +144,7 @@ def unit(sc: Scenario, oracle: str | None) -> dict[str, Any]:
     """What a ratio of 1 means in this run (the rounding model of harness.rounding)."""
     ar = rounding.Arithmetic(sc.dtype)
     return {"name": "rounding bound", "unit_roundoff": ar.u, "lambda": rounding.LAMBDA,
-            "function_ulps": rounding.FUNCTION_ULPS,
+            "function_ulps": ar.function_ulps,
             "reference_factor": 1 if oracle else 2,
             "carried": sc.mode == "trajectory" and not oracle}
 
