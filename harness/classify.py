@@ -2,8 +2,12 @@
 
 Classes (issue 4):
 
-- ``bug``        a backend outside tolerance of the exact oracle (or, without one, of the
-                 majority) outside any kink's influence — red;
+- ``bug``        a backend outside the comparator's bound (error / bound above 1) of the exact
+                 oracle (or, without one, of the majority) outside any kink's influence — red;
+- ``unstable``   a float32 ``bug`` whose blamed backends are within the bound at that tensor when
+                 the same values run in float64: a numerically unstable formula — red. Only
+                 :func:`harness.explore.unstable` gives this class (it needs that rerun;
+                 :func:`classify` judges one run and says ``bug``);
 - ``non-finite`` a backend produced NaN/Inf where the reference is finite (the finding names the
                  backend and the first tensor) — red when another backend stayed finite there;
                  when every backend did (``everywhere``: a limitation they share, such as the
@@ -16,7 +20,8 @@ Classes (issue 4):
 - ``convention`` backends sitting exactly on a kink and returning different derivatives there —
                  reported, never red.
 
-Rounding noise is never a finding: it stays inside tolerance by construction.
+Rounding noise is never a finding: the comparator's bound is the rounding error a correct
+implementation may have at each element, so it stays inside by construction.
 A finding's ``signature`` (class, backends, tensor name without layer number, layer kind)
 identifies one defect across examples, for deduplication.
 """
@@ -29,7 +34,7 @@ import numpy as np
 
 from harness.runner import RunResult
 
-RED = ("bug", "non-finite", "dtype", "error")
+RED = ("bug", "unstable", "non-finite", "dtype", "error")
 
 # Known dtype findings (docs/findings.md #3): nerva-numpy's ReLU-family derivatives are
 # integer arrays, so in float32 runs DZ and DX of those layers (and what they feed) widen.

@@ -351,9 +351,6 @@ def _explore(args: argparse.Namespace, backends: list[str], out, err) -> int:
             "seed": args.seed, "backends": backends, "seconds": round(stats.seconds, 1), "rounds": stats.rounds,
             "shrink_runs": stats.shrink_runs, "findings": dict(stats.findings), "known": dict(stats.known),
             "oracles": {(k or "none"): v for k, v in stats.oracles.items()}, "defects": saved,
-            "rounding": [{"class": sig[0], "backends": list(sig[1]), "tensor": sig[2], "layer_kind": sig[3],
-                          "examples": n, "smallest": stats.rounding_examples[sig].size._asdict()}
-                         for sig, n in stats.rounding.most_common()],
             "seen_while_shrinking_not_reproduced": [f.detail for f, _ in stats.seen_while_shrinking.values()]},
             indent=1) + "\n")
     if red:

@@ -8,34 +8,18 @@
 
 Each example (:func:`scenarios.strategies.examples`) is run on the backends with the oracle
 ``auto`` (lockstep: exact SymPy for small nets, autodiff otherwise) and its findings classified
-(:func:`harness.classify.classify`); :func:`evaluate` then sorts them:
+(:func:`harness.classify.classify`). The comparator is the only judge of a value: its bound is the
+rounding error a correct implementation may have at each element, so a finding outside it is a
+defect, whatever the example. :func:`evaluate` only names the defect's kind and sorts:
 
-- ``red``: a red finding (bug, non-finite, dtype, error) that is neither of the two below - it
-  fails the property;
+- ``red``: a red finding (bug, unstable, non-finite, dtype, error) that no documented defect
+  explains - it fails the property. A float32 ``bug`` that the same values in float64 do not
+  show is ``unstable`` (:func:`unstable`): a numerically unstable formula, still red;
 - ``known``: a red finding explained by a documented defect (:data:`KNOWN`, docs/findings.md),
   checked by a counterfactual run with the cause removed (e.g. tensorflow's float64 alpha: the
   same example with every alpha rounded to float32 must be clean) - counted, not failed;
-- ``rounding`` (with ``triage``): a ``bug`` finding at most :data:`ROUNDING_RATIO` times the
-  tolerance that is rounding amplified by an ill-conditioned example (cancellation, a large
-  logit, a nearly constant BatchNormalization column, an error carried into a later tensor, a
-  trajectory that drifts), not a backend defect. In a float32 run: it vanishes when the same
-  values are run in float64 (and float64's own triage does not make it red). In a float64 run:
-  judged against the exact oracle (lockstep), the backends that are not blamed are off by at
-  least :data:`SHARED_FRACTION` of the blamed one's error (a defect of one backend leaves the
-  others at rounding level); or, for a trajectory, the same example in lockstep passes against
-  the exact oracle - every step of every backend is within tolerance of the exact value from the
-  same start, and the trajectories drifted apart only because the dynamics amplified that. The comparator's fixed
-  tolerances do not scale with conditioning, so these exist. One ill-conditioned construction
-  has no such bound: a BatchNormalization input column that is (nearly) constant
-  (:func:`scenarios.strategies.degenerate_batch_norm_columns`; with a batch of two rows, every
-  column is degenerate backward) multiplies rounding-level
-  differences by up to 1/sqrt(eps) = 3162, forward (the rounding of the column mean) and backward
-  (the backends' ulp-level differences in DZ), in every implementation; a float32 finding of such
-  an example is rounding whenever it vanishes in float64, whatever its size. Rounding findings are
-  counted (with the smallest example seen per signature, ``stats.rounding_examples``), never
-  failed. ``triage=False````
-  makes them red;
-- ``other``: kink and convention findings - counted, never failed.
+- ``other``: kink and convention findings, and non-finite values in every backend - counted,
+  never failed.
 
 Search (:func:`explore`): Hypothesis reports one failure per run, so the search runs in rounds.
 In a round, the first example with a red finding whose signature (class, backends, tensor, layer
@@ -48,7 +32,7 @@ seed, budget and backends give the same search.
 
 Deduplication goes one step beyond the signature: a red finding whose blamed backends were
 already clearly apart from the others at an earlier tensor that has the signature of a found
-defect (:func:`consequence_of`: a wrong Db still inside tolerance, whose update makes Y wrong
+defect (:func:`consequence_of`: a wrong Db still inside the bound, whose update makes Y wrong
 a step later) is counted for that defect (``Defect.also_seen_as``), not reported as a new one.
 
 Shrinking costs at most ``max_shrink_runs`` runs per defect (Hypothesis's own limits allow far
@@ -80,12 +64,10 @@ import adapters
 from harness.classify import Finding, classify
 from harness.errors import BackendUnavailable
 from harness.runner import RunResult, run
-from scenarios.strategies import Example, degenerate_batch_norm_columns, examples as example_strategy
+from scenarios.strategies import Example, examples as example_strategy
 
-ROUNDING_RATIO = 100.0  # a deviation above 100x the tolerance is never put down to rounding
-SHARED_FRACTION = 0.1  # float64: the others' error (vs the exact oracle) that makes a deviation shared
 MAX_SHRINK_RUNS = 400  # runs per defect spent on shrinking (Hypothesis's own limits are far higher)
-OUTLIER_RATIO = 0.02  # attribution: the blamed backends' error, in tolerances, where they are "apart"
+OUTLIER_RATIO = 0.02  # attribution: the blamed backends' ratio (error / bound) where they are "apart"
 OUTLIER_FACTOR = 20.0  # ... and how many times the other backends' largest error it must be
 HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]  # no "explain": it re-runs a lot
@@ -167,14 +149,12 @@ class Evaluation:
     result: RunResult | None
     red: list[Finding] = field(default_factory=list)
     known: list[tuple[Finding, str]] = field(default_factory=list)
-    rounding: list[Finding] = field(default_factory=list)
     other: list[Finding] = field(default_factory=list)
     runs: int = 1  # runs made (counterfactuals included)
 
     def report(self) -> str:
         lines = [f"{f.cls} {'/'.join(f.backends)}: {f.detail}" for f in self.red]
         lines += [f"known ({name}): {f.detail}" for f, name in self.known]
-        lines += [f"rounding: {f.detail}" for f in self.rounding]
         return "\n".join(lines + [self.example.describe()])
 
 
@@ -184,7 +164,8 @@ def _harness_error(e: BaseException) -> Finding:
     return Finding("error", ("harness",), type(e).__name__, detail=f"the harness raised {type(e).__name__}: {e}{where}")
 
 
-def _worst_ratio(result: RunResult, finding: Finding) -> float:
+def _worst_ratio(result: RunResult) -> float:
+    """The blamed backends' worst ratio (error / bound) at the run's first divergence."""
     first = result.first_divergence
     if first is None:
         return float("inf")
@@ -196,18 +177,19 @@ def consequence_of(result: RunResult | None, finding: Finding, signatures: Itera
     """The signature of an already-found defect this finding is a consequence of, or None.
 
     A first divergence is often the amplified consequence of a smaller deviation earlier on: a
-    wrong bias gradient that was still inside tolerance moves one backend's parameters, and a
-    step later its Y is outside tolerance (trajectory mode), or an optimizer with eta (1 + mu) > 1
-    pushes an update outside tolerance. The finding counts as a consequence of a found defect when
-    an earlier tensor of the run (in the comparator's order, over the steps up to the divergence)
-    has that defect's signature and there every blamed backend is at least :data:`OUTLIER_RATIO`
-    of the tolerance off and :data:`OUTLIER_FACTOR` times further off than every other backend.
+    wrong bias gradient that was still inside the bound moves one backend's parameters, and a
+    step later its Y is outside the bound (trajectory mode), or an optimizer with eta (1 + mu) > 1
+    pushes an update outside it. The finding counts as a consequence of a found defect when an
+    earlier tensor of the run (in the comparator's order, over the steps up to the divergence) has
+    that defect's signature (``bug`` or ``unstable``) and there every blamed backend is at least
+    :data:`OUTLIER_RATIO` of the bound off and :data:`OUTLIER_FACTOR` times further off than every
+    other backend.
     Only found signatures are considered, so a new kind of defect is never folded away by a
     rounding-sized difference elsewhere.
     """
     known = set(signatures)
     first = result.first_divergence if result is not None else None
-    if finding.cls != "bug" or first is None or not known:
+    if finding.cls not in ("bug", "unstable") or first is None or not known:
         return None
     step, failing = first
     blamed = [b for b in finding.backends if b in failing.worst]
@@ -222,8 +204,9 @@ def consequence_of(result: RunResult | None, finding: Finding, signatures: Itera
                 return None
             tensor, layer = tv.key
             kind = None if layer is None else result.scenario.layers[layer - 1].kind
-            signature = Finding("bug", finding.backends, tensor, layer, kind).signature
-            if signature not in known:
+            signature = next((sig for cls in ("bug", "unstable")
+                              if (sig := Finding(cls, finding.backends, tensor, layer, kind).signature) in known), None)
+            if signature is None:
                 continue
             mine = min(tv.worst.get(b, 0.0) for b in blamed)
             rest = max(tv.worst.get(b, 0.0) for b in others)
@@ -232,9 +215,12 @@ def consequence_of(result: RunResult | None, finding: Finding, signatures: Itera
     return None
 
 
-def evaluate(example: Example, backends: list[str], *, oracle: str = "auto", known: bool = True,
-             triage: bool = True) -> Evaluation:
-    """Run one example on ``backends`` and sort its findings (red / known / rounding / other)."""
+def evaluate(example: Example, backends: list[str], *, oracle: str = "auto", known: bool = True) -> Evaluation:
+    """Run one example on ``backends`` and sort its findings (red / known / other).
+
+    A float32 ``bug`` is first named ``unstable`` or left a ``bug`` (:func:`unstable`); then a
+    red finding a documented defect explains is ``known`` (``known=False``: none is).
+    """
     try:
         result = run(example.scenario, list(backends), oracle=oracle, state0=example.state0, data=example.data)
         findings = classify(result)
@@ -245,60 +231,66 @@ def evaluate(example: Example, backends: list[str], *, oracle: str = "auto", kno
         if not f.red:
             ev.other.append(f)
             continue
+        f = unstable(example, result, f, backends, ev)
         explained = _explain(example, f, backends, oracle, ev) if known else None
         if explained:
             ev.known.append((f, explained))
-        elif triage and _is_rounding(example, result, f, backends, oracle, ev):
-            ev.rounding.append(f)
         else:
             ev.red.append(f)
     return ev
 
 
+def unstable(example: Example, result: RunResult, finding: Finding, backends: list[str],
+             ev: Evaluation | None = None) -> Finding:
+    """``finding`` as an ``unstable`` finding when only float32 shows it; otherwise unchanged.
+
+    The rule: when a float32 example gives a ``bug`` finding blaming backends B, the same example
+    is run again in float64 - the same arrays (every float32 number is exact in float64), the
+    scenario with ``dtype="float64"``, the steps up to the finding's - against the same oracle,
+    every step judged. If none of B is blamed at that tensor (same step, tensor and layer) there,
+    the finding's class becomes ``unstable``; otherwise (B blamed there too, a backend of B
+    raised, or the rerun never judged that tensor) it stays ``bug``.
+
+    Why: the comparator's bound is the rounding error a correct implementation may have at that
+    element *in the run's dtype*, so a float32 error beyond it is a defect whatever float64
+    says. A right formula that loses more accuracy than a stable implementation in the same
+    dtype (exp without the max subtraction, a variance as E[x^2] - E[x]^2, a difference of two
+    nearly equal terms) is exactly what a float32-only finding is: numerically unstable. It is
+    red like ``bug`` (unless a documented known defect explains it); the class only says where
+    to look - the formula's conditioning, not its algebra. The rerun is counted in ``ev.runs``.
+    """
+    if finding.cls != "bug" or example.scenario.dtype != "float32" or finding.step is None:
+        return finding
+    steps = finding.step + 1
+    wide = dataclasses.replace(example.scenario, dtype="float64", steps=steps)
+    state0 = {k: v.astype(np.float64) for k, v in example.state0.items()}
+    data = [(X.astype(np.float64), T.astype(np.float64)) for X, T in example.data[:steps]]
+    try:
+        again = run(wide, list(backends), oracle=result.oracle or "none", keep_going=True, state0=state0, data=data)
+    except Exception:  # no float64 verdict: nothing shows the finding is float32's alone
+        return finding
+    finally:
+        if ev is not None:
+            ev.runs += 1
+    key = (finding.tensor, finding.layer)
+    tv = next((tv for v in again.steps if v.step == finding.step for tv in v.tensors if tv.key == key), None)
+    if tv is None or any(b in again.failures or b in tv.blamed for b in finding.backends):
+        return finding
+    wide_ratio = max(tv.worst.get(b, 0.0) for b in finding.backends)
+    return dataclasses.replace(
+        finding, cls="unstable",
+        detail=f"{finding.detail}; worst ratio {_worst_ratio(result):.3g} in float32, within the bound in float64 "
+               f"(ratio {wide_ratio:.2g})")
+
+
 def _explain(example: Example, finding: Finding, backends: list[str], oracle: str, ev: Evaluation) -> str | None:
     for k in KNOWN:
         if k.applies(example, finding):
-            again = evaluate(k.counterfactual(example), backends, oracle=oracle, known=False, triage=False)
+            again = evaluate(k.counterfactual(example), backends, oracle=oracle, known=False)
             ev.runs += again.runs
             if all(f.signature != finding.signature for f in again.red):  # gone with its cause
                 return k.name
     return None
-
-
-def _is_rounding(example: Example, result: RunResult, finding: Finding, backends: list[str], oracle: str,
-                 ev: Evaluation) -> bool:
-    if finding.cls != "bug":
-        return False
-    degenerate = example.scenario.dtype == "float32" and bool(degenerate_batch_norm_columns(example))
-    if _worst_ratio(result, finding) > ROUNDING_RATIO and not degenerate:
-        return False
-    if example.scenario.dtype == "float32":  # gone in float64: float32 rounding
-        wide = dataclasses.replace(example, scenario=example.scenario.with_(dtype="float64"))
-        again = evaluate(wide, backends, oracle=oracle, known=True, triage=True)  # float64's own triage
-        ev.runs += again.runs
-        return all(f.signature != finding.signature for f in again.red)
-    # float64: against the exact oracle (lockstep), the backends that are not blamed must be off
-    # by a comparable amount - rounding amplified by the example, shared by every implementation -
-    # where a defect of the blamed backends leaves the others at rounding level (~1e-8 tolerances)
-    exact = result
-    if example.scenario.mode != "lockstep" or result.oracle is None:
-        lockstep = example.scenario.with_(mode="lockstep")
-        try:
-            exact = run(lockstep, list(backends), oracle=oracle, state0=example.state0, data=example.data)
-        except Exception:
-            return False
-        ev.runs += 1
-    if exact.oracle is None:
-        return False
-    first = exact.first_divergence
-    if first is None:  # trajectory: every step of every backend is within tolerance of the exact
-        return exact is not result and exact.passed  # value from the same start; the divergence is drift
-    _, tv = first
-    others = [b for b in tv.worst if b not in tv.blamed]
-    if not tv.blamed or not others:
-        return False
-    mine = min(tv.worst[b] for b in tv.blamed)
-    return mine <= ROUNDING_RATIO and max(tv.worst[b] for b in others) >= SHARED_FRACTION * mine
 
 
 # ------------------------------------------------------------------------------ the search
@@ -371,10 +363,8 @@ class Stats:
     rounds: int = 0
     shrinking: Finding | None = None  # the new finding being shrunk right now, if any
     seconds: float = 0.0
-    findings: Counter = field(default_factory=Counter)  # non-red classes (kink, convention), known, rounding
+    findings: Counter = field(default_factory=Counter)  # not failed: kink, convention, non-finite everywhere, known
     known: Counter = field(default_factory=Counter)  # by known defect
-    rounding: Counter = field(default_factory=Counter)  # by signature
-    rounding_examples: dict = field(default_factory=dict)  # signature -> smallest example
     oracles: Counter = field(default_factory=Counter)
     red: Counter = field(default_factory=Counter)  # by signature (outside shrinking)
     seen_while_shrinking: dict = field(default_factory=dict)  # new signature -> (Finding, smallest example)
@@ -392,9 +382,6 @@ class Stats:
             parts.append("not failed: " + ", ".join(f"{k} {v}" for k, v in sorted(self.findings.items())))
         if self.known:
             parts.append("known: " + ", ".join(f"{k} {v}" for k, v in sorted(self.known.items())))
-        if self.rounding:
-            parts.append(f"rounding (not failed): {sum(self.rounding.values())} example(s), "
-                         f"{len(self.rounding)} signature(s)")
         if self.seen_while_shrinking:
             parts.append(f"seen only while shrinking: {len(self.seen_while_shrinking)} signature(s)")
         return "\n".join(parts)
@@ -474,14 +461,14 @@ def round_seed(seed: int, index: int) -> int:
 class _Search:
     def __init__(self, budget: int, seed: int, backends: list[str], progress: Callable | None,
                  database: ExampleDatabase | None, on_failure: Callable | None, strategy: SearchStrategy,
-                 oracle: str, known: bool, triage: bool, max_shrink_runs: int) -> None:
+                 oracle: str, known: bool, max_shrink_runs: int) -> None:
         self.budget, self.seed, self.backends = budget, seed, list(backends)
         self.max_shrink_runs = max_shrink_runs
         self.strategy_name = "scenarios.strategies.examples()"
         self.cache: dict[bytes, tuple[Finding, Evaluation] | None] = {}
         self.round_shrinks = 0
         self.progress, self.database, self.on_failure = progress, database, on_failure
-        self.strategy, self.oracle, self.known, self.triage = strategy, oracle, known, triage
+        self.strategy, self.oracle, self.known = strategy, oracle, known
         self.defects: dict[tuple, Defect] = {}
         self.stats = Stats(budget=budget)
         self.locked: tuple | None = None
@@ -504,7 +491,7 @@ class _Search:
                 return None
             self.cache[key] = self._shrink_step(example)
             return self.cache[key]
-        ev = evaluate(example, self.backends, oracle=self.oracle, known=self.known, triage=self.triage)
+        ev = evaluate(example, self.backends, oracle=self.oracle, known=self.known)
         self.stats.runs += ev.runs
         s = self.stats
         s.examples += 1
@@ -514,7 +501,6 @@ class _Search:
         for f, name in ev.known:
             s.findings["known"] += 1
             s.known[name] += 1
-        self._note_rounding(ev, count=True)
         new = None
         for f in ev.red:
             s.red[f.signature] += 1
@@ -537,11 +523,10 @@ class _Search:
         return new, ev
 
     def _shrink_step(self, example: Example) -> tuple[Finding, Evaluation] | None:
-        ev = evaluate(example, self.backends, oracle=self.oracle, known=self.known, triage=self.triage)
+        ev = evaluate(example, self.backends, oracle=self.oracle, known=self.known)
         self.stats.runs += ev.runs
         self.stats.shrink_runs += 1
         self.round_shrinks += 1
-        self._note_rounding(ev)
         if self.progress:
             self.progress(self.stats, list(self.defects.values()))
         for f in ev.red:
@@ -553,15 +538,6 @@ class _Search:
                 if seen is None or example.weight < seen[1].weight:
                     self.stats.seen_while_shrinking[f.signature] = (f, example)
         return None
-
-    def _note_rounding(self, ev: Evaluation, count: bool = False) -> None:
-        for f in ev.rounding:
-            if count:
-                self.stats.findings["rounding"] += 1
-                self.stats.rounding[f.signature] += 1
-            seen = self.stats.rounding_examples.get(f.signature)
-            if seen is None or ev.example.weight < seen.weight:
-                self.stats.rounding_examples[f.signature] = ev.example
 
     def _keep(self, finding: Finding, ev: Evaluation) -> None:
         if self.best is None or ev.example.weight <= self.best[1].example.weight:
@@ -626,7 +602,7 @@ class _Search:
                 del self.stats.seen_while_shrinking[signature]
                 continue
             start = time.perf_counter()
-            ev = evaluate(example, self.backends, oracle=self.oracle, known=self.known, triage=self.triage)
+            ev = evaluate(example, self.backends, oracle=self.oracle, known=self.known)
             self.stats.runs += ev.runs
             again = next((f for f in ev.red if f.signature == signature), None)
             if again is None:
@@ -658,7 +634,7 @@ def explore(examples: int, seed: int, backends: list[str],
             progress: Callable[[Stats, list[Defect]], None] | None = None,
             database: ExampleDatabase | None = None, on_failure: Callable[[Defect], None] | None = None, *,
             strategy: SearchStrategy[Example] | None = None, oracle: str = "auto", known: bool = True,
-            triage: bool = True, max_shrink_runs: int = MAX_SHRINK_RUNS) -> Exploration:
+            max_shrink_runs: int = MAX_SHRINK_RUNS) -> Exploration:
     """Search ``examples`` examples for defects; one :class:`Defect` per finding signature.
 
     ``progress(stats, defects)`` is called after every run (``stats.examples`` of ``stats.budget``
@@ -675,8 +651,7 @@ def explore(examples: int, seed: int, backends: list[str],
         if reason:
             raise BackendUnavailable(reason)
     search = _Search(examples, seed, backends, progress, database, on_failure,
-                     strategy if strategy is not None else example_strategy(), oracle, known, triage,
-                     max_shrink_runs)
+                     strategy if strategy is not None else example_strategy(), oracle, known, max_shrink_runs)
     if strategy is not None:
         search.strategy_name = repr(strategy)
     return search.run()

@@ -417,10 +417,11 @@ def _graph_env(graph: S._Graph, env: dict, ar: Arithmetic) -> dict:
     return env
 
 
-def _stack(pairs: list[Pair], axis: int = 1) -> Pair:
-    """Stack values along ``axis`` of the values (the errors' rows stay first)."""
-    values = np.stack([p[0] for p in pairs], axis=axis)
-    errors = np.stack([_full(p[1], np.shape(p[0])) for p in pairs], axis=axis)
+def _stack(pairs: list[Pair], shape: tuple, axis: int = 1) -> Pair:
+    """Stack values of ``shape`` along a new ``axis`` (an expression SymPy reduced to a constant,
+    such as the softmax cross-entropy gradient of a single output, is broadcast to it)."""
+    values = np.stack([np.broadcast_to(p[0], shape) for p in pairs], axis=axis)
+    errors = np.stack([_full(p[1], shape) for p in pairs], axis=axis)
     return values, errors
 
 
@@ -459,7 +460,7 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
             m = bn._m
             cols = {x: (h[0][j], _full(h[1], h[0].shape)[j]) for j, x in enumerate(m.x)}
             env = _graph_env(m.graph, {**cols, m.epsilon: ar.constant(bn.epsilon)}, ar)
-            Z = _stack(evaluate(m.z, env, ar), axis=0)
+            Z = _stack(evaluate(m.z, env, ar), (h[0].shape[1],), axis=0)
             keep.update(bn=(bn, env))
             y = evaluate([m.y], {m.zeta: Z, m.gamma: P[f"gamma{i}"], m.beta: P[f"beta{i}"]}, ar)[0]
             out = (ref[f"X{i + 1}"] if i < len(scenario.layers) else ref["Y"], y[1])
@@ -476,7 +477,7 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
                 env = _rows(ar, g.inputs, Z, shift=True)
                 env[g.params[0]] = (Z[0].max(axis=1), ar.zero((N,)))  # the shift's error cancels exactly
                 env = _graph_env(g, env, ar)
-                y = _stack(evaluate(g.outputs, env, ar))
+                y = _stack(evaluate(g.outputs, env, ar), (N,))
                 keep.update(rows=(g, env))
             else:
                 act = S.Activation(spec.kind, spec.arg)
@@ -498,7 +499,7 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
     env = {**_rows(ar, loss.y, Y, shift), **_rows(ar, loss.t, T, False)}
     per_row = evaluate([loss.expr], env, ar)[0]
     E["loss"] = np.asarray(ar.combine(ar.total(per_row[1]), ar.local(np.sum(np.abs(per_row[0])), N)))
-    grad = _stack(evaluate(loss.gradient_exprs, env, ar))
+    grad = _stack(evaluate(loss.gradient_exprs, env, ar), (N,))
     link = LOSSES[scenario.loss].link
     if link is not None:  # the gradient computed from the rounded link, T (Sigmoid(Y) - 1)
         f = S.Activation(link)

@@ -612,51 +612,6 @@ def _normalize(layers: list[_Layer], state: dict[str, np.ndarray], xs: list[np.n
     return hs
 
 
-DEGENERATE_SPREAD = 1e-5  # a column whose spread is at most this much of its magnitude is "constant"
-
-
-def degenerate_batch_norm_columns(example: Example) -> list[tuple[int, int]]:
-    """(layer, column) of every BatchNormalization input column that is constant or nearly so
-    (spread <= :data:`DEGENERATE_SPREAD` of its magnitude; a column of zeros too) on a batch of
-    two or more rows, in the float64 forward pass with the initial parameters.
-
-    BatchNormalization divides by sqrt(var + eps), eps = 1e-7: up to 3162 times, where the
-    variance is (nearly) 0. Forward, a constant column's mean is exact only by luck (in float32
-    the mean of N copies of v is off by up to an ulp of v), so every correct implementation
-    returns rounding noise of about 1e-3 |v| there. Backward, DX = gamma (DZ - mean(DZ) - ...) /
-    sqrt(var + eps) multiplies the backends' rounding-level differences in DZ (one ulp of a
-    tanh) by the same factor, even for a column of exact zeros. With a batch of two rows every
-    column is degenerate backward: there DZ - mean(DZ) - Zhat mean(DZ Zhat) is exactly
-    delta eps / (d^2 + eps) (d, delta: half the two rows' differences in X and DZ), computed as
-    the difference of two nearly equal terms, so its float32 rounding is multiplied by
-    (d^2 + eps) / eps (measured: numpy and tensorflow 0.5528, torch and jax 0.5494, 110
-    tolerances apart). No fixed tolerance can judge any of these (harness.explore sorts such
-    float32 findings out as rounding when they vanish in float64).
-    """
-    sc = example.scenario
-    found: set[tuple[int, int]] = set()
-    hs = [X.copy() for X, _ in example.data]
-    for i, layer in enumerate(sc.layers, 1):
-        if layer.kind == "BatchNormalization":
-            if sc.batch_size == 2:  # every column: see the docstring
-                found.update((i, col) for col in range(hs[0].shape[1]))
-            for h in hs:
-                if h.shape[0] < 2:
-                    continue
-                spread = h.max(axis=0) - h.min(axis=0)
-                magnitude = np.abs(h).max(axis=0)
-                for col in np.nonzero(spread <= DEGENERATE_SPREAD * magnitude)[0]:
-                    found.add((i, int(col)))
-            hs = [_batch_norm(h, example.state0[f"gamma{i}"], example.state0[f"beta{i}"]) for h in hs]
-            continue
-        W, b = example.state0[f"W{i}"], example.state0[f"b{i}"]
-        args = dict(layer.arg)
-        if layer.kind == "SReLU":
-            args = dict(zip(("al", "tl", "ar", "tr"), example.state0[f"srelu{i}"]))
-        hs = [_activation(layer.kind, args, h @ W.T + b) for h in hs]
-    return sorted(found)
-
-
 def _dry_run(scenario: Scenario, state: dict[str, np.ndarray], data: list[tuple[np.ndarray, np.ndarray]],
              tricks: list[str]) -> Scenario:
     """Run every step in float64 (the autodiff oracle's forward definitions); divide the learning

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from harness.classify import classify, is_red
+from harness.classify import RED, Finding, classify, is_red
 from harness.compare import StepVerdict, TensorVerdict
 from harness.runner import RunResult
 from harness.spec import build_scenario
@@ -20,10 +20,11 @@ def result(tensors=(), events=(), **kw):
 
 def failing(values, blamed=("jax",)):
     worst = {b: (3.0 if b in blamed else 0.1) for b in B}
-    return TensorVerdict(("DW", 1), 1.3e-6, 1e-5, worst, {b: 0 for b in B}, list(blamed), True, (0, 1), values)
+    return TensorVerdict(("DW", 1), worst, {b: 0 for b in B}, list(blamed), majority=True, index=(0, 1),
+                         values=values)
 
 
-def test_a_backend_outside_tolerance_is_a_red_bug_naming_it():
+def test_a_backend_outside_the_bound_is_a_red_bug_naming_it():
     r = result([failing({"numpy": 1.0, "torch": 1.0, "jax": 1.1, "tensorflow": 1.0, "consensus": 1.0})])
     (f,) = classify(r)
     assert (f.cls, f.backends, f.tensor, f.layer, f.layer_kind, f.step) == ("bug", ("jax",), "DW", 1, "ReLU", 0)
@@ -83,3 +84,13 @@ def test_signature_ignores_step_and_element_so_duplicates_collapse():
     b = classify(result([other]))[0]
     assert a.signature == b.signature and a.detail != b.detail
     assert np.isfinite(a.step)
+
+
+def test_unstable_is_red_with_its_own_signature_and_classify_alone_says_bug():
+    """``unstable`` (a float32 bug that float64 does not show) needs a float64 rerun, so only
+    harness.explore names it; classify judges one run. It is red, and a defect of its own."""
+    r = result([failing({"numpy": 1.0, "torch": 1.0, "jax": 1.1, "tensorflow": 1.0, "consensus": 1.0})])
+    (f,) = classify(r)
+    assert f.cls == "bug"
+    u = Finding("unstable", f.backends, f.tensor, f.layer, f.layer_kind, f.step)
+    assert "unstable" in RED and u.red and u.signature != f.signature
