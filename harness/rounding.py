@@ -405,6 +405,33 @@ def from_rounded_value(ar: Arithmetic, g: sp.Expr, h: sp.Expr, x: sp.Symbol, env
     return _c(ratio) * rounded
 
 
+def activation_derivative(ar: Arithmetic, act: S.Activation, env: dict) -> Pair:
+    """f'(Z) with its error: the derivative's own expression (sp.diff), or computed from the
+    rounded output Y = f(Z) as backpropagation does (Y (1 - Y)), whichever errs more."""
+    d = evaluate([act.derivative_expr], env, ar)[0]
+    return d[0], ar.combine(d[1], from_rounded_value(ar, act.derivative_expr, act.expr, act.symbol, env))
+
+
+def loss(ar: Arithmetic, name: str, Y: Pair, T: Pair) -> tuple[np.ndarray, Pair]:
+    """(error of the loss L = sum over rows, (dL/dY, its error)) at Y, T (rows of K).
+
+    The softmax cross-entropy may shift each row by its maximum; LogisticCrossEntropy's gradient
+    may be computed from the rounded Sigmoid(Y) (``LossKind.link``, :func:`from_rounded_value`).
+    """
+    N, K = np.shape(Y[0])
+    L = S.Loss(name, K)
+    env = {**_rows(ar, L.y, Y, name == "SoftmaxCrossEntropy"), **_rows(ar, L.t, T, False)}
+    per_row = evaluate([L.expr], env, ar)[0]
+    value_error = np.asarray(ar.combine(ar.total(_full(per_row[1], (N,))), ar.local(np.sum(np.abs(per_row[0])), N)))
+    grad = _stack(evaluate(L.gradient_exprs, env, ar), (N,))
+    link = LOSSES[name].link
+    if link is not None:  # the gradient computed from the rounded link, T (Sigmoid(Y) - 1)
+        f = S.Activation(link)
+        extra = [from_rounded_value(ar, g, f.expr.subs(f.symbol, y), y, env) for g, y in zip(L.gradient_exprs, L.y)]
+        grad = (grad[0], ar.combine(grad[1], np.stack([_full(e, (N,)) for e in extra], axis=1)))
+    return value_error, grad
+
+
 def _row_function(name: str, K: int) -> S._Graph:
     """The stable form of a row function (shifted by c = max z; d/dc is identically 0)."""
     return S._row_graph(f"stable_{name}", K)
@@ -494,18 +521,7 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
     E["Y"] = h[1]
     Y = h
 
-    loss = S.Loss(scenario.loss, scenario.output_size)
-    shift = scenario.loss == "SoftmaxCrossEntropy"
-    env = {**_rows(ar, loss.y, Y, shift), **_rows(ar, loss.t, T, False)}
-    per_row = evaluate([loss.expr], env, ar)[0]
-    E["loss"] = np.asarray(ar.combine(ar.total(per_row[1]), ar.local(np.sum(np.abs(per_row[0])), N)))
-    grad = _stack(evaluate(loss.gradient_exprs, env, ar), (N,))
-    link = LOSSES[scenario.loss].link
-    if link is not None:  # the gradient computed from the rounded link, T (Sigmoid(Y) - 1)
-        f = S.Activation(link)
-        extra = [from_rounded_value(ar, g, f.expr.subs(f.symbol, y), y, env)
-                 for g, y in zip(loss.gradient_exprs, loss.y)]
-        grad = (grad[0], ar.combine(grad[1], np.stack(extra, axis=1)))
+    E["loss"], grad = loss(ar, scenario.loss, Y, T)
     n_exact = _power_of_two(float(N))
     DY = (ref["DY"], ar.combine(grad[1] / N, ar.local(ref["DY"], 0 if n_exact else 1)))
     E["DY"] = DY[1]
@@ -543,9 +559,7 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
                 DZ = (ref[f"DZ{i}"], np.stack(columns, axis=1))
             else:
                 act, env = keep["act"]
-                d = evaluate([act.derivative_expr], env, ar)[0]
-                # computed from the layer's rounded output, as backpropagation does (Y (1 - Y))
-                d = (d[0], ar.combine(d[1], from_rounded_value(ar, act.derivative_expr, act.expr, act.symbol, env)))
+                d = activation_derivative(ar, act, env)
                 DZ = times(ar, DY, d)
                 DZ = (ref[f"DZ{i}"], DZ[1])
                 if spec.kind == "SReLU":

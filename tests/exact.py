@@ -1,45 +1,76 @@
-"""assert_exact: torch.testing.assert_close's message, but against exact values.
+"""assert_exact: torch.testing.assert_close's message, but against exact values, in units of a
+rounding bound.
 
-The tolerance is the comparator's (harness.compare.DEFAULT_TOLERANCE for the dtype), times a
-``condition`` factor where a problem is ill-conditioned (the caller computes it from the exact
-data and says how). The message names the backend and component, counts the mismatches, and
-gives the worst element: its index, the point, the exact value, the value got, the error in
-units of tolerance and in ulps of the dtype.
+The unit is the comparator's (harness.rounding, harness.compare.allowed with an oracle): each
+element's bound ``E`` on the error a correct implementation of the definitions in
+harness.symbolic makes in the dtype at that point, plus the rounding of the exact value to
+float64 (``2**-53 |exact|``). There is no other tolerance and no condition factor: the bound
+carries the conditioning of the computation itself. :func:`rounding_bound` computes ``E`` the way
+harness.rounding.step_bounds does, ``min(worst case, LAMBDA * standard deviation)`` per element.
+
+The message names the backend and component, counts the mismatches, and gives the worst element:
+its index, the point, the exact value, the value got, the error in units of the bound and in
+ulps of the dtype.
 """
 
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import numpy as np
 
-from harness.compare import DEFAULT_TOLERANCE
+from harness.compare import ratio
+from harness.rounding import Arithmetic
 from harness.symbolic import to_float64
 
+Pair = tuple[np.ndarray, np.ndarray]
 
-def assert_exact(got, exact, dtype: str, what: str, point=None, condition=1.0, skip=None) -> float:
-    """Fail unless ``got`` (float array) is within tolerance of ``exact`` (mpf object array).
 
+def rounding_bound(dtype: str, compute: Callable[[Arithmetic], Sequence[Pair]]) -> list[np.ndarray]:
+    """The bound of each (value, error) pair ``compute(ar)`` returns for ``ar = Arithmetic(dtype)``:
+    ``ar.bound``, i.e. min(worst case, LAMBDA standard deviations) element by element, as
+    harness.rounding.step_bounds takes it."""
+    ar = Arithmetic(dtype)
+    return [ar.bound(np.broadcast_to(e, (*np.shape(v), 2))) for v, e in compute(ar)]
+
+
+def ratios(got, exact, bound) -> np.ndarray:
+    """|got - exact| / (bound + 2**-53 |exact|) per element (harness.compare.allowed with an
+    oracle): 0 where equal (NaN too), inf for any difference where nothing is allowed."""
+    got = np.asarray(got, dtype=np.float64)
+    ref = to_float64(exact) if np.asarray(exact).dtype == object else np.asarray(exact, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        permitted = np.broadcast_to(np.asarray(bound, dtype=np.float64), ref.shape) + np.abs(ref) * 2.0 ** -53
+    r = ratio(got, ref, permitted)
+    return np.where(np.isnan(r), np.inf, r)
+
+
+def assert_exact(got, exact, dtype: str, what: str, bound, point=None, skip=None) -> float:
+    """Fail unless ``got`` (float array) is within the rounding ``bound`` of ``exact`` (mpf object array).
+
+    ``bound``: per element (broadcastable), from :func:`rounding_bound` or
+    harness.rounding.step_bounds; 0 where a correct implementation is exact.
     ``skip``: a boolean mask of elements not judged (exactly on a kink: a convention).
-    Returns the worst error / tolerance, so a test can also assert it is not trivially 0.
+    Returns the worst error / bound, so a test can also assert it is not trivially 0.
     """
     got = np.asarray(got, dtype=np.float64)
     ref = to_float64(exact) if np.asarray(exact).dtype == object else np.asarray(exact, dtype=np.float64)
     assert got.shape == ref.shape, f"{what}: shape {got.shape}, exact {ref.shape}"
-    rtol, atol = DEFAULT_TOLERANCE[dtype]
-    rtol, atol = rtol * condition, atol * condition
-    with np.errstate(invalid="ignore", over="ignore"):
-        err = np.abs(got - ref)
-        ratio = err / (atol + rtol * np.abs(ref))
-    same = (got == ref) | (np.isnan(got) & np.isnan(ref))
-    ratio = np.where(same, 0.0, np.where(np.isnan(ratio), np.inf, ratio))
+    r = ratios(got, ref, bound)
     if skip is not None:
-        ratio = np.where(np.broadcast_to(skip, ratio.shape), 0.0, ratio)
-    bad = ratio > 1
+        r = np.where(np.broadcast_to(skip, r.shape), 0.0, r)
+    bad = r > 1
     if bad.any():
-        i = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
-        spacing = np.spacing(np.abs(ref[i]).astype(dtype)).astype(np.float64)
+        i = np.unravel_index(int(np.argmax(r)), r.shape)
+        err = abs(got[i] - ref[i])
+        permitted = float(np.broadcast_to(np.asarray(bound, dtype=np.float64), ref.shape)[i]) + abs(ref[i]) * 2.0 ** -53
+        spacing = float(np.spacing(np.abs(ref[i]).astype(dtype)))
+        finite = np.abs(ref[np.isfinite(ref)])
+        scale = float(np.spacing(np.asarray(finite.max() if finite.size else 0.0, dtype=dtype)))
         at = "" if point is None else f" at point {np.asarray(point)[i] if np.ndim(point) else point!r}"
         raise AssertionError(
-            f"{what}: {int(bad.sum())} of {bad.size} element(s) outside tolerance (rtol {rtol:.3g}, atol {atol:.3g})."
+            f"{what}: {int(bad.sum())} of {bad.size} element(s) outside the rounding bound."
             f" Worst at index {tuple(int(k) for k in i)}{at}: exact {ref[i]!r}, got {got[i]!r},"
-            f" error {err[i]:.3g} = {ratio[i]:.3g}x tolerance = {err[i] / spacing:.3g} ulp of {dtype}")
-    return float(ratio.max()) if ratio.size else 0.0
+            f" error {err:.3g} = {r[i]:.3g}x the bound ({permitted:.3g})"
+            f" = {err / spacing:.3g} ulp of {dtype} ({err / scale:.3g} at the tensor's largest value)")
+    return float(r.max()) if r.size else 0.0

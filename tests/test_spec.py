@@ -284,7 +284,6 @@ def test_unknown_loss_rejected_with_choices():
     ({"batch_size": 0}, "batch size"),
     ({"steps": 0}, "steps"),
     ({"layers": ""}, "layers"),
-    ({"tolerance": {"DW": [1e-3]}}, "DW"),
 ])
 def test_other_bad_values_rejected(kw, word):
     assert word in spec_error(build, **kw)
@@ -381,17 +380,6 @@ def test_from_table_maps_dataset_path_to_npz():
     assert scenarios.from_table("x", table).data.source == "npz:some/file.npz"
 
 
-def test_catalog_tolerance_entry_becomes_scenario_tolerance():
-    table = dict(scenarios.catalog()["leaky-logsoftmax"], tolerance={"DW": {"rtol": 1e-3, "atol": 2e-3}})
-    assert dict(scenarios.from_table("x", table).tolerance) == {"DW": (1e-3, 2e-3)}
-
-
-def test_catalog_tolerance_growth_key():
-    table = dict(scenarios.catalog()["leaky-logsoftmax"])
-    assert scenarios.from_table("x", table).growth == 0.5
-    assert scenarios.from_table("x", dict(table, **{"tolerance-growth": 1})).growth == 1.0
-
-
 def _fake_catalog(monkeypatch, tmp_path, text):
     (tmp_path / "catalog.toml").write_text(text)
 
@@ -407,6 +395,15 @@ def test_catalog_unknown_key_rejected(monkeypatch, tmp_path):
     _fake_catalog(monkeypatch, tmp_path, '[a]\nlayers = "ReLU;Linear"\ngrowth = 1\n')
     message = spec_error(scenarios.catalog)
     assert "'a'" in message and "growth" in message
+
+
+@pytest.mark.parametrize("line", ["tolerance = { DW = [1e-3, 1e-3] }", "tolerance-growth = 1"])
+def test_catalog_tolerance_key_is_rejected_as_unknown(monkeypatch, tmp_path, line):
+    """Fixed tolerances are gone (every element is judged in units of its rounding bound,
+    harness.rounding): a catalog entry that still sets one is an error, not silently ignored."""
+    _fake_catalog(monkeypatch, tmp_path, f'[a]\nlayers = "ReLU;Linear"\n{line}\n')
+    message = spec_error(scenarios.catalog)  # one line (spec_error checks)
+    assert "'a'" in message and "unknown key" in message and line.split(" =")[0] in message
 
 
 def test_catalog_base_from_a_fake_catalog(monkeypatch, tmp_path):
