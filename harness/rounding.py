@@ -265,21 +265,39 @@ def _condition(c: Any, env: dict, ar: Arithmetic, memo: dict) -> np.ndarray:
 
 
 def _piecewise(e: sp.Piecewise, env: dict, ar: Arithmetic, memo: dict) -> Pair:
-    """The branch each element's value selects (kinks are judged by the kink scan, not here)."""
+    """The branch each element's value selects; within its error of a breakpoint, the largest
+    error of any branch (a computed value may sit on the other side: ELU's output just right of 0
+    moves with slope 1, not alpha). Derivatives there are the kink scan's business."""
     value = error = None
-    taken = None
+    taken = near = None
+    branches = []
     for expr, cond in e.args:
         v, err = _node(expr, env, ar, memo)
         c = _condition(cond, env, ar, memo)
         if value is None:
             shape = np.broadcast_shapes(np.shape(v), np.shape(c))
             value, error = np.full(shape, np.nan), np.full((*shape, 2), np.nan)
-            taken = np.zeros(shape, dtype=bool)
+            taken, near = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
         pick = np.broadcast_to(c, taken.shape) & ~taken
         value = np.where(pick, v, value)
         error = np.where(_c(pick), err, error)
         taken |= pick
+        near |= _near_boundary(cond, env, ar, memo)
+        branches.append(_full(err, shape))
+    if near.any():
+        widest = functools.reduce(np.fmax, branches)
+        error = np.where(_c(near), np.fmax(error, widest), error)
     return value, error
+
+
+def _near_boundary(c: Any, env: dict, ar: Arithmetic, memo: dict) -> np.ndarray:
+    """Where a condition's two sides are within their (worst-case) errors of each other."""
+    if isinstance(c, (sp.And, sp.Or, sp.Not)):
+        return functools.reduce(np.logical_or, [_near_boundary(a, env, ar, memo) for a in c.args])
+    if not isinstance(c, sp.core.relational.Relational):
+        return np.bool_(False)
+    (lhs, el), (rhs, er) = _node(c.lhs, env, ar, memo), _node(c.rhs, env, ar, memo)
+    return np.abs(lhs - rhs) <= el[..., 0] + er[..., 0]
 
 
 # ---------------------------------------------------------------------------------------------
