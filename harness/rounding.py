@@ -104,7 +104,7 @@ class Arithmetic:
         """Errors of independent origin: the sum of the worst cases, the root of the sum of
         squares of the standard deviations."""
         worst = sum(e[..., 0] for e in errors)
-        sd = np.sqrt(sum(np.square(e[..., 1]) for e in errors))
+        sd = functools.reduce(np.hypot, [e[..., 1] for e in errors])  # no underflow of squares
         return _defined(np.stack(np.broadcast_arrays(worst, sd), axis=-1))
 
     @staticmethod
@@ -112,15 +112,16 @@ class Arithmetic:
         """The propagated error of a sum of elements carrying ``errors`` (``axis`` of the values)."""
         if axis is None:
             flat = np.reshape(errors, (-1, 2))
-            return np.array([flat[:, 0].sum(), np.sqrt(np.square(flat[:, 1]).sum())])
-        return np.stack([np.sum(errors[..., 0], axis=axis), np.sqrt(np.sum(np.square(errors[..., 1]), axis=axis))], axis=-1)
+            return np.array([flat[:, 0].sum(), _root_sum_square(flat[:, 1], 0)])
+        return np.stack([np.sum(errors[..., 0], axis=axis), _root_sum_square(errors[..., 1], axis)], axis=-1)
 
     def bound(self, errors: np.ndarray) -> np.ndarray:
         """The bound of each element: min(worst case, LAMBDA standard deviations), and never below
         an underflow (``tiny``) where the worst case allows one (tiny squared is 0 in float64)."""
-        worst = errors[..., 0]
+        worst, sd = errors[..., 0], errors[..., 1]
         with np.errstate(invalid="ignore"):
-            return np.fmax(np.fmin(worst, LAMBDA * errors[..., 1]), np.fmin(worst, self.tiny))
+            probable = np.where(sd > 0, np.fmin(worst, LAMBDA * sd), worst)  # sd 0: underflowed, or exact
+            return np.fmax(probable, np.fmin(worst, self.tiny))
 
     def exact_in_dtype(self, x: float) -> bool:
         return bool(np.isfinite(x)) and float(self.dtype.type(x)) == x
@@ -304,6 +305,24 @@ def _near_boundary(c: Any, env: dict, ar: Arithmetic, memo: dict) -> np.ndarray:
 # The rules of the chain rule's contractions
 # ---------------------------------------------------------------------------------------------
 
+def _root_sum_square(x: np.ndarray, axis: int) -> np.ndarray:
+    """sqrt(sum x**2) along ``axis``, scaled by the largest |x| so that nothing underflows."""
+    scale = np.max(np.abs(x), axis=axis, keepdims=True, initial=0.0)
+    safe = np.where(scale > 0, scale, 1.0)
+    return (np.sqrt(np.sum(np.square(x / safe), axis=axis, keepdims=True)) * scale).squeeze(axis)
+
+
+def _scaled_square_matmul(a: np.ndarray, e: np.ndarray, left: bool) -> np.ndarray:
+    """sqrt(a**2 @ e**2) (or sqrt(e**2 @ a**2)), with e scaled by its largest element so that its
+    squares do not underflow; an element whose terms all underflow comes out 0, and
+    :meth:`Arithmetic.bound` then takes the worst case there."""
+    scale = float(np.max(e, initial=0.0))
+    if scale == 0 or not math.isfinite(scale):
+        return np.zeros((a.shape[0], e.shape[1]) if left else (e.shape[0], a.shape[1]))
+    q = np.square(e / scale)
+    return np.sqrt(np.square(a) @ q if left else q @ np.square(a)) * scale
+
+
 def _defined(errors: np.ndarray) -> np.ndarray:
     """0 for an error that came out as 0 * inf: a zero sensitivity to an operand that overflowed
     in the float64 evaluation (exp(800) inside 1 / (1 + exp(800)) = 0) carries nothing."""
@@ -341,16 +360,16 @@ def dot(ar: Arithmetic, A: Pair, B: Pair, n: int, value: np.ndarray | None = Non
         return v, _defined(np.stack([worst, worst / LAMBDA], axis=-1))
     magnitude = aa @ ab
     worst = ar.gamma(n) * magnitude + n * ar.tiny
-    var = np.square(math.sqrt(n) * (ar.u * magnitude + ar.tiny))
+    sd = math.sqrt(n) * (ar.u * magnitude + ar.tiny)
     if np.any(eb):
         eb = _full(eb, np.shape(b))
-        var = var + np.square(aa) @ np.square(eb[..., 1])
+        sd = np.hypot(sd, _scaled_square_matmul(aa, eb[..., 1], left=True))
         worst = worst + aa @ eb[..., 0]
     if np.any(ea):
         ea = _full(ea, np.shape(a))
-        var = var + np.square(ea[..., 1]) @ np.square(ab)
+        sd = np.hypot(sd, _scaled_square_matmul(ab, ea[..., 1], left=False))
         worst = worst + ea[..., 0] @ ab
-    return v, _defined(np.stack([worst, np.sqrt(var)], axis=-1))
+    return v, _defined(np.stack([worst, sd], axis=-1))
 
 
 def colsum(ar: Arithmetic, A: Pair) -> Pair:
@@ -523,7 +542,8 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
                 env[g.params[0]] = (Z[0].max(axis=1), ar.zero((N,)))  # the shift's error cancels exactly
                 env = _graph_env(g, env, ar)
                 y = _stack(evaluate(g.outputs, env, ar), (N,))
-                keep.update(rows=(g, env))
+                probabilities = y[0] if spec.kind == "Softmax" else np.exp(y[0])
+                keep.update(rows=(g, env), probabilities=probabilities)
             else:
                 act = S.Activation(spec.kind, spec.arg)
                 env = _activation_env(act, ar, Z, P.get(f"srelu{i}"))
@@ -574,7 +594,13 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
                 for j in range(K):  # DZ[:, j] = sum_k DY[:, k] J[k][j], per row
                     absdot, err = contract(ar, [J[k * K + j] for k in range(K)], [(dy_v[:, k], dy_e[:, k]) for k in range(K)])
                     columns.append(ar.combine(err, ar.local(absdot, K)))
-                DZ = (ref[f"DZ{i}"], np.stack(columns, axis=1))
+                # The Jacobian computed from the rounded outputs (diag(p) - p p^T, or 1 - p for
+                # log_softmax): one rounding of each of its terms, even where SymPy's form of it
+                # is exactly 0 (a single output).
+                p = keep["probabilities"]
+                from_outputs = ar.local(np.abs(dy_v) * (1 if spec.kind == "LogSoftmax" else p)
+                                        + p * np.sum(np.abs(dy_v) * (1 if spec.kind == "LogSoftmax" else p), axis=1, keepdims=True))
+                DZ = (ref[f"DZ{i}"], ar.combine(np.stack(columns, axis=1), from_outputs))
             else:
                 act, env = keep["act"]
                 d = activation_derivative(ar, act, env)
