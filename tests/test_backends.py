@@ -18,12 +18,19 @@ SMALL = [run for run in scenarios.main_job() if run[0] != "upstream"]
 
 @pytest.mark.parametrize("name,dtype,mode", SMALL)
 def test_catalog_scenario_agrees(name, dtype, mode, installed):
+    known = scenarios.known_defect(name, dtype)
+    if known and set(known["backends"]) <= set(installed):  # a documented defect: exactly it shows
+        result = run(scenarios.get(name, dtype=dtype, mode=mode), installed, keep_going=True)
+        assert not result.failures
+        step, tv = result.first_divergence
+        assert sorted(tv.blamed) == sorted(known["backends"]), (name, result.first_divergence)
+        return
     result = run(scenarios.get(name, dtype=dtype, mode=mode), installed)
     assert not result.failures
     assert len(result.steps) == result.scenario.steps
     worst = max(w for v in result.steps for t in v.tensors for w in t.worst.values())
     assert result.passed, (name, result.first_divergence)
-    assert 0 < worst <= 1  # the backends are not bit-identical, and all are inside tolerance
+    assert 0 < worst <= 1  # the backends are not bit-identical, and all are inside the bound
 
 
 def test_trace_has_every_tensor_of_every_layer(installed):
