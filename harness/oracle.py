@@ -3,7 +3,8 @@
 - ``sympy``: every value exact (rationals and mpmath at 40 digits) from SymPy derivatives of the
   forward definitions (:mod:`harness.symbolic`). Pure Python: for small networks.
 - ``autodiff``: float64 torch.autograd of the same forward definitions
-  (:mod:`adapters.autodiff_oracle`): any size, error ~1e-16 relative, far below every tolerance.
+  (:mod:`adapters.autodiff_oracle`): any size, error ~1e-16 relative. Its own rounding is not in
+  the bound of a float64 run, so a float64 run judged against it may flag what is its own error.
 - ``none``: backends are compared with each other (the median).
 
 An oracle is used in ``lockstep`` mode, where every backend starts each step from the state the
