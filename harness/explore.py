@@ -43,6 +43,7 @@ is kept. Examples Hypothesis replays are answered from a cache.
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import hashlib
 import re
@@ -121,14 +122,38 @@ def _alphas_in_float32(example: Example) -> Example:
     return dataclasses.replace(example, scenario=example.scenario.with_(layers=layers))
 
 
+@contextlib.contextmanager
+def _exact_torch_log_sigmoid() -> Iterator[None]:
+    """nerva-torch's log_sigmoid with softplus's shortcut above 20 removed (docs/findings.md #15)."""
+    import torch
+    from nerva_torch import loss_functions, matrix_operations
+
+    def log_sigmoid(X):
+        return -torch.nn.functional.softplus(-X, threshold=float("inf"))
+
+    saved = loss_functions.log_sigmoid
+    loss_functions.log_sigmoid = log_sigmoid
+    try:
+        yield
+    finally:
+        loss_functions.log_sigmoid = saved
+        del matrix_operations  # imported to make sure the module the loss uses is loaded
+
+
+def _unchanged(example: Example) -> Example:
+    return example
+
+
 @dataclass(frozen=True)
 class Known:
-    """A documented defect: when it may explain a finding, and the example with its cause removed."""
+    """A documented defect: when it may explain a finding, and the example with its cause removed
+    (``counterfactual`` changes the example; ``patch`` the backend, inside this process)."""
 
     name: str
     reference: str
     applies: Callable[[Example, Finding], bool]
     counterfactual: Callable[[Example], Example]
+    patch: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 
 
 KNOWN: tuple[Known, ...] = (
@@ -136,6 +161,12 @@ KNOWN: tuple[Known, ...] = (
           "docs/findings.md #2: nerva-tensorflow uses LeakyReLU/AllReLU alpha rounded to float32 in float64 runs",
           lambda ex, f: ex.scenario.dtype == "float64" and "tensorflow" in f.backends and _inexact_alphas(ex),
           _alphas_in_float32),
+    Known("torch-float64-log-sigmoid",
+          "docs/findings.md #15: nerva-torch's log_sigmoid is -softplus(-x), and torch's softplus returns x "
+          "above 20, so float64 LogisticCrossEntropy values lose up to e^-20 per element",
+          lambda ex, f: (ex.scenario.dtype == "float64" and ex.scenario.loss == "LogisticCrossEntropy"
+                         and "torch" in f.backends and f.tensor == "loss"),
+          _unchanged, _exact_torch_log_sigmoid),
 )
 
 
@@ -286,7 +317,8 @@ def unstable(example: Example, result: RunResult, finding: Finding, backends: li
 def _explain(example: Example, finding: Finding, backends: list[str], oracle: str, ev: Evaluation) -> str | None:
     for k in KNOWN:
         if k.applies(example, finding):
-            again = evaluate(k.counterfactual(example), backends, oracle=oracle, known=False)
+            with k.patch():
+                again = evaluate(k.counterfactual(example), backends, oracle=oracle, known=False)
             ev.runs += again.runs
             if all(f.signature != finding.signature for f in again.red):  # gone with its cause
                 return k.name

@@ -309,7 +309,8 @@ def _root_sum_square(x: np.ndarray, axis: int) -> np.ndarray:
     """sqrt(sum x**2) along ``axis``, scaled by the largest |x| so that nothing underflows."""
     scale = np.max(np.abs(x), axis=axis, keepdims=True, initial=0.0)
     safe = np.where(scale > 0, scale, 1.0)
-    return (np.sqrt(np.sum(np.square(x / safe), axis=axis, keepdims=True)) * scale).squeeze(axis)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return (np.sqrt(np.sum(np.square(x / safe), axis=axis, keepdims=True)) * scale).squeeze(axis)
 
 
 def _scaled_square_matmul(a: np.ndarray, e: np.ndarray, left: bool) -> np.ndarray:
@@ -445,8 +446,17 @@ def from_rounded_value(ar: Arithmetic, g: sp.Expr, h: sp.Expr, x: sp.Symbol, env
 def activation_derivative(ar: Arithmetic, act: S.Activation, env: dict) -> Pair:
     """f'(Z) with its error: the derivative's own expression (sp.diff), or computed from the
     rounded output Y = f(Z) as backpropagation does (Y (1 - Y)), whichever errs more."""
-    d = evaluate([act.derivative_expr], env, ar)[0]
+    d = _unjudged_where_undefined(evaluate([act.derivative_expr], env, ar)[0])
     return d[0], ar.combine(d[1], from_rounded_value(ar, act.derivative_expr, act.expr, act.symbol, env))
+
+
+def _unjudged_where_undefined(pair: Pair) -> Pair:
+    """An infinite bound where the float64 evaluation of a derivative's own expression overflows
+    (LogisticCrossEntropy's exp(-y) / (1 + exp(-y)) at y < -709): the bound is not known there,
+    so the element is not failed on it; the kink scan and non-finite checks still apply."""
+    v, e = pair
+    bad = ~np.isfinite(v)
+    return (v, np.where(_c(bad), np.inf, e)) if np.any(bad) else pair
 
 
 def loss(ar: Arithmetic, name: str, Y: Pair, T: Pair) -> tuple[np.ndarray, Pair]:
@@ -457,10 +467,13 @@ def loss(ar: Arithmetic, name: str, Y: Pair, T: Pair) -> tuple[np.ndarray, Pair]
     """
     N, K = np.shape(Y[0])
     L = S.Loss(name, K)
-    env = {**_rows(ar, L.y, Y, name == "SoftmaxCrossEntropy"), **_rows(ar, L.t, T, False)}
+    shift = name == "SoftmaxCrossEntropy"
+    if shift:  # the loss and its gradient do not change when a row is shifted: evaluate the
+        Y = (Y[0] - Y[0].max(axis=1, keepdims=True), Y[1])  # exponentials where they cannot overflow
+    env = {**_rows(ar, L.y, Y, shift), **_rows(ar, L.t, T, False)}
     per_row = evaluate([L.expr], env, ar)[0]
     value_error = np.asarray(ar.combine(ar.total(_full(per_row[1], (N,))), ar.local(np.sum(np.abs(per_row[0])), N)))
-    grad = _stack(evaluate(L.gradient_exprs, env, ar), (N,))
+    grad = _unjudged_where_undefined(_stack(evaluate(L.gradient_exprs, env, ar), (N,)))
     link = LOSSES[name].link
     if link is not None:  # the gradient computed from the rounded link, T (Sigmoid(Y) - 1)
         f = S.Activation(link)
