@@ -314,14 +314,19 @@ def _root_sum_square(x: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _scaled_square_matmul(a: np.ndarray, e: np.ndarray, left: bool) -> np.ndarray:
-    """sqrt(a**2 @ e**2) (or sqrt(e**2 @ a**2)), with e scaled by its largest element so that its
-    squares do not underflow; an element whose terms all underflow comes out 0, and
-    :meth:`Arithmetic.bound` then takes the worst case there."""
+    """sqrt(a**2 @ e**2) (or sqrt(e**2 @ a**2)) for a, e >= 0, never below it and without
+    underflow: e is scaled by its largest element; the entries more than 1e150 below it (whose
+    squares would underflow) are added without squaring (sqrt(sum x**2) <= sum x)."""
     scale = float(np.max(e, initial=0.0))
     if scale == 0 or not math.isfinite(scale):
         return np.zeros((a.shape[0], e.shape[1]) if left else (e.shape[0], a.shape[1]))
-    q = np.square(e / scale)
-    return np.sqrt(np.square(a) @ q if left else q @ np.square(a)) * scale
+    small = e < scale * 1e-150
+    q = np.square(np.where(small, 0.0, e) / scale)
+    out = np.sqrt(np.square(a) @ q if left else q @ np.square(a)) * scale
+    rest = np.where(small, e, 0.0)
+    if np.any(rest):
+        out = out + (a @ rest if left else rest @ a)
+    return out
 
 
 def _defined(errors: np.ndarray) -> np.ndarray:
