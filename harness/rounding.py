@@ -90,6 +90,7 @@ class Arithmetic:
     def local(self, magnitude: Any, k: float = 1) -> np.ndarray:
         """The error of ``k`` roundings of a result of this size (with underflow)."""
         m = np.abs(np.asarray(magnitude, dtype=np.float64))
+        m = np.where(np.isnan(m), np.inf, m)  # a value the float64 evaluation could not give: unknown
         if not k:
             return self.zero(m.shape)
         return np.stack([self.gamma(k) * m + k * self.tiny, math.sqrt(k) * (self.u * m + self.tiny)], axis=-1)
@@ -313,6 +314,18 @@ def _root_sum_square(x: np.ndarray, axis: int) -> np.ndarray:
         return (np.sqrt(np.sum(np.square(x / safe), axis=axis, keepdims=True)) * scale).squeeze(axis)
 
 
+def _carried(a: np.ndarray, e: np.ndarray, left: bool, square: bool = False) -> np.ndarray:
+    """a @ e (or e @ a) for a >= 0 and errors e >= 0, some of which may be infinite (unknown):
+    an output is infinite exactly where it depends on one (0 * inf is not a dependence)."""
+    unknown = ~np.isfinite(e)
+    known = np.where(unknown, 0.0, e)
+    out = _scaled_square_matmul(a, known, left) if square else (a @ known if left else known @ a)
+    if unknown.any():
+        hit = ((a > 0).astype(np.float64) @ unknown if left else unknown @ (a > 0).astype(np.float64)) > 0
+        out = np.where(hit, np.inf, out)
+    return out
+
+
 def _scaled_square_matmul(a: np.ndarray, e: np.ndarray, left: bool) -> np.ndarray:
     """sqrt(a**2 @ e**2) (or sqrt(e**2 @ a**2)) for a, e >= 0, never below it and without
     underflow: e is scaled by its largest element; the entries more than 1e150 below it (whose
@@ -360,21 +373,21 @@ def dot(ar: Arithmetic, A: Pair, B: Pair, n: int, value: np.ndarray | None = Non
     if n > LAMBDA ** 2:
         worst = LAMBDA * math.sqrt(n) * (ar.u * (aa @ ab) + ar.tiny)
         if np.any(eb):
-            worst = worst + aa @ _full(eb, np.shape(b))[..., 0]
+            worst = worst + _carried(aa, _full(eb, np.shape(b))[..., 0], left=True)
         if np.any(ea):
-            worst = worst + _full(ea, np.shape(a))[..., 0] @ ab
+            worst = worst + _carried(ab, _full(ea, np.shape(a))[..., 0], left=False)
         return v, _defined(np.stack([worst, worst / LAMBDA], axis=-1))
     magnitude = aa @ ab
     worst = ar.gamma(n) * magnitude + n * ar.tiny
     sd = math.sqrt(n) * (ar.u * magnitude + ar.tiny)
     if np.any(eb):
         eb = _full(eb, np.shape(b))
-        sd = np.hypot(sd, _scaled_square_matmul(aa, eb[..., 1], left=True))
-        worst = worst + aa @ eb[..., 0]
+        sd = np.hypot(sd, _carried(aa, eb[..., 1], left=True, square=True))
+        worst = worst + _carried(aa, eb[..., 0], left=True)
     if np.any(ea):
         ea = _full(ea, np.shape(a))
-        sd = np.hypot(sd, _scaled_square_matmul(ab, ea[..., 1], left=False))
-        worst = worst + ea[..., 0] @ ab
+        sd = np.hypot(sd, _carried(ab, ea[..., 1], left=False, square=True))
+        worst = worst + _carried(ab, ea[..., 0], left=False)
     return v, _defined(np.stack([worst, sd], axis=-1))
 
 
@@ -456,8 +469,8 @@ def activation_derivative(ar: Arithmetic, act: S.Activation, env: dict) -> Pair:
 
 
 def _unjudged_where_undefined(pair: Pair) -> Pair:
-    """An infinite bound where the float64 evaluation of a derivative's own expression overflows
-    (LogisticCrossEntropy's exp(-y) / (1 + exp(-y)) at y < -709): the bound is not known there,
+    """An infinite bound where the float64 evaluation of a definition or a derivative overflows
+    (LogisticCrossEntropy's log(1 / (1 + exp(-y))) at y < -709): the bound is not known there,
     so the element is not failed on it; the kink scan and non-finite checks still apply."""
     v, e = pair
     bad = ~np.isfinite(v)
@@ -476,7 +489,7 @@ def loss(ar: Arithmetic, name: str, Y: Pair, T: Pair) -> tuple[np.ndarray, Pair]
     if shift:  # the loss and its gradient do not change when a row is shifted: evaluate the
         Y = (Y[0] - Y[0].max(axis=1, keepdims=True), Y[1])  # exponentials where they cannot overflow
     env = {**_rows(ar, L.y, Y, shift), **_rows(ar, L.t, T, False)}
-    per_row = evaluate([L.expr], env, ar)[0]
+    per_row = _unjudged_where_undefined(evaluate([L.expr], env, ar)[0])
     value_error = np.asarray(ar.combine(ar.total(_full(per_row[1], (N,))), ar.local(np.sum(np.abs(per_row[0])), N)))
     grad = _unjudged_where_undefined(_stack(evaluate(L.gradient_exprs, env, ar), (N,)))
     link = LOSSES[name].link
