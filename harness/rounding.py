@@ -531,7 +531,8 @@ def step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str,
     (:class:`Arithmetic`).
     """
     ar = Arithmetic(scenario.dtype)
-    errors, new_errors = _step_bounds(scenario, ref, state, carried, ar)
+    with np.errstate(all="ignore"):  # overflow, 0 * inf and inf - inf are handled where they arise
+        errors, new_errors = _step_bounds(scenario, ref, state, carried, ar)
     shapes = {**{k: np.shape(v) for k, v in ref.items()}, **{k: np.shape(v) for k, v in state.items()}}
     bounds = {k: ar.bound(_full(e, shapes[k])) for k, e in errors.items()}
     return bounds, {k: ar.bound(_full(e, shapes[k.removesuffix(".v")])) for k, e in new_errors.items()}
