@@ -236,7 +236,11 @@ def _pow(e: sp.Pow, env: dict, ar: Arithmetic, memo: dict) -> Pair:
     if q == 0.5:  # sqrt: first order, or sqrt(error) at 0
         prop = np.where(_c(v > 0), eb / _c(2 * np.where(v > 0, v, 1)), np.sqrt(eb))
         return v, ar.combine(prop, ar.local(v))
-    prop = _c(np.abs(q * np.power(b, q - 1))) * eb
+    # |q b**(q - 1)| e_b, written |q v| (e_b / |b|): b**(q - 1) alone overflows or underflows where
+    # v does not (1 / (1 + exp(501)) = 2.6e-218, but (1 + exp(501))**-2 = 0 in float64)
+    nonzero = b != 0
+    relative = eb / _c(np.where(nonzero, np.abs(b), 1.0))
+    prop = np.where(_c(nonzero), _c(np.abs(q * v)) * relative, _c(np.abs(q * np.power(b, q - 1))) * eb)
     if q.is_integer() and q > 0:
         k = int(q) - 1  # multiplications
     elif q.is_integer():
