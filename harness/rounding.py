@@ -105,7 +105,12 @@ class Arithmetic:
         """Errors of independent origin: the sum of the worst cases, the root of the sum of
         squares of the standard deviations."""
         worst = sum(e[..., 0] for e in errors)
-        sd = functools.reduce(np.hypot, [e[..., 1] for e in errors])  # no underflow of squares
+        if len(errors) == 1:
+            return _defined(np.broadcast_to(errors[0], np.shape(worst) + (2,)).copy())
+        sd = np.sqrt(sum(np.square(e[..., 1]) for e in errors))
+        lost = (sd == 0) & (sum(e[..., 1] for e in errors) > 0)  # squares that underflowed:
+        if np.any(lost):                                          # their sum bounds the root
+            sd = np.where(lost, sum(e[..., 1] for e in errors), sd)
         return _defined(np.stack(np.broadcast_arrays(worst, sd), axis=-1))
 
     @staticmethod
@@ -459,7 +464,10 @@ def from_rounded_value(ar: Arithmetic, g: sp.Expr, h: sp.Expr, x: sp.Symbol, env
     all the same, so its error is allowed: ``|dg/dh|`` times the rounding of h, with
     ``dg/dh = g'(x) / h'(x)`` from ``sp.diff`` (0 where h' is 0: piecewise-linear functions).
     """
-    (ratio, _), (hv, _) = evaluate([_ratio_of_derivatives(g, h, x), h], env, ar)
+    expr = _ratio_of_derivatives(g, h, x)
+    if expr == 0 or (isinstance(expr, sp.Piecewise) and all(e == 0 or e is sp.nan for e, _ in expr.args)):
+        return ar.zero()  # piecewise-linear: the derivative does not depend on the value
+    (ratio, _), (hv, _) = evaluate([expr, h], env, ar)
     ratio = np.where(np.isfinite(ratio), np.abs(ratio), 0.0)
     rounded = ar.function(hv)  # h computed to within its library error
     return _c(ratio) * rounded
