@@ -107,10 +107,10 @@ class Arithmetic:
         worst = sum(e[..., 0] for e in errors)
         if len(errors) == 1:
             return _defined(np.broadcast_to(errors[0], np.shape(worst) + (2,)).copy())
-        sd = np.sqrt(sum(np.square(e[..., 1]) for e in errors))
-        lost = (sd == 0) & (sum(e[..., 1] for e in errors) > 0)  # squares that underflowed:
-        if np.any(lost):                                          # their sum bounds the root
-            sd = np.where(lost, sum(e[..., 1] for e in errors), sd)
+        sds = [e[..., 1] for e in errors]
+        largest = functools.reduce(np.maximum, sds)  # scale by the largest: no square underflows
+        safe = np.where(largest > 0, largest, 1.0)
+        sd = largest * np.sqrt(sum(np.square(x / safe) for x in sds))
         return _defined(np.stack(np.broadcast_arrays(worst, sd), axis=-1))
 
     @staticmethod
