@@ -140,6 +140,27 @@ def _exact_torch_log_sigmoid() -> Iterator[None]:
         del matrix_operations  # imported to make sure the module the loss uses is loaded
 
 
+@contextlib.contextmanager
+def _stable_log_softmax_layers() -> Iterator[None]:
+    """The four LogSoftmax layers with the libraries' own stable_log_softmax (docs/findings.md #16)."""
+    import importlib
+
+    saved = []
+    for name in ("numpy", "torch", "jax", "tensorflow"):
+        try:
+            layers = importlib.import_module(f"nerva_{name}.layers")
+            functions = importlib.import_module(f"nerva_{name}.softmax_functions")
+        except ImportError:
+            continue
+        saved.append((layers, layers.log_softmax))
+        layers.log_softmax = functions.stable_log_softmax
+    try:
+        yield
+    finally:
+        for layers, original in saved:
+            layers.log_softmax = original
+
+
 def _unchanged(example: Example) -> Example:
     return example
 
@@ -167,6 +188,11 @@ KNOWN: tuple[Known, ...] = (
           lambda ex, f: (ex.scenario.dtype == "float64" and ex.scenario.loss == "LogisticCrossEntropy"
                          and "torch" in f.backends and f.tensor == "loss"),
           _unchanged, _exact_torch_log_sigmoid),
+    Known("plain-log-softmax-layer",
+          "docs/findings.md #16: the LogSoftmax layers use the plain log_softmax, z - log(sum(exp(z))), "
+          "whose error is u absolute, not u |y|: outputs near 0 are less accurate than a stable form's",
+          lambda ex, f: any(layer.kind == "LogSoftmax" for layer in ex.scenario.layers),
+          _unchanged, _stable_log_softmax_layers),
 )
 
 
