@@ -337,14 +337,23 @@ def _carried(a: np.ndarray, e: np.ndarray, left: bool, square: bool = False) -> 
 
 def _scaled_square_matmul(a: np.ndarray, e: np.ndarray, left: bool) -> np.ndarray:
     """sqrt(a**2 @ e**2) (or sqrt(e**2 @ a**2)) for a, e >= 0, never below it and without
-    underflow: e is scaled by its largest element; the entries more than 1e150 below it (whose
-    squares would underflow) are added without squaring (sqrt(sum x**2) <= sum x)."""
+    underflow: a and e are each scaled by their largest element; entries more than 1e150 below
+    it (whose squares would underflow) are added without squaring (sqrt(sum x**2) <= sum x)."""
     scale = float(np.max(e, initial=0.0))
     if scale == 0 or not math.isfinite(scale):
         return np.zeros((a.shape[0], e.shape[1]) if left else (e.shape[0], a.shape[1]))
     small = e < scale * 1e-150
     q = np.square(np.where(small, 0.0, e) / scale)
-    out = np.sqrt(np.square(a) @ q if left else q @ np.square(a)) * scale
+    a_scale = float(np.max(a, initial=0.0))
+    if a_scale == 0 or not math.isfinite(a_scale):
+        a_scale = 1.0
+    a2 = np.square(a / a_scale)  # values scaled too: (3.5e-184)**2 underflows as well
+    a_small = a < a_scale * 1e-150
+    a2 = np.where(a_small, 0.0, a2)
+    out = np.sqrt(a2 @ q if left else q @ a2) * (scale * a_scale)
+    if np.any(a_small & (a > 0)):  # their terms, unsquared: sum bounds the root
+        tiny_a = np.where(a_small, a, 0.0)
+        out = out + (tiny_a @ e if left else e @ tiny_a)
     rest = np.where(small, e, 0.0)
     if np.any(rest):
         out = out + (a @ rest if left else rest @ a)
