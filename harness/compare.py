@@ -307,10 +307,7 @@ def scan_kinks(scenario: Scenario, step: int, traces: dict[str, dict[str, np.nda
         # On the kink itself: a convention where the derivatives differ (one-sided derivatives
         # differ by a factor, KINK_FACTOR relatively, whatever their size).
         disagree |= np.logical_or.reduce([ratio(g, g_ref, KINK_FACTOR * np.abs(g_ref)) > 1 for g in grads])
-        # Exactly on the kink every derivative between the one-sided ones is a convention, however
-        # close they are (ELU(0.99999)'(0): 0.99999 or 1): any difference there is one.
-        on_kink = np.logical_or.reduce([d[mask] == 0 for d in offsets])
-        disagree |= on_kink & np.logical_or.reduce([g != g_ref for g in grads])
+
         flipped = np.zeros_like(mask)
         flipped[mask] = disagree
         near_total += int(mask.sum())
