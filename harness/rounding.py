@@ -104,6 +104,7 @@ class Arithmetic:
     def combine(*errors: Any) -> np.ndarray:
         """Errors of independent origin: the sum of the worst cases, the root of the sum of
         squares of the standard deviations."""
+        errors = tuple(_defined(np.asarray(e, dtype=np.float64)) for e in errors)  # 0 * inf terms carry nothing
         worst = sum(e[..., 0] for e in errors)
         if len(errors) == 1:
             return _defined(np.broadcast_to(errors[0], np.shape(worst) + (2,)).copy())
