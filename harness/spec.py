@@ -26,7 +26,7 @@ Every parse error is a :class:`SpecError` whose message says what is wrong and h
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from harness.components import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, LayerKind
