@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import sympy as sp
@@ -50,27 +50,72 @@ LAMBDA = 8.0  # standard deviations: P(|error| > LAMBDA sd) <= 2 exp(-LAMBDA**2 
 # exp, log, tanh: their own error, in units of u (2 u = 1 ulp). XLA's float64 tanh was measured
 # 7 ulps off (the component suite); float32 libraries are held to 4 ulps.
 FUNCTION_ULPS = {"float32": 8, "float64": 16}
+# Below this variance (a standard deviation under 3e-151, reachable only in float64) squares may
+# have underflowed, so the standard deviation is not trusted and the worst case is the bound.
+VAR_MIN = 2.0 ** -1000
 
-Pair = tuple[np.ndarray, np.ndarray]  # (value, bound on the error of the computed value)
 _GRADIENT = {"W": "DW", "b": "Db", "gamma": "Dgamma", "beta": "Dbeta", "srelu": "Dsrelu"}
 
 
-class Arithmetic:
-    """The rounding model of one dtype, carrying every error in two ways at once.
+class Err(NamedTuple):
+    """The error of a computed value, carried in two ways at once (each broadcastable to the value):
 
-    An error is an array with one more axis than its value, the last, of length two:
-
-    - ``[..., 0]`` the worst case: errors add with absolute values; ``k`` roundings of a result of
+    - ``worst``: the worst case: errors add with absolute values; ``k`` roundings of a result of
       size M cost ``gamma_k M`` (Higham's ``k u / (1 - k u)``);
-    - ``[..., 1]`` a standard deviation: the rounding errors are independent, mean-zero and bounded
-      by u (the model of Higham & Mary and of Ipsen & Zhou), so independent contributions add in
-      quadrature and ``k`` roundings of a result of size M cost ``sqrt(k) u M``.
+    - ``var``: a variance: the rounding errors are independent, mean-zero and bounded by u (the
+      model of Higham & Mary and of Ipsen & Zhou), so independent contributions add, and ``k``
+      roundings of a result of size M cost ``k (u M)**2``. ``inf`` (not known) or ``None`` (not
+      a random quantity) mean the worst case bounds alone. ``None`` is what a *measured* error
+      gives (the spread of the backends' trajectories, :meth:`Arithmetic.given`): a difference
+      between trajectories is systematic, not a sum of independent roundings, so nothing that
+      depends on it is added in quadrature; and none of the variance arithmetic is done for it.
 
-    The bound is ``min(worst case, LAMBDA * standard deviation)`` per element (:meth:`bound`).
-    Where a dot product has more than ``LAMBDA**2`` terms the standard deviation always gives
-    the smaller bound, so there the worst-case row is set to ``LAMBDA`` standard deviations
-    (Higham & Mary's probabilistic bound) instead of being computed: half the work on the
-    large layers.
+    Keeping the variance rather than the standard deviation makes combining errors a plain sum
+    (no square roots, no rescaling), which is most of the work on the large layers.
+    """
+
+    worst: Any
+    var: Any
+
+    def scaled(self, c: Any) -> "Err":
+        """The error of ``c x`` for a coefficient ``c >= 0`` (c (c var): no premature underflow)."""
+        return Err(self.worst * c, None if self.var is None else self.var * c * c)
+
+    def full(self, shape: tuple) -> "Err":
+        return Err(np.broadcast_to(self.worst, shape), _map(self.var, np.broadcast_to, shape))
+
+    def __getitem__(self, index: Any) -> "Err":  # type: ignore[override]
+        return Err(self.worst[index], None if self.var is None else self.var[index])
+
+    @property
+    def T(self) -> "Err":
+        return Err(np.transpose(self.worst), _map(self.var, np.transpose))
+
+    @staticmethod
+    def stack(errors: Sequence["Err"], shape: tuple, axis: int) -> "Err":
+        """Errors of values of ``shape``, stacked along a new ``axis``."""
+        worst = np.stack([np.broadcast_to(e.worst, shape) for e in errors], axis=axis)
+        if any(e.var is None for e in errors):
+            return Err(worst, None)
+        return Err(worst, np.stack([np.broadcast_to(e.var, shape) for e in errors], axis=axis))
+
+
+def _map(x: Any, f: Any, *args: Any) -> Any:
+    return None if x is None else f(x, *args)
+
+
+Pair = tuple[np.ndarray, Err]  # (value, the error of the computed value)
+NO_ERROR = Err(0.0, 0.0)
+
+
+class Arithmetic:
+    """The rounding model of one dtype.
+
+    Every error is an :class:`Err` (worst case and variance). The bound is
+    ``min(worst case, LAMBDA * standard deviation)`` per element (:meth:`bound`). Where a dot
+    product has more than ``LAMBDA**2`` terms the standard deviation always gives the smaller
+    bound, so there the worst case is set to ``LAMBDA`` standard deviations (Higham & Mary's
+    probabilistic bound) instead of being computed: half the work on the large layers.
     """
 
     def __init__(self, dtype: str) -> None:
@@ -84,50 +129,65 @@ class Arithmetic:
         nu = max(float(n), 0.0) * self.u
         return nu / (1 - nu) if nu < 1 else math.inf
 
-    def zero(self, shape: tuple = ()) -> np.ndarray:
-        return np.zeros((*shape, 2))
+    def zero(self, shape: tuple = ()) -> Err:
+        return Err(np.zeros(shape), np.zeros(shape))
 
-    def local(self, magnitude: Any, k: float = 1) -> np.ndarray:
-        """The error of ``k`` roundings of a result of this size (with underflow)."""
-        m = np.abs(np.asarray(magnitude, dtype=np.float64))
-        m = np.where(np.isnan(m), np.inf, m)  # a value the float64 evaluation could not give: unknown
+    def local(self, magnitude: Any, k: float = 1, random: bool = True) -> Err:
+        """The error of ``k`` roundings of a result of this size (with underflow); unknown (inf)
+        where the float64 evaluation gave no magnitude (NaN). ``random=False``: the worst case
+        only (the result will be combined with a measured error: :class:`Err`)."""
         if not k:
-            return self.zero(m.shape)
-        return np.stack([self.gamma(k) * m + k * self.tiny, math.sqrt(k) * (self.u * m + self.tiny)], axis=-1)
+            return NO_ERROR
+        m = np.abs(magnitude)
+        worst = self.gamma(k) * m
+        worst += k * self.tiny
+        if random:
+            s = self.u * m
+            s += self.tiny
+            s *= s
+            s *= k
+        return _unknown_where_nan(Err(worst, s if random else None))
 
-    def function(self, value: Any) -> np.ndarray:
-        """A library function's own error (exp, log, tanh), the same in both rows."""
-        f = self.function_ulps * self.u * np.abs(value) + self.tiny
-        return np.stack([f, f], axis=-1)
+    def function(self, value: Any, random: bool = True) -> Err:
+        """A library function's own error (exp, log, tanh)."""
+        f = (self.function_ulps * self.u) * np.abs(value)
+        f += self.tiny
+        return Err(f, f * f if random else None)
 
     @staticmethod
-    def combine(*errors: Any) -> np.ndarray:
-        """Errors of independent origin: the sum of the worst cases, the root of the sum of
-        squares of the standard deviations."""
-        errors = tuple(_defined(np.asarray(e, dtype=np.float64)) for e in errors)  # 0 * inf terms carry nothing
-        worst = sum(e[..., 0] for e in errors)
+    def combine(*errors: Err) -> Err:
+        """Errors of independent origin: worst cases add, and so do variances. A term that came
+        out as 0 * inf (a zero sensitivity to an operand that overflowed in the float64
+        evaluation: exp(800) inside 1 / (1 + exp(800)) = 0) carries nothing."""
+        errors = tuple(e for e in errors if e is not NO_ERROR)
+        if not errors:
+            return NO_ERROR
         if len(errors) == 1:
-            return _defined(np.broadcast_to(errors[0], np.shape(worst) + (2,)).copy())
-        sds = [e[..., 1] for e in errors]
-        largest = functools.reduce(np.maximum, sds)  # scale by the largest: no square underflows
-        safe = np.where(largest > 0, largest, 1.0)
-        sd = largest * np.sqrt(sum(np.square(x / safe) for x in sds))
-        return _defined(np.stack(np.broadcast_arrays(worst, sd), axis=-1))
+            return errors[0]
+        random = all(e.var is not None for e in errors)
+        worst = functools.reduce(np.add, [e.worst for e in errors])
+        var = functools.reduce(np.add, [e.var for e in errors]) if random else None
+        # every term is >= 0, so a sum is NaN exactly when a term is: one read, no copy
+        if np.isnan(np.sum(worst)) or (random and np.isnan(np.sum(var))):
+            worst = functools.reduce(np.add, [np.fmax(e.worst, 0.0) for e in errors])
+            var = functools.reduce(np.add, [np.fmax(e.var, 0.0) for e in errors]) if random else None
+        return Err(worst, var)
 
     @staticmethod
-    def total(errors: np.ndarray, axis: int | None = None) -> np.ndarray:
+    def total(errors: Err, axis: int | None = None) -> Err:
         """The propagated error of a sum of elements carrying ``errors`` (``axis`` of the values)."""
-        if axis is None:
-            flat = np.reshape(errors, (-1, 2))
-            return np.array([flat[:, 0].sum(), _root_sum_square(flat[:, 1], 0)])
-        return np.stack([np.sum(errors[..., 0], axis=axis), _root_sum_square(errors[..., 1], axis)], axis=-1)
+        return Err(np.sum(errors.worst, axis=axis), _map(errors.var, np.sum, axis))
 
-    def bound(self, errors: np.ndarray) -> np.ndarray:
+    def bound(self, errors: Err) -> np.ndarray:
         """The bound of each element: min(worst case, LAMBDA standard deviations), and never below
-        an underflow (``tiny``) where the worst case allows one (tiny squared is 0 in float64)."""
-        worst, sd = errors[..., 0], errors[..., 1]
+        an underflow (``tiny``) where the worst case allows one. Where the variance is under
+        ``VAR_MIN`` (its squares may have underflowed) or unknown, the worst case alone."""
+        worst = np.asarray(errors.worst, dtype=np.float64)
+        if errors.var is None:
+            return worst.copy()
+        var = np.asarray(errors.var, dtype=np.float64)
         with np.errstate(invalid="ignore"):
-            probable = np.where(sd > 0, np.fmin(worst, LAMBDA * sd), worst)  # sd 0: underflowed, or exact
+            probable = np.where(var >= VAR_MIN, np.fmin(worst, LAMBDA * np.sqrt(var)), worst)
             return np.fmax(probable, np.fmin(worst, self.tiny))
 
     def exact_in_dtype(self, x: float) -> bool:
@@ -137,17 +197,29 @@ class Arithmetic:
         """A constant of the definitions as the implementation holds it (rounded to the dtype)."""
         v = float(c)
         exact = self.exact_in_dtype(v) and (not isinstance(c, sp.Basic) or sp.Rational(v) == c)
-        e = 0.0 if exact else self.u * abs(v)
-        return np.float64(v), np.array([e, e])
+        if exact:
+            return np.float64(v), NO_ERROR
+        e = self.u * abs(v)
+        return np.float64(v), Err(e, e * e)
 
-    def given(self, value: Any, error: Any = 0.0) -> Pair:
-        """An input: its value, and the error it carries (0 for a value exact in the dtype),
-        the same in both rows (a measured or exact quantity, not a random one). A subnormal
-        input may be read as 0 (XLA and TensorFlow do: docs/findings.md #4)."""
+    def given(self, value: Any, error: Any = None) -> Pair:
+        """An input: its value, and ``error``: None for a value exact in the dtype, else a
+        measured error (the spread of trajectories), which is systematic: worst case only
+        (:class:`Err`). A subnormal input may be read as 0 (XLA and TensorFlow do:
+        docs/findings.md #4), an error the size of the value."""
         v = np.asarray(value, dtype=np.float64)
-        e = np.broadcast_to(np.asarray(error, dtype=np.float64), v.shape)
-        e = e + np.where(np.abs(v) < self.tiny, np.abs(v), 0.0)
-        return v, np.stack([e, e], axis=-1)
+        flush = np.where(np.abs(v) < self.tiny, np.abs(v), 0.0)
+        if error is None:
+            return v, Err(flush, flush * flush)
+        return v, Err(np.broadcast_to(np.asarray(error, dtype=np.float64) + flush, v.shape), None)
+
+
+def _unknown_where_nan(e: Err) -> Err:
+    """inf (unknown) where an error came out NaN from a NaN magnitude."""
+    if np.isnan(np.sum(e.worst)):
+        bad = np.isnan(e.worst)
+        return Err(np.where(bad, np.inf, e.worst), _map(e.var, lambda x: np.where(bad, np.inf, x)))
+    return e
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,6 +248,11 @@ def evaluate(exprs: Sequence[sp.Expr], env: dict[sp.Symbol, Pair], ar: Arithmeti
         return [_node(e, env, ar, memo) for e in reduced]
 
 
+def _random(pairs: Sequence[Pair]) -> bool:
+    """Whether a result of these operands carries a variance (none of them is measured)."""
+    return all(p[1].var is not None for p in pairs)
+
+
 def _power_of_two(x: float) -> bool:
     m, _ = math.frexp(abs(x))
     return x != 0 and m == 0.5
@@ -190,42 +267,44 @@ def _node(e: Any, env: dict, ar: Arithmetic, memo: dict) -> Pair:
         r = ar.constant(e)
     elif isinstance(e, sp.Add):
         parts = [_node(a, env, ar, memo) for a in e.args]
-        v = sum(p[0] for p in parts)
-        r = v, ar.combine(*[p[1] for p in parts], ar.local(sum(np.abs(p[0]) for p in parts), len(parts) - 1))
+        v = functools.reduce(np.add, [p[0] for p in parts])
+        magnitude = functools.reduce(np.add, [np.abs(p[0]) for p in parts])
+        r = v, ar.combine(*[p[1] for p in parts], ar.local(magnitude, len(parts) - 1, _random(parts)))
     elif isinstance(e, sp.Mul):
         parts = [_node(a, env, ar, memo) for a in e.args]
         v = functools.reduce(np.multiply, [p[0] for p in parts])
         terms = []
         for i, (_, ei) in enumerate(parts):
+            if ei is NO_ERROR:
+                continue  # an exact constant
             others = [np.abs(p[0]) for j, p in enumerate(parts) if j != i]
-            terms.append(ei * _c(functools.reduce(np.multiply, others)) if others else ei)
+            terms.append(ei.scaled(functools.reduce(np.multiply, others)) if others else ei)
         exact_factors = sum(1 for a in e.args if a.is_Number and _power_of_two(float(a)))
-        r = v, ar.combine(*terms, ar.local(v, max(len(parts) - 1 - exact_factors, 0)))
+        r = v, ar.combine(*terms, ar.local(v, max(len(parts) - 1 - exact_factors, 0), _random(parts)))
     elif isinstance(e, sp.Pow):
         r = _pow(e, env, ar, memo)
     elif isinstance(e, sp.exp):
         a, ea = _node(e.args[0], env, ar, memo)
         v = np.exp(a)
-        r = v, ar.combine(_c(v) * ea, ar.function(v))
+        r = v, ar.combine(ea.scaled(v), ar.function(v, ea.var is not None))
     elif isinstance(e, sp.log):
         a, ea = _node(e.args[0], env, ar, memo)
         v = np.log(a)
-        r = v, ar.combine(ea / _c(np.abs(a)), ar.function(v))
+        r = v, ar.combine(ea.scaled(1 / np.abs(a)), ar.function(v, ea.var is not None))
     elif isinstance(e, sp.tanh):
         a, ea = _node(e.args[0], env, ar, memo)
         v = np.tanh(a)
-        r = v, ar.combine(_c(1 - v * v) * ea, ar.function(v))
+        r = v, ar.combine(ea.scaled(1 - v * v), ar.function(v, ea.var is not None))
     elif isinstance(e, sp.Abs):
         a, ea = _node(e.args[0], env, ar, memo)
         r = np.abs(a), ea
     elif isinstance(e, sp.sign):
         a, _ = _node(e.args[0], env, ar, memo)
-        r = np.sign(a), ar.zero(np.shape(a))
+        r = np.sign(a), NO_ERROR
     elif isinstance(e, sp.Piecewise):
         r = _piecewise(e, env, ar, memo)
     elif isinstance(e, (sp.logic.boolalg.Boolean, sp.core.relational.Relational)):
-        c = _condition(e, env, ar, memo)  # a branch condition (sp.cse may name one)
-        r = c, ar.zero(np.shape(c))
+        r = _condition(e, env, ar, memo), NO_ERROR  # a branch condition (sp.cse may name one)
     else:
         raise NotImplementedError(f"harness.rounding has no rule for {type(e).__name__} ({e})")
     memo[e] = r
@@ -240,20 +319,28 @@ def _pow(e: sp.Pow, env: dict, ar: Arithmetic, memo: dict) -> Pair:
     q = float(p)
     v = np.power(b, q)
     if q == 0.5:  # sqrt: first order, or sqrt(error) at 0
-        prop = np.where(_c(v > 0), eb / _c(2 * np.where(v > 0, v, 1)), np.sqrt(eb))
-        return v, ar.combine(prop, ar.local(v))
+        positive = v > 0
+        half = eb.scaled(1 / (2 * np.where(positive, v, 1.0)))
+        at_zero = np.sqrt(eb.worst)
+        prop = Err(np.where(positive, half.worst, at_zero), _map(half.var, lambda x: np.where(positive, x, at_zero * at_zero)))
+        return v, ar.combine(prop, ar.local(v, 1, eb.var is not None))
     # |q b**(q - 1)| e_b, written |q v| (e_b / |b|): b**(q - 1) alone overflows or underflows where
     # v does not (1 / (1 + exp(501)) = 2.6e-218, but (1 + exp(501))**-2 = 0 in float64)
     nonzero = b != 0
-    relative = eb / _c(np.where(nonzero, np.abs(b), 1.0))
-    prop = np.where(_c(nonzero), _c(np.abs(q * v)) * relative, _c(np.abs(q * np.power(b, q - 1))) * eb)
+    relative = eb.scaled(1 / np.where(nonzero, np.abs(b), 1.0)).scaled(np.abs(q * v))
+    if np.all(nonzero):
+        prop = relative
+    else:
+        at_zero = eb.scaled(np.abs(q * np.power(b, q - 1)))
+        var = None if relative.var is None else np.where(nonzero, relative.var, at_zero.var)
+        prop = Err(np.where(nonzero, relative.worst, at_zero.worst), var)
     if q.is_integer() and q > 0:
         k = int(q) - 1  # multiplications
     elif q.is_integer():
         k = int(-q)  # multiplications, then one division
     else:
         k = ar.function_ulps  # a library power or sqrt-and-divide
-    return v, ar.combine(prop, ar.local(v, k))
+    return v, ar.combine(prop, ar.local(v, k, eb.var is not None))
 
 
 def _condition(c: Any, env: dict, ar: Arithmetic, memo: dict) -> np.ndarray:
@@ -280,26 +367,34 @@ def _piecewise(e: sp.Piecewise, env: dict, ar: Arithmetic, memo: dict) -> Pair:
     """The branch each element's value selects; within its error of a breakpoint, the largest
     error of any branch (a computed value may sit on the other side: ELU's output just right of 0
     moves with slope 1, not alpha). Derivatives there are the kink scan's business."""
-    value = error = None
+    value = worst = var = None
     taken = near = None
     branches = []
     for expr, cond in e.args:
         v, err = _node(expr, env, ar, memo)
         c = _condition(cond, env, ar, memo)
+        branches.append((v, err, c, _near_boundary(cond, env, ar, memo)))
+    random = all(err.var is not None for _, err, _, _ in branches)
+    for v, err, c, close in branches:
         if value is None:
             shape = np.broadcast_shapes(np.shape(v), np.shape(c))
-            value, error = np.full(shape, np.nan), np.full((*shape, 2), np.nan)
+            value, worst = np.full(shape, np.nan), np.full(shape, np.nan)
+            var = np.full(shape, np.nan) if random else None
             taken, near = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
         pick = np.broadcast_to(c, taken.shape) & ~taken
         value = np.where(pick, v, value)
-        error = np.where(_c(pick), err, error)
+        worst = np.where(pick, err.worst, worst)
+        if random:
+            var = np.where(pick, err.var, var)
         taken |= pick
-        near |= _near_boundary(cond, env, ar, memo)
-        branches.append(_full(err, shape))
+        near |= close
     if near.any():
-        widest = functools.reduce(np.fmax, branches)
-        error = np.where(_c(near), np.fmax(error, widest), error)
-    return value, error
+        widest = functools.reduce(np.fmax, [np.broadcast_to(b[1].worst, shape) for b in branches])
+        worst = np.where(near, np.fmax(worst, widest), worst)
+        if random:
+            widest = functools.reduce(np.fmax, [np.broadcast_to(b[1].var, shape) for b in branches])
+            var = np.where(near, np.fmax(var, widest), var)
+    return value, Err(worst, var)
 
 
 def _near_boundary(c: Any, env: dict, ar: Arithmetic, memo: dict) -> np.ndarray:
@@ -309,128 +404,103 @@ def _near_boundary(c: Any, env: dict, ar: Arithmetic, memo: dict) -> np.ndarray:
     if not isinstance(c, sp.core.relational.Relational):
         return np.bool_(False)
     (lhs, el), (rhs, er) = _node(c.lhs, env, ar, memo), _node(c.rhs, env, ar, memo)
-    return np.abs(lhs - rhs) <= el[..., 0] + er[..., 0]
+    return np.abs(lhs - rhs) <= el.worst + er.worst
 
 
 # ---------------------------------------------------------------------------------------------
 # The rules of the chain rule's contractions
 # ---------------------------------------------------------------------------------------------
 
-def _root_sum_square(x: np.ndarray, axis: int) -> np.ndarray:
-    """sqrt(sum x**2) along ``axis``, scaled by the largest |x| so that nothing underflows."""
-    scale = np.max(np.abs(x), axis=axis, keepdims=True, initial=0.0)
-    safe = np.where(scale > 0, scale, 1.0)
-    with np.errstate(invalid="ignore", over="ignore"):
-        return (np.sqrt(np.sum(np.square(x / safe), axis=axis, keepdims=True)) * scale).squeeze(axis)
-
-
-def _carried(a: np.ndarray, e: np.ndarray, left: bool, square: bool = False) -> np.ndarray:
-    """a @ e (or e @ a) for a >= 0 and errors e >= 0, some of which may be infinite (unknown):
-    an output is infinite exactly where it depends on one (0 * inf is not a dependence)."""
-    unknown = ~np.isfinite(e)
+def _matmul(a: np.ndarray, e: np.ndarray, left: bool) -> np.ndarray:
+    """a @ e (or e @ a) for a >= 0 and e >= 0, some of e infinite (unknown): an output is
+    infinite exactly where it depends on one (0 * inf is not a dependence)."""
+    unknown = np.isinf(e)
+    if not unknown.any():
+        return a @ e if left else e @ a
     known = np.where(unknown, 0.0, e)
-    out = _scaled_square_matmul(a, known, left) if square else (a @ known if left else known @ a)
-    if unknown.any():
-        hit = ((a > 0).astype(np.float64) @ unknown if left else unknown @ (a > 0).astype(np.float64)) > 0
-        out = np.where(hit, np.inf, out)
-    return out
+    out = a @ known if left else known @ a
+    reach = (a > 0).astype(np.float64)
+    hit = (reach @ unknown if left else unknown @ reach) > 0
+    return np.where(hit, np.inf, out)
 
 
-def _scaled_square_matmul(a: np.ndarray, e: np.ndarray, left: bool) -> np.ndarray:
-    """sqrt(a**2 @ e**2) (or sqrt(e**2 @ a**2)) for a, e >= 0, never below it and without
-    underflow: a and e are each scaled by their largest element; entries more than 1e150 below
-    it (whose squares would underflow) are added without squaring (sqrt(sum x**2) <= sum x)."""
-    scale = float(np.max(e, initial=0.0))
-    if scale == 0 or not math.isfinite(scale):
-        return np.zeros((a.shape[0], e.shape[1]) if left else (e.shape[0], a.shape[1]))
-    small = e < scale * 1e-150
-    q = np.square(np.where(small, 0.0, e) / scale)
-    a_scale = float(np.max(a, initial=0.0))
-    if a_scale == 0 or not math.isfinite(a_scale):
-        a_scale = 1.0
-    a2 = np.square(a / a_scale)  # values scaled too: (3.5e-184)**2 underflows as well
-    a_small = a < a_scale * 1e-150
-    a2 = np.where(a_small, 0.0, a2)
-    out = np.sqrt(a2 @ q if left else q @ a2) * (scale * a_scale)
-    if np.any(a_small & (a > 0)):  # their terms, unsquared: sum bounds the root
-        tiny_a = np.where(a_small, a, 0.0)
-        out = out + (tiny_a @ e if left else e @ tiny_a)
-    rest = np.where(small, e, 0.0)
-    if np.any(rest):
-        out = out + (a @ rest if left else rest @ a)
-    return out
+def _scale_of(x: np.ndarray) -> float:
+    """A power of two near the largest finite element (1 if there is none): dividing by it is exact."""
+    finite = x[np.isfinite(x)] if not np.all(np.isfinite(x)) else x
+    top = float(np.max(finite, initial=0.0))
+    return 2.0 ** math.frexp(top)[1] if top > 0 else 1.0
 
 
-def _defined(errors: np.ndarray) -> np.ndarray:
-    """0 for an error that came out as 0 * inf: a zero sensitivity to an operand that overflowed
-    in the float64 evaluation (exp(800) inside 1 / (1 + exp(800)) = 0) carries nothing."""
-    return np.where(np.isnan(errors), 0.0, errors)
+def _carried(a: np.ndarray, e: Err, left: bool) -> Err:
+    """The error of a @ x (or x @ a) carried from x's error ``e``, for a = |A| >= 0.
 
-
-def _c(coefficient: Any) -> np.ndarray:
-    """A value-shaped coefficient, ready to multiply an error (whose last axis is the two rows)."""
-    return np.asarray(coefficient)[..., None]
-
-
-def _full(e: np.ndarray, shape: tuple) -> np.ndarray:
-    """An error broadcast to a value shape (plus its two rows)."""
-    return np.broadcast_to(e, (*shape, 2))
+    The variance is ``a**2 @ var``, computed with a and var scaled to at most 1 so that nothing
+    overflows; an output whose scaled variance falls where the squares could have underflowed
+    (below 2**-900 of the largest possible term) has an unknown (inf) variance: its worst case bounds
+    it alone.
+    """
+    worst = _matmul(a, e.worst, left)
+    if e.var is None:
+        return Err(worst, None)
+    sa, sv = _scale_of(a), _scale_of(e.var)
+    q = a / sa
+    scaled = _matmul(q * q, e.var / sv, left)
+    var = np.where((scaled >= 2.0 ** -900) | (scaled == 0) & (worst == 0), scaled * sv * sa * sa, np.inf)
+    return Err(worst, var)
 
 
 def dot(ar: Arithmetic, A: Pair, B: Pair, n: int, value: np.ndarray | None = None) -> Pair:
     """A @ B of n-term dot products: |A| E_B (+) E_A |B| (+) n roundings of |A||B|.
 
-    Short products (n <= LAMBDA**2) carry both rows exactly as every other operation. Long ones
-    (the wide layers, where this is nearly all the work) take the worst case for the errors
-    carried in and Higham & Mary's ``LAMBDA sqrt(n) u |A||B|`` for their own rounding: three
-    products of non-negative matrices, no squares; the standard deviation row is then that
-    bound over LAMBDA, so the bound is the same in both rows.
+    Short products (n <= LAMBDA**2) carry both the worst case and the variance as every other
+    operation. Long ones (the wide layers, where this is nearly all the work) take the worst
+    case for the errors carried in and Higham & Mary's ``LAMBDA sqrt(n) u |A||B|`` for their own
+    rounding: three products of non-negative matrices, no squares; the variance is then that
+    bound over LAMBDA, squared, so the bound is the same either way.
     """
     (a, ea), (b, eb) = A, B
     aa, ab = np.abs(a), np.abs(b)
     v = a @ b if value is None else value
     if n > LAMBDA ** 2:
         worst = LAMBDA * math.sqrt(n) * (ar.u * (aa @ ab) + ar.tiny)
-        if np.any(eb):
-            worst = worst + _carried(aa, _full(eb, np.shape(b))[..., 0], left=True)
-        if np.any(ea):
-            worst = worst + _carried(ab, _full(ea, np.shape(a))[..., 0], left=False)
-        return v, _defined(np.stack([worst, worst / LAMBDA], axis=-1))
+        if eb is not NO_ERROR:
+            worst = worst + _matmul(aa, np.broadcast_to(eb.worst, np.shape(b)), left=True)
+        if ea is not NO_ERROR:
+            worst = worst + _matmul(ab, np.broadcast_to(ea.worst, np.shape(a)), left=False)
+        if (eb is not NO_ERROR and eb.var is None) or (ea is not NO_ERROR and ea.var is None):
+            return v, Err(worst, None)
+        sd = worst / LAMBDA
+        return v, Err(worst, sd * sd)
     magnitude = aa @ ab
-    worst = ar.gamma(n) * magnitude + n * ar.tiny
-    sd = math.sqrt(n) * (ar.u * magnitude + ar.tiny)
-    if np.any(eb):
-        eb = _full(eb, np.shape(b))
-        sd = np.hypot(sd, _carried(aa, eb[..., 1], left=True, square=True))
-        worst = worst + _carried(aa, eb[..., 0], left=True)
-    if np.any(ea):
-        ea = _full(ea, np.shape(a))
-        sd = np.hypot(sd, _carried(ab, ea[..., 1], left=False, square=True))
-        worst = worst + _carried(ab, ea[..., 0], left=False)
-    return v, _defined(np.stack([worst, sd], axis=-1))
+    terms = [Err(ar.gamma(n) * magnitude + n * ar.tiny, n * np.square(ar.u * magnitude + ar.tiny))]
+    if eb is not NO_ERROR:
+        terms.append(_carried(aa, eb.full(np.shape(b)), left=True))
+    if ea is not NO_ERROR:
+        terms.append(_carried(ab, ea.full(np.shape(a)), left=False))
+    return v, ar.combine(*terms)
 
 
 def colsum(ar: Arithmetic, A: Pair) -> Pair:
     """Sum over the batch (axis 0)."""
     a, ea = A
     n = a.shape[0]
-    return a.sum(axis=0), ar.combine(ar.total(_full(ea, a.shape), axis=0), ar.local(np.abs(a).sum(axis=0), n))
+    return a.sum(axis=0), ar.combine(ar.total(ea.full(a.shape), axis=0), ar.local(np.abs(a).sum(axis=0), n, ea.var is not None))
 
 
 def times(ar: Arithmetic, A: Pair, B: Pair) -> Pair:
     """Elementwise product with one rounding."""
     (a, ea), (b, eb) = A, B
     v = a * b
-    return v, ar.combine(ea * _c(np.abs(b)), _c(np.abs(a)) * eb, ar.local(v))
+    return v, ar.combine(ea.scaled(np.abs(b)), eb.scaled(np.abs(a)), ar.local(v, 1, _random([A, B])))
 
 
-def contract(ar: Arithmetic, weights: list[Pair], vectors: list[Pair]) -> tuple[np.ndarray, np.ndarray]:
+def contract(ar: Arithmetic, weights: list[Pair], vectors: list[Pair]) -> tuple[np.ndarray, Err]:
     """(sum of |w| |x|, propagated error) of ``sum_k w_k x_k`` over the pairs given."""
     absdot, parts = 0.0, []
     for (w, ew), (x, ex) in zip(weights, vectors):
         absdot = absdot + np.abs(w * x)
-        parts += [ex * _c(np.abs(w)), _c(np.abs(x)) * ew]
-    return absdot, ar.total(np.stack([_full(p, np.shape(absdot)) for p in parts]), axis=0)
+        parts += [ex.scaled(np.abs(w)), ew.scaled(np.abs(x))]
+    return absdot, ar.combine(*parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,7 +511,7 @@ def _activation_env(act: S.Activation, ar: Arithmetic, Z: Pair, srelu: Pair | No
     env = {act.symbol: Z}
     if act.kind == "SReLU":
         v, e = srelu
-        e = _full(e, np.shape(v))
+        e = e.full(np.shape(v))
         for k, sym in enumerate(act.parameters):
             env[sym] = (np.float64(v[k]), e[k])
     elif act.parameters:
@@ -452,9 +522,10 @@ def _activation_env(act: S.Activation, ar: Arithmetic, Z: Pair, srelu: Pair | No
 def _rows(ar: Arithmetic, symbols: Sequence[sp.Symbol], M: Pair, shift: bool) -> dict:
     """Bind row symbols z1..zK to the columns of M; ``shift``: a row may be shifted by its max."""
     v, e = M
-    e = _full(e, v.shape)
+    e = e.full(v.shape)
     if shift:
-        e = e + _c(ar.u * np.abs(v).max(axis=1, keepdims=True))
+        s = ar.u * np.abs(v).max(axis=1, keepdims=True)
+        e = Err(e.worst + s, _map(e.var, lambda x: x + s * s))
     return {s: (v[:, k], e[:, k]) for k, s in enumerate(symbols)}
 
 
@@ -464,7 +535,7 @@ def _ratio_of_derivatives(g: sp.Expr, h: sp.Expr, x: sp.Symbol) -> sp.Expr:
     return sp.diff(g, x) / sp.diff(h, x)
 
 
-def from_rounded_value(ar: Arithmetic, g: sp.Expr, h: sp.Expr, x: sp.Symbol, env: dict) -> np.ndarray:
+def from_rounded_value(ar: Arithmetic, g: sp.Expr, h: sp.Expr, x: sp.Symbol, env: dict) -> Err:
     """The extra error of a derivative ``g(x)`` computed from the rounded value of ``h(x)``.
 
     Backpropagation evaluates a derivative from the forward's output rather than its input:
@@ -476,11 +547,10 @@ def from_rounded_value(ar: Arithmetic, g: sp.Expr, h: sp.Expr, x: sp.Symbol, env
     """
     expr = _ratio_of_derivatives(g, h, x)
     if expr == 0 or (isinstance(expr, sp.Piecewise) and all(e == 0 or e is sp.nan for e, _ in expr.args)):
-        return ar.zero()  # piecewise-linear: the derivative does not depend on the value
+        return NO_ERROR  # piecewise-linear: the derivative does not depend on the value
     (ratio, _), (hv, _) = evaluate([expr, h], env, ar)
     ratio = np.where(np.isfinite(ratio), np.abs(ratio), 0.0)
-    rounded = ar.function(hv)  # h computed to within its library error
-    return _c(ratio) * rounded
+    return ar.function(hv).scaled(ratio)  # h computed to within its library error
 
 
 def activation_derivative(ar: Arithmetic, act: S.Activation, env: dict) -> Pair:
@@ -496,10 +566,13 @@ def _unjudged_where_undefined(pair: Pair) -> Pair:
     so the element is not failed on it; the kink scan and non-finite checks still apply."""
     v, e = pair
     bad = ~np.isfinite(v)
-    return (v, np.where(_c(bad), np.inf, e)) if np.any(bad) else pair
+    if not np.any(bad):
+        return pair
+    e = e.full(np.shape(v))
+    return v, Err(np.where(bad, np.inf, e.worst), _map(e.var, lambda x: np.where(bad, np.inf, x)))
 
 
-def loss(ar: Arithmetic, name: str, Y: Pair, T: Pair) -> tuple[np.ndarray, Pair]:
+def loss(ar: Arithmetic, name: str, Y: Pair, T: Pair) -> tuple[Err, Pair]:
     """(error of the loss L = sum over rows, (dL/dY, its error)) at Y, T (rows of K).
 
     The softmax cross-entropy may shift each row by its maximum; LogisticCrossEntropy's gradient
@@ -512,13 +585,13 @@ def loss(ar: Arithmetic, name: str, Y: Pair, T: Pair) -> tuple[np.ndarray, Pair]
         Y = (Y[0] - Y[0].max(axis=1, keepdims=True), Y[1])  # exponentials where they cannot overflow
     env = {**_rows(ar, L.y, Y, shift), **_rows(ar, L.t, T, False)}
     per_row = _unjudged_where_undefined(evaluate([L.expr], env, ar)[0])
-    value_error = np.asarray(ar.combine(ar.total(_full(per_row[1], (N,))), ar.local(np.sum(np.abs(per_row[0])), N)))
+    value_error = ar.combine(ar.total(per_row[1].full((N,))), ar.local(np.sum(np.abs(per_row[0])), N))
     grad = _unjudged_where_undefined(_stack(evaluate(L.gradient_exprs, env, ar), (N,)))
     link = LOSSES[name].link
     if link is not None:  # the gradient computed from the rounded link, T (Sigmoid(Y) - 1)
         f = S.Activation(link)
         extra = [from_rounded_value(ar, g, f.expr.subs(f.symbol, y), y, env) for g, y in zip(L.gradient_exprs, L.y)]
-        grad = (grad[0], ar.combine(grad[1], np.stack([_full(e, (N,)) for e in extra], axis=1)))
+        grad = (grad[0], ar.combine(grad[1], Err.stack(extra, (N,), axis=1)))
     return value_error, grad
 
 
@@ -538,8 +611,7 @@ def _stack(pairs: list[Pair], shape: tuple, axis: int = 1) -> Pair:
     """Stack values of ``shape`` along a new ``axis`` (an expression SymPy reduced to a constant,
     such as the softmax cross-entropy gradient of a single output, is broadcast to it)."""
     values = np.stack([np.broadcast_to(p[0], shape) for p in pairs], axis=axis)
-    errors = np.stack([_full(p[1], shape) for p in pairs], axis=axis)
-    return values, errors
+    return values, Err.stack([p[1] for p in pairs], shape, axis)
 
 
 def step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str, np.ndarray],
@@ -556,16 +628,20 @@ def step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str,
     with np.errstate(all="ignore"):  # overflow, 0 * inf and inf - inf are handled where they arise
         errors, new_errors = _step_bounds(scenario, ref, state, carried, ar)
     shapes = {**{k: np.shape(v) for k, v in ref.items()}, **{k: np.shape(v) for k, v in state.items()}}
-    bounds = {k: ar.bound(_full(e, shapes[k])) for k, e in errors.items()}
-    return bounds, {k: ar.bound(_full(e, shapes[k.removesuffix(".v")])) for k, e in new_errors.items()}
+    bounds = {k: _bound(ar, e, shapes[k]) for k, e in errors.items()}
+    return bounds, {k: _bound(ar, e, shapes[k.removesuffix(".v")]) for k, e in new_errors.items()}
+
+
+def _bound(ar: Arithmetic, e: Err, shape: tuple) -> np.ndarray:
+    return np.array(np.broadcast_to(ar.bound(e), shape))
 
 
 def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str, np.ndarray],
-                 carried: dict[str, np.ndarray] | None, ar: Arithmetic) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+                 carried: dict[str, np.ndarray] | None, ar: Arithmetic) -> tuple[dict[str, Err], dict[str, Err]]:
     carried = carried or {}
     N = ref["X"].shape[0]
-    P = {k: ar.given(v, carried.get(k, 0.0)) for k, v in state.items()}
-    E: dict[str, np.ndarray] = {"X": ar.zero(), "T": ar.zero()}
+    P = {k: ar.given(v, carried.get(k)) for k, v in state.items()}
+    E: dict[str, Err] = {"X": NO_ERROR, "T": NO_ERROR}
     T = ar.given(ref["T"])
     h = ar.given(ref["X"])
     saved: list[dict] = []
@@ -576,14 +652,14 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
         if spec.kind == "BatchNormalization":
             bn = S.BatchNorm(N)
             m = bn._m
-            cols = {x: (h[0][j], _full(h[1], h[0].shape)[j]) for j, x in enumerate(m.x)}
+            cols = {x: (h[0][j], h[1].full(h[0].shape)[j]) for j, x in enumerate(m.x)}
             env = _graph_env(m.graph, {**cols, m.epsilon: ar.constant(bn.epsilon)}, ar)
             Z = _stack(evaluate(m.z, env, ar), (h[0].shape[1],), axis=0)
             keep.update(bn=(bn, env))
             y = evaluate([m.y], {m.zeta: Z, m.gamma: P[f"gamma{i}"], m.beta: P[f"beta{i}"]}, ar)[0]
             out = (ref[f"X{i + 1}"] if i < len(scenario.layers) else ref["Y"], y[1])
         else:
-            Z = dot(ar, h, (P[f"W{i}"][0].T, np.swapaxes(P[f"W{i}"][1], 0, 1)), n=ref[f"X{i}"].shape[1] + 1,
+            Z = dot(ar, h, (P[f"W{i}"][0].T, P[f"W{i}"][1].T), n=ref[f"X{i}"].shape[1] + 1,
                     value=ref[f"Z{i}"] if kind.has_z else None)
             b = P[f"b{i}"]
             Z = (Z[0] + (0 if kind.has_z else b[0]),
@@ -593,7 +669,7 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
             elif spec.kind in ("Softmax", "LogSoftmax"):
                 g = _row_function("softmax" if spec.kind == "Softmax" else "log_softmax", spec.units)
                 env = _rows(ar, g.inputs, Z, shift=True)
-                env[g.params[0]] = (Z[0].max(axis=1), ar.zero((N,)))  # the shift's error cancels exactly
+                env[g.params[0]] = (Z[0].max(axis=1), NO_ERROR)  # the shift's error cancels exactly
                 env = _graph_env(g, env, ar)
                 y = _stack(evaluate(g.outputs, env, ar), (N,))
                 probabilities = y[0] if spec.kind == "Softmax" else np.exp(y[0])
@@ -609,13 +685,13 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
         keep["Z"] = Z
         saved.append(keep)
         nxt = f"X{i + 1}" if i < len(scenario.layers) else "Y"
-        h = (ref[nxt], _full(out[1], ref[nxt].shape))
+        h = (ref[nxt], out[1].full(ref[nxt].shape))
     E["Y"] = h[1]
     Y = h
 
     E["loss"], grad = loss(ar, scenario.loss, Y, T)
     n_exact = _power_of_two(float(N))
-    DY = (ref["DY"], ar.combine(grad[1] / N, ar.local(ref["DY"], 0 if n_exact else 1)))
+    DY = (ref["DY"], ar.combine(grad[1].scaled(1 / N), ar.local(ref["DY"], 0 if n_exact else 1)))
     E["DY"] = DY[1]
 
     for i in range(len(scenario.layers), 0, -1):
@@ -630,12 +706,12 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
             E[f"Dgamma{i}"] = colsum(ar, times(ar, DY, Z))[1]
             E[f"Dbeta{i}"] = colsum(ar, DY)[1]
             J = evaluate([e for row in bn.jacobian_exprs for e in row], env, ar)  # J[a][b] over columns
-            dz_v, dz_e = DZ[0], _full(DZ[1], DZ[0].shape)
+            dz_v, dz_e = DZ[0], DZ[1].full(DZ[0].shape)
             columns = []
             for b in range(N):  # DX[b] = sum_a DZ[a] J[a][b], column by column
                 absdot, err = contract(ar, [J[a * N + b] for a in range(N)], [(dz_v[a], dz_e[a]) for a in range(N)])
                 columns.append(ar.combine(err, ar.local(absdot, N)))
-            DX = (ref[f"DX{i}"], np.stack(columns, axis=0))
+            DX = (ref[f"DX{i}"], Err.stack(columns, (X[0].shape[1],), axis=0))
         else:
             if spec.kind == "Linear":
                 DZ = DY
@@ -643,7 +719,7 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
                 g, env = keep["rows"]
                 K = spec.units
                 J = evaluate([e for row in g.jacobian_exprs for e in row], env, ar)  # J[k][j], per row
-                dy_v, dy_e = DY[0], _full(DY[1], DY[0].shape)
+                dy_v, dy_e = DY[0], DY[1].full(DY[0].shape)
                 columns = []
                 for j in range(K):  # DZ[:, j] = sum_k DY[:, k] J[k][j], per row
                     absdot, err = contract(ar, [J[k * K + j] for k in range(K)], [(dy_v[:, k], dy_e[:, k]) for k in range(K)])
@@ -654,7 +730,7 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
                 p = keep["probabilities"]
                 from_outputs = ar.local(np.abs(dy_v) * (1 if spec.kind == "LogSoftmax" else p)
                                         + p * np.sum(np.abs(dy_v) * (1 if spec.kind == "LogSoftmax" else p), axis=1, keepdims=True))
-                DZ = (ref[f"DZ{i}"], ar.combine(np.stack(columns, axis=1), from_outputs))
+                DZ = (ref[f"DZ{i}"], ar.combine(Err.stack(columns, (N,), axis=1), from_outputs))
             else:
                 act, env = keep["act"]
                 d = activation_derivative(ar, act, env)
@@ -664,19 +740,19 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
                     dp = evaluate(list(act._m.dparam_exprs), env, ar)
                     errs = []
                     for dv, de in dp:
-                        prod = times(ar, DY, (np.broadcast_to(dv, DY[0].shape), _full(de, DY[0].shape)))
-                        errs.append(ar.combine(ar.total(_full(prod[1], prod[0].shape)), ar.local(np.sum(np.abs(prod[0])), prod[0].size)))
-                    E[f"Dsrelu{i}"] = np.stack(errs, axis=0)
+                        prod = times(ar, DY, (np.broadcast_to(dv, DY[0].shape), de.full(DY[0].shape)))
+                        errs.append(ar.combine(ar.total(prod[1].full(prod[0].shape)), ar.local(np.sum(np.abs(prod[0])), prod[0].size)))
+                    E[f"Dsrelu{i}"] = Err.stack(errs, (), axis=0)
             if LAYERS[spec.kind].has_z:
                 E[f"DZ{i}"] = DZ[1]
             W = P[f"W{i}"]
-            E[f"DW{i}"] = dot(ar, (DZ[0].T, np.swapaxes(_full(DZ[1], DZ[0].shape), 0, 1)), X, n=N)[1]
+            E[f"DW{i}"] = dot(ar, (DZ[0].T, DZ[1].full(DZ[0].shape).T), X, n=N)[1]
             E[f"Db{i}"] = colsum(ar, DZ)[1]
             DX = (ref[f"DX{i}"], dot(ar, DZ, W, n=spec.units)[1])
         E[f"DX{i}"] = DX[1]
         DY = DX
 
-    new_state: dict[str, np.ndarray] = {}
+    new_state: dict[str, Err] = {}
     eta = ar.constant(scenario.lr)
     for i, spec in enumerate(scenario.layers, start=1):
         for param, opt in spec.optimizers:
@@ -685,7 +761,7 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
             grad_key = _GRADIENT[param] + str(i)
             env = {S._ox: P[key], S._oDx: (ref[grad_key], E[grad_key]), S._oeta: eta,
                    S._omu: ar.constant(opt.mu if opt.mu is not None else 0.0),
-                   S._ov: P.get(key + ".v", ar.given(np.zeros_like(state[key])))}
+                   S._ov: P.get(key + ".v", (np.float64(0.0), NO_ERROR))}
             exprs = [x_new] + ([v_new] if v_new is not None else [])
             out = evaluate(exprs, env, ar)
             E[key] = new_state[key] = out[0][1]

@@ -20,10 +20,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from harness.compare import ratio
-from harness.rounding import Arithmetic
+from harness.rounding import Arithmetic, Pair
 from harness.symbolic import to_float64
 
-Pair = tuple[np.ndarray, np.ndarray]
 
 
 def rounding_bound(dtype: str, compute: Callable[[Arithmetic], Sequence[Pair]]) -> list[np.ndarray]:
@@ -31,7 +30,7 @@ def rounding_bound(dtype: str, compute: Callable[[Arithmetic], Sequence[Pair]]) 
     ``ar.bound``, i.e. min(worst case, LAMBDA standard deviations) element by element, as
     harness.rounding.step_bounds takes it."""
     ar = Arithmetic(dtype)
-    return [ar.bound(np.broadcast_to(e, (*np.shape(v), 2))) for v, e in compute(ar)]
+    return [np.broadcast_to(ar.bound(e), np.shape(v)) for v, e in compute(ar)]
 
 
 def ratios(got, exact, bound) -> np.ndarray:

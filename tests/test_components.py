@@ -192,9 +192,7 @@ def row_function_bound(function: str, Z: np.ndarray, dtype: str) -> np.ndarray:
         for sym, expr in g.nodes:
             env[sym] = evaluate([expr], env, ar)[0]
         out = evaluate(g.outputs, env, ar)
-        values = np.stack([o[0] for o in out], axis=1)
-        errors = np.stack([np.broadcast_to(o[1], (Z.shape[0], 2)) for o in out], axis=1)
-        return [(values, errors)]
+        return [rounding._stack(out, Z.shape[:1])]
 
     return rounding_bound(dtype, compute)[0]
 

@@ -23,7 +23,7 @@ import sympy as sp
 from harness import rounding, symbolic as S
 from harness.compare import allowed, ratio
 from harness.data import batches
-from harness.rounding import Arithmetic, evaluate, step_bounds
+from harness.rounding import Arithmetic, Err, evaluate, step_bounds
 from harness.spec import build_scenario
 from harness.state import as_dtype, initial_state
 
@@ -136,10 +136,10 @@ x, y = sp.symbols("x y", real=True)
 
 def test_a_sum_carries_its_operands_errors_and_one_rounding():
     ar = Arithmetic("float32")
-    (v, e), = evaluate([x + y], {x: ar.given(3.0, 1e-6), y: ar.given(-1.0, 2e-6)}, ar)
+    (v, e), = evaluate([x + y], {x: (3.0, Err(1e-6, 1e-12)), y: (-1.0, Err(2e-6, 4e-12))}, ar)
     assert v == 2.0
-    assert e[0] == pytest.approx(3e-6 + ar.gamma(1) * 4.0)  # |x| + |y|, not |x + y|: cancellation counts
-    assert e[1] == pytest.approx(math.hypot(math.hypot(1e-6, 2e-6), ar.u * 4.0 + ar.tiny))
+    assert e.worst == pytest.approx(3e-6 + ar.gamma(1) * 4.0)  # |x| + |y|, not |x + y|: cancellation counts
+    assert math.sqrt(e.var) == pytest.approx(math.hypot(math.hypot(1e-6, 2e-6), ar.u * 4.0 + ar.tiny))
 
 
 def test_long_sums_take_the_probabilistic_bound_short_ones_the_worst_case():
@@ -150,16 +150,18 @@ def test_long_sums_take_the_probabilistic_bound_short_ones_the_worst_case():
     short = ar.bound(ar.local(1.0, 4))
     assert long == pytest.approx(rounding.LAMBDA * math.sqrt(n) * ar.u, rel=1e-6)  # < n u
     assert short == pytest.approx(ar.gamma(4), rel=1e-6)  # < LAMBDA sqrt(4) u
-    both = ar.combine(np.array([3.0, 3.0]), np.array([4.0, 4.0]))
-    assert list(both) == [7.0, 5.0]  # worst cases add, standard deviations in quadrature
+    both = ar.combine(Err(3.0, 9.0), Err(4.0, 16.0))
+    assert (both.worst, math.sqrt(both.var)) == (7.0, 5.0)  # worst cases add, standard deviations in quadrature
+    measured = ar.combine(Err(3.0, 9.0), ar.given(0.0, 4.0)[1])  # a measured spread is systematic
+    assert (measured.worst, measured.var) == (7.0, None) and ar.bound(measured) == 7.0
 
 
 def test_constants_cost_a_rounding_only_where_the_dtype_cannot_hold_them():
     ar = Arithmetic("float32")
-    assert list(ar.constant(sp.Rational(1, 2))[1]) == [0, 0]
-    assert ar.constant(0.1)[1][0] == pytest.approx(ar.u * 0.1)
-    assert Arithmetic("float64").constant(0.1)[1][0] == 0  # the float 0.1 is exact in float64
-    assert ar.constant(S.EPSILON)[1][0] > 0
+    assert ar.constant(sp.Rational(1, 2))[1] == (0, 0)
+    assert ar.constant(0.1)[1].worst == pytest.approx(ar.u * 0.1)
+    assert Arithmetic("float64").constant(0.1)[1].worst == 0  # the float 0.1 is exact in float64
+    assert ar.constant(S.EPSILON)[1].worst > 0
 
 
 def test_exp_and_the_branch_of_a_piecewise():
