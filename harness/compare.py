@@ -43,7 +43,11 @@ from harness.components import LAYERS, LOSSES
 from harness.spec import Scenario
 
 MAX_EVENTS_PER_STEP = 20
-KINK_FACTOR = 1e-3  # gradients at a near-kink element this far apart (relatively) took different sides
+# At a kink element, derivatives (gradient / incoming gradient) further apart than this many units
+# of the dtype's unit roundoff, relatively, are different one-sided derivatives: a convention.
+# Rounding moves the derivative a backend used by a few units (one product, an alpha rounded to
+# the dtype); two sides differ by |f'(0+) - f'(0-)|, however small (ELU with alpha = 0.99999).
+KINK_TIE_UNITS = 64
 
 Key = tuple[str, int | None]  # (tensor, layer): ("DW", 2); global tensors have layer None
 
@@ -294,7 +298,11 @@ def scan_kinks(scenario: Scenario, step: int, traces: dict[str, dict[str, np.nda
     events: list[dict] = []
     near_total = flips = 0
 
-    def inspect(site: str, tensor: str, grad: str, points: dict[str, np.ndarray | float]) -> np.ndarray | None:
+    u = float(np.finfo(scenario.dtype).eps) / 2
+    tiny = float(np.finfo(scenario.dtype).tiny)
+
+    def inspect(site: str, tensor: str, grad: str, points: dict[str, np.ndarray | float],
+                upstream: str | None = None) -> np.ndarray | None:
         nonlocal near_total, flips
         offsets = [traces[b][tensor] - points[b] for b in backends]  # each backend's own kink
         mask = near(offsets, 0.0, 0.0)
@@ -303,10 +311,16 @@ def scan_kinks(scenario: Scenario, step: int, traces: dict[str, dict[str, np.nda
         sides = [np.sign(d[mask]) for d in offsets]
         disagree = np.logical_or.reduce([sd != sides[0] for sd in sides[1:]])
         grads = [traces[b][grad][mask] for b in backends]  # judged only where it matters
-        g_ref = traces[oracle][grad][mask] if oracle else consensus(grads)
-        # On the kink itself: a convention where the derivatives differ (one-sided derivatives
-        # differ by a factor, KINK_FACTOR relatively, whatever their size).
-        disagree |= np.logical_or.reduce([ratio(g, g_ref, KINK_FACTOR * np.abs(g_ref)) > 1 for g in grads])
+        # On the kink itself: a convention where the derivatives used differ by more than
+        # rounding (KINK_TIE_UNITS). The derivative a backend used is its gradient over the
+        # incoming one (DZ / DX_next), which the incoming gradient's own rounding leaves alone.
+        if upstream is not None:
+            ups = [traces[b][upstream][mask] for b in backends]
+            usable = np.logical_and.reduce([np.abs(x) >= tiny for x in ups])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                grads = [np.where(usable, g / np.where(usable, x, 1.0), g) for g, x in zip(grads, ups)]
+        g_ref = grads[backends.index(oracle)] if oracle else consensus(grads)
+        disagree |= np.logical_or.reduce([ratio(g, g_ref, KINK_TIE_UNITS * u * np.abs(g_ref) + tiny) > 1 for g in grads])
 
         flipped = np.zeros_like(mask)
         flipped[mask] = disagree
@@ -330,7 +344,9 @@ def scan_kinks(scenario: Scenario, step: int, traces: dict[str, dict[str, np.nda
             continue
         per_backend = {b: kink_points(scenario, i, params_before.get(b, {})) for b in backends}
         for j, _ in enumerate(LAYERS[spec.kind].kinks):
-            flipped = inspect(f"{spec.kind} layer {i}", f"Z{i}", f"DZ{i}", {b: per_backend[b][j] for b in backends})
+            upstream = f"DX{i + 1}" if i < len(scenario.layers) else "DY"
+            flipped = inspect(f"{spec.kind} layer {i}", f"Z{i}", f"DZ{i}", {b: per_backend[b][j] for b in backends},
+                              upstream if upstream in present else None)
             if flipped is not None and flipped.any():
                 seeds[f"Z{i}"] = seeds.get(f"Z{i}", False) | flipped
     if LOSSES[scenario.loss].kinks and "Y" in present:

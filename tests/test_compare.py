@@ -559,7 +559,7 @@ def test_values_strictly_on_one_side_of_a_kink_are_judged_however_close():
 
 def test_a_gradient_apart_by_a_factor_at_a_kink_is_a_flip_even_inside_its_bound():
     """docs/findings.md #11: a DZ difference inside DZ's own bound can move DW = DZ^T X far
-    outside DW's; at a near-kink element gradients apart by KINK_FACTOR relatively took sides."""
+    outside DW's; at a kink element derivatives apart by more than rounding (KINK_TIE_UNITS) took sides."""
     sc = scenario()
     base = base_trace(sc)
     n, k = 2, 1
