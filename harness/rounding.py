@@ -248,6 +248,23 @@ def evaluate(exprs: Sequence[sp.Expr], env: dict[sp.Symbol, Pair], ar: Arithmeti
         return [_node(e, env, ar, memo) for e in reduced]
 
 
+def _product_error(ar: Arithmetic, A: Pair, B: Pair) -> Err:
+    """The error of a b carried from the errors of a and b, exactly: |a| e_b + |b| e_a + e_a e_b.
+
+    The second-order term is not negligible where a value is 0 and its error is not (in a
+    trajectory, the median of 0, 0, 0 and x is 0 with a spread of |x|): the product of two such
+    factors is then all second order (SReLU's DZ = DY ar with DY and ar both 0 at the median,
+    torch's both not: found by explore).
+    """
+    (a, ea), (b, eb) = A, B
+    if ea is NO_ERROR:
+        return eb.scaled(np.abs(a)) if eb is not NO_ERROR else NO_ERROR
+    if eb is NO_ERROR:
+        return ea.scaled(np.abs(b))
+    both = Err(ea.worst * eb.worst, None if ea.var is None or eb.var is None else ea.var * eb.var)
+    return ar.combine(eb.scaled(np.abs(a)), ea.scaled(np.abs(b)), both)
+
+
 def _random(pairs: Sequence[Pair]) -> bool:
     """Whether a result of these operands carries a variance (none of them is measured)."""
     return all(p[1].var is not None for p in pairs)
@@ -271,16 +288,10 @@ def _node(e: Any, env: dict, ar: Arithmetic, memo: dict) -> Pair:
         magnitude = functools.reduce(np.add, [np.abs(p[0]) for p in parts])
         r = v, ar.combine(*[p[1] for p in parts], ar.local(magnitude, len(parts) - 1, _random(parts)))
     elif isinstance(e, sp.Mul):
-        parts = [_node(a, env, ar, memo) for a in e.args]
-        v = functools.reduce(np.multiply, [p[0] for p in parts])
-        terms = []
-        for i, (_, ei) in enumerate(parts):
-            if ei is NO_ERROR:
-                continue  # an exact constant
-            others = [np.abs(p[0]) for j, p in enumerate(parts) if j != i]
-            terms.append(ei.scaled(functools.reduce(np.multiply, others)) if others else ei)
+        parts = sorted((_node(a, env, ar, memo) for a in e.args), key=lambda p: np.ndim(p[0]))  # scalars first
+        v, err = functools.reduce(lambda p, q: (p[0] * q[0], _product_error(ar, p, q)), parts)
         exact_factors = sum(1 for a in e.args if a.is_Number and _power_of_two(float(a)))
-        r = v, ar.combine(*terms, ar.local(v, max(len(parts) - 1 - exact_factors, 0), _random(parts)))
+        r = v, ar.combine(err, ar.local(v, max(len(parts) - 1 - exact_factors, 0), _random(parts)))
     elif isinstance(e, sp.Pow):
         r = _pow(e, env, ar, memo)
     elif isinstance(e, sp.exp):
@@ -412,16 +423,15 @@ def _near_boundary(c: Any, env: dict, ar: Arithmetic, memo: dict) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 def _matmul(a: np.ndarray, e: np.ndarray, left: bool) -> np.ndarray:
-    """a @ e (or e @ a) for a >= 0 and e >= 0, some of e infinite (unknown): an output is
-    infinite exactly where it depends on one (0 * inf is not a dependence)."""
-    unknown = np.isinf(e)
-    if not unknown.any():
+    """a @ e (or e @ a) for a >= 0 and e >= 0, either with infinite (unknown) elements: an output
+    is infinite exactly where it depends on one (0 * inf is not a dependence)."""
+    ua, ue = np.isinf(a), np.isinf(e)
+    if not ue.any() and not ua.any():
         return a @ e if left else e @ a
-    known = np.where(unknown, 0.0, e)
-    out = a @ known if left else known @ a
-    reach = (a > 0).astype(np.float64)
-    hit = (reach @ unknown if left else unknown @ reach) > 0
-    return np.where(hit, np.inf, out)
+    x, y = (np.where(ua, 0.0, a), np.where(ue, 0.0, e)) if left else (np.where(ue, 0.0, e), np.where(ua, 0.0, a))
+    ux, uy = (ua, ue) if left else (ue, ua)
+    hit = ((ux.astype(np.float64) @ (y > 0)) + ((x > 0) @ uy.astype(np.float64)) + (ux.astype(np.float64) @ uy)) > 0
+    return np.where(hit, np.inf, x @ y)
 
 
 def _scale_of(x: np.ndarray) -> float:
@@ -461,12 +471,19 @@ def dot(ar: Arithmetic, A: Pair, B: Pair, n: int, value: np.ndarray | None = Non
     (a, ea), (b, eb) = A, B
     aa, ab = np.abs(a), np.abs(b)
     v = a @ b if value is None else value
+    second = None
+    if ea is not NO_ERROR and eb is not NO_ERROR and (ea.var is None or eb.var is None):
+        # E_A E_B: second order, but not negligible for measured spreads around values that are
+        # 0 at the median (:func:`_product_error`); rounding errors alone make it O(u**2)
+        second = _matmul(np.broadcast_to(ea.worst, np.shape(a)), np.broadcast_to(eb.worst, np.shape(b)), left=True)
     if n > LAMBDA ** 2:
         worst = LAMBDA * math.sqrt(n) * (ar.u * (aa @ ab) + ar.tiny)
         if eb is not NO_ERROR:
             worst = worst + _matmul(aa, np.broadcast_to(eb.worst, np.shape(b)), left=True)
         if ea is not NO_ERROR:
             worst = worst + _matmul(ab, np.broadcast_to(ea.worst, np.shape(a)), left=False)
+        if second is not None:
+            worst = worst + second
         if (eb is not NO_ERROR and eb.var is None) or (ea is not NO_ERROR and ea.var is None):
             return v, Err(worst, None)
         sd = worst / LAMBDA
@@ -477,6 +494,8 @@ def dot(ar: Arithmetic, A: Pair, B: Pair, n: int, value: np.ndarray | None = Non
         terms.append(_carried(aa, eb.full(np.shape(b)), left=True))
     if ea is not NO_ERROR:
         terms.append(_carried(ab, ea.full(np.shape(a)), left=False))
+    if second is not None:
+        terms.append(Err(second, None))
     return v, ar.combine(*terms)
 
 
@@ -489,17 +508,16 @@ def colsum(ar: Arithmetic, A: Pair) -> Pair:
 
 def times(ar: Arithmetic, A: Pair, B: Pair) -> Pair:
     """Elementwise product with one rounding."""
-    (a, ea), (b, eb) = A, B
-    v = a * b
-    return v, ar.combine(ea.scaled(np.abs(b)), eb.scaled(np.abs(a)), ar.local(v, 1, _random([A, B])))
+    v = A[0] * B[0]
+    return v, ar.combine(_product_error(ar, A, B), ar.local(v, 1, _random([A, B])))
 
 
 def contract(ar: Arithmetic, weights: list[Pair], vectors: list[Pair]) -> tuple[np.ndarray, Err]:
     """(sum of |w| |x|, propagated error) of ``sum_k w_k x_k`` over the pairs given."""
     absdot, parts = 0.0, []
-    for (w, ew), (x, ex) in zip(weights, vectors):
-        absdot = absdot + np.abs(w * x)
-        parts += [ex.scaled(np.abs(w)), ew.scaled(np.abs(x))]
+    for W, X in zip(weights, vectors):
+        absdot = absdot + np.abs(W[0] * X[0])
+        parts.append(_product_error(ar, W, X))
     return absdot, ar.combine(*parts)
 
 

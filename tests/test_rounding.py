@@ -173,3 +173,20 @@ def test_exp_and_the_branch_of_a_piecewise():
     relu = sp.Piecewise((0, x < 0), (x, True))
     (v, e), = evaluate([relu], {x: ar.given(np.array([-1.0, 2.0]), np.array([1e-9, 1e-9]))}, ar)
     assert list(v) == [0.0, 2.0] and list(ar.bound(e)) == [0.0, pytest.approx(1e-9)]
+
+
+def test_a_product_of_two_errors_around_zero_is_bounded_to_second_order():
+    """At the median of a trajectory a value can be 0 with a spread that is not (0, 0, 0, x):
+    the product of two such factors is all second order (found by explore: SReLU's DZ = DY ar).
+    The bound holds for the worst corner of both spreads, in an elementwise product, a Mul node
+    and a matrix product."""
+    ar = Arithmetic("float32")
+    dy, a = ar.given(np.array([0.0, 2.0]), 1e-8), ar.given(np.array([0.0, 0.0]), 5e-10)
+    v, e = rounding.times(ar, dy, a)
+    corner = (0.0 + 1e-8) * (0.0 + 5e-10)
+    assert list(v) == [0.0, 0.0] and ar.bound(e)[0] >= corner and ar.bound(e)[1] >= (2.0 + 1e-8) * 5e-10
+    (v, e), = evaluate([x * y], {x: dy, y: a}, ar)
+    assert ar.bound(e)[0] >= corner
+    A, B = ar.given(np.zeros((1, 3)), 1e-8), ar.given(np.zeros((3, 1)), 5e-10)
+    v, e = rounding.dot(ar, A, B, n=3)
+    assert ar.bound(e)[0, 0] >= 3 * corner
