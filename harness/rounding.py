@@ -35,6 +35,7 @@ propagation, not an assumed law; a re-anchoring resets it to zero.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import math
 from typing import Any, NamedTuple, Sequence
@@ -132,13 +133,14 @@ class Arithmetic:
     def zero(self, shape: tuple = ()) -> Err:
         return Err(np.zeros(shape), np.zeros(shape))
 
-    def local(self, magnitude: Any, k: float = 1, random: bool = True) -> Err:
+    def local(self, magnitude: Any, k: float = 1, random: bool = True, nonneg: bool = False) -> Err:
         """The error of ``k`` roundings of a result of this size (with underflow); unknown (inf)
         where the float64 evaluation gave no magnitude (NaN). ``random=False``: the worst case
-        only (the result will be combined with a measured error: :class:`Err`)."""
+        only (the result will be combined with a measured error: :class:`Err`). ``nonneg``: the
+        magnitude is already a sum of absolute values."""
         if not k:
             return NO_ERROR
-        m = np.abs(magnitude)
+        m = magnitude if nonneg else np.abs(magnitude)
         worst = self.gamma(k) * m
         worst += k * self.tiny
         if random:
@@ -168,7 +170,7 @@ class Arithmetic:
         worst = functools.reduce(np.add, [e.worst for e in errors])
         var = functools.reduce(np.add, [e.var for e in errors]) if random else None
         # every term is >= 0, so a sum is NaN exactly when a term is: one read, no copy
-        if np.isnan(np.sum(worst)) or (random and np.isnan(np.sum(var))):
+        if _nan_possible() and (np.isnan(np.sum(worst)) or (random and np.isnan(np.sum(var)))):
             worst = functools.reduce(np.add, [np.fmax(e.worst, 0.0) for e in errors])
             var = functools.reduce(np.add, [np.fmax(e.var, 0.0) for e in errors]) if random else None
         return Err(worst, var)
@@ -214,9 +216,20 @@ class Arithmetic:
         return v, Err(np.broadcast_to(np.asarray(error, dtype=np.float64) + flush, v.shape), None)
 
 
+# Whether a NaN can be in the arrays at hand. Outside :func:`step_bounds` always; inside, only
+# once an input held one or an operation made one (0 * inf, inf - inf: NumPy reports those as
+# "invalid" to the errstate callback), so the common finite case skips the checks for NaN.
+_NAN_SEEN: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar("nan_seen", default=None)
+
+
+def _nan_possible() -> bool:
+    seen = _NAN_SEEN.get()
+    return seen is None or seen[0]
+
+
 def _unknown_where_nan(e: Err) -> Err:
     """inf (unknown) where an error came out NaN from a NaN magnitude."""
-    if np.isnan(np.sum(e.worst)):
+    if _nan_possible() and np.isnan(np.sum(e.worst)):
         bad = np.isnan(e.worst)
         return Err(np.where(bad, np.inf, e.worst), _map(e.var, lambda x: np.where(bad, np.inf, x)))
     return e
@@ -242,7 +255,8 @@ def evaluate(exprs: Sequence[sp.Expr], env: dict[sp.Symbol, Pair], ar: Arithmeti
     replacements, reduced = _program(tuple(exprs))
     env = dict(env)
     memo: dict[Any, Pair] = {}
-    with np.errstate(all="ignore"):
+    tracked = _NAN_SEEN.get() is not None  # inside step_bounds: keep reporting NaN to its callback
+    with np.errstate(over="ignore", divide="ignore", under="ignore", invalid="call" if tracked else "ignore"):
         for sym, sub in replacements:
             env[sym] = _node(sub, env, ar, memo)
         return [_node(e, env, ar, memo) for e in reduced]
@@ -286,7 +300,7 @@ def _node(e: Any, env: dict, ar: Arithmetic, memo: dict) -> Pair:
         parts = [_node(a, env, ar, memo) for a in e.args]
         v = functools.reduce(np.add, [p[0] for p in parts])
         magnitude = functools.reduce(np.add, [np.abs(p[0]) for p in parts])
-        r = v, ar.combine(*[p[1] for p in parts], ar.local(magnitude, len(parts) - 1, _random(parts)))
+        r = v, ar.combine(*[p[1] for p in parts], ar.local(magnitude, len(parts) - 1, _random(parts), nonneg=True))
     elif isinstance(e, sp.Mul):
         parts = sorted((_node(a, env, ar, memo) for a in e.args), key=lambda p: np.ndim(p[0]))  # scalars first
         v, err = functools.reduce(lambda p, q: (p[0] * q[0], _product_error(ar, p, q)), parts)
@@ -643,8 +657,17 @@ def step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str,
     (:class:`Arithmetic`).
     """
     ar = Arithmetic(scenario.dtype)
-    with np.errstate(all="ignore"):  # overflow, 0 * inf and inf - inf are handled where they arise
-        errors, new_errors = _step_bounds(scenario, ref, state, carried, ar)
+    seen = [any(np.isnan(np.sum(v)) for d in (ref, state, carried or {}) for v in d.values())]
+
+    def invalid(kind: str, flag: int) -> None:
+        seen[0] = True
+
+    token = _NAN_SEEN.set(seen)
+    try:  # overflow, 0 * inf and inf - inf are handled where they arise
+        with np.errstate(all="ignore", invalid="call", call=invalid):
+            errors, new_errors = _step_bounds(scenario, ref, state, carried, ar)
+    finally:
+        _NAN_SEEN.reset(token)
     shapes = {**{k: np.shape(v) for k, v in ref.items()}, **{k: np.shape(v) for k, v in state.items()}}
     bounds = {k: _bound(ar, e, shapes[k]) for k, e in errors.items()}
     return bounds, {k: _bound(ar, e, shapes[k.removesuffix(".v")]) for k, e in new_errors.items()}

@@ -190,3 +190,22 @@ def test_a_product_of_two_errors_around_zero_is_bounded_to_second_order():
     A, B = ar.given(np.zeros((1, 3)), 1e-8), ar.given(np.zeros((3, 1)), 5e-10)
     v, e = rounding.dot(ar, A, B, n=3)
     assert ar.bound(e)[0, 0] >= 3 * corner
+
+
+def test_an_overflow_inside_a_definition_drops_its_term_not_the_bound():
+    """Sigmoid(-722) in float64: exp(722) overflows in the float64 evaluation, so the derivative
+    terms are 0 * inf (NaN); they carry nothing, but the value's own underflow (a correct backend
+    may flush 1.8e-314 to 0) must stay in the bound (found by explore, seed 2026: it was 0)."""
+    sc = _scenario("sigmoid-tanh-logistic", "float64")
+    from adapters.sympy_oracle import SympyOracle
+
+    state = initial_state(sc)
+    state["W1"][0], state["b1"][0] = 0.0, -722.0  # Z1[:, 0] = -722 exactly
+    X, T = batches(sc)[0]
+    oracle = SympyOracle()
+    oracle.build(sc, state)
+    exact = oracle.step(X, T, sc.lr)
+    bounds, _ = step_bounds(sc, exact, state)
+    value = np.asarray(exact["X2"], dtype=np.float64)[:, 0]
+    assert np.all((value > 0) & (value < 1e-300))  # subnormal: what a flushing backend gives as 0
+    assert np.all(bounds["X2"][:, 0] >= value) and np.all(np.isfinite(bounds["X2"][:, 0]))
