@@ -16,8 +16,9 @@ implementation that evaluates the forward definitions of :mod:`harness.symbolic`
 - the freedom to shift a row by its maximum before exponentiating (softmax, log_softmax and the
   softmax cross-entropy): the row's rounding then includes ``u * max |row|``.
 
-The bound is a first-order running error bound (Higham, *Accuracy and Stability of Numerical
-Algorithms*, 2nd ed., section 3.3): it is evaluated alongside the values, operation by operation,
+The bound is a running error bound (Higham, *Accuracy and Stability of Numerical Algorithms*,
+2nd ed., section 3.3), first order in the roundings (a product carries its operands' errors
+exactly, second order included: :func:`_product_error`): it is evaluated alongside the values, operation by operation,
 with absolute values, so it carries the error of everything a tensor depends on (forward and
 backward) and the conditioning of every operation (cancellation in a sum shows as
 ``sum |terms|`` much larger than ``|sum|``). It needs no new copy of the formulas: the same SymPy
