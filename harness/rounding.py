@@ -131,9 +131,6 @@ class Arithmetic:
         nu = max(float(n), 0.0) * self.u
         return nu / (1 - nu) if nu < 1 else math.inf
 
-    def zero(self, shape: tuple = ()) -> Err:
-        return Err(np.zeros(shape), np.zeros(shape))
-
     def local(self, magnitude: Any, k: float = 1, random: bool = True, nonneg: bool = False) -> Err:
         """The error of ``k`` roundings of a result of this size (with underflow); unknown (inf)
         where the float64 evaluation gave no magnitude (NaN). ``random=False``: the worst case

@@ -188,7 +188,7 @@ def row_function_bound(function: str, Z: np.ndarray, dtype: str) -> np.ndarray:
 
     def compute(ar):
         env = {z: ar.given(Z[:, k]) for k, z in enumerate(g.inputs)}
-        env[g.params[0]] = (Z.max(axis=1), ar.zero(Z.shape[:1]))
+        env[g.params[0]] = (Z.max(axis=1), rounding.NO_ERROR)
         for sym, expr in g.nodes:
             env[sym] = evaluate([expr], env, ar)[0]
         out = evaluate(g.outputs, env, ar)
