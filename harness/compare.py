@@ -393,10 +393,14 @@ def judge(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]
         permitted = np.broadcast_to(allowed(scenario, bounds, name, ref, oracle), np.shape(ref))
         # Ratios only need a few digits: the work arrays are float32 (half the memory traffic);
         # the reference and the differences themselves are computed in float64.
-        denominator = permitted.astype(np.float32) if np.ndim(ref) else permitted
+        # Where a bound is far below float32's normal range (float64 runs) the float32 work array
+        # would round it coarsely: those tensors take the float64 path.
+        fast = bool(np.ndim(ref)) and permitted.size > 0 and float(permitted.min()) >= 2.0 ** -100
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, and the float64 path below
+            denominator = permitted.astype(np.float32) if fast else permitted
         worst, kinks, kept = {}, {b: 0 for b in backends}, {}
         for b in backends:
-            if values[backends.index(b)].shape != np.shape(ref) or not np.ndim(ref):
+            if values[backends.index(b)].shape != np.shape(ref) or not fast:
                 r = ratio(traces[b][name], ref, permitted)
             else:
                 work = scratch.setdefault(ref.shape, np.empty(ref.shape, dtype=np.float32))

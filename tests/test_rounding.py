@@ -102,9 +102,18 @@ def test_a_computation_rounded_at_every_operation_sits_inside(name, dtype):
     assert max(worst.values()) > 1e-3  # the rounded computation really differs: the check is not vacuous
 
 
-@pytest.mark.parametrize("dtype,eps", [("float32", 1e-5), ("float64", 1e-12)])
-@pytest.mark.parametrize("name", list(NETWORKS))
-@pytest.mark.parametrize("tensor", ["DW1", "Db1"])
+def _below_target(name: str, dtype: str, tensor: str) -> list:
+    """The probes where the bound, correlation-safe since docs/findings.md #18, is looser than
+    the target: BatchNormalization's column statistics make every element of the column share
+    an error, so its standard deviations add linearly. Strict: a tighter bound must say so."""
+    if (name, dtype, tensor) == ("batchnorm", "float32", "Db1"):
+        return [pytest.mark.xfail(strict=True, reason="Db1 off by 1e-5 is 0.65 of the bound (findings #18)")]
+    return []
+
+
+@pytest.mark.parametrize("name,dtype,eps,tensor", [
+    pytest.param(name, dtype, eps, tensor, marks=_below_target(name, dtype, tensor))
+    for tensor in ["DW1", "Db1"] for name in NETWORKS for dtype, eps in [("float32", 1e-5), ("float64", 1e-12)]])
 def test_a_gradient_off_by_the_sensitivity_target_leaves(name, dtype, eps, tensor):
     sc = _scenario(name, dtype)
     exact, state = _exact_step(sc)
@@ -209,3 +218,19 @@ def test_an_overflow_inside_a_definition_drops_its_term_not_the_bound():
     value = np.asarray(exact["X2"], dtype=np.float64)[:, 0]
     assert np.all((value > 0) & (value < 1e-300))  # subnormal: what a flushing backend gives as 0
     assert np.all(bounds["X2"][:, 0] >= value) and np.all(np.isfinite(bounds["X2"][:, 0]))
+
+
+def test_one_error_reached_along_two_paths_is_not_added_in_quadrature():
+    """Nesterov: x' = x + mu v' - eta Dx with v' = mu v - eta Dx carries Dx's error twice, with
+    the same sign. At v = 0 that is (1 + mu) eta e_Dx exactly, and the bound of x' must hold it
+    for any error of Dx inside Dx's bound (the property tests found x' 1.14 bounds off in
+    float64 lockstep where quadrature allowed sqrt(mu**2 + 1) instead of 1 + mu)."""
+    ar = Arithmetic("float64")
+    Dx, e = np.array([-4.3e-8]), 1e-14
+    dx = (Dx, Err(np.array([e]), np.array([(e / rounding.LAMBDA) ** 2])))  # bound e, all from the sd
+    x_new, v_new = S.optimizer_expressions("Nesterov")
+    env = {S._ox: ar.given(np.zeros(1)), S._oDx: dx, S._oeta: ar.constant(0.5), S._omu: ar.constant(0.9),
+           S._ov: ar.given(np.zeros(1))}
+    (x, ex), (v, ev) = evaluate([x_new, v_new], env, ar)
+    assert ar.bound(dx[1])[0] == pytest.approx(e)
+    assert ar.bound(ex)[0] >= (1 + 0.9) * 0.5 * e
