@@ -403,6 +403,13 @@ def _pow(e: sp.Pow, env: dict, ar: Arithmetic, memo: dict) -> Pair:
         at_zero = eb.scaled(np.abs(q * np.power(b, q - 1)))
         var = None if relative.var is None else np.where(nonzero, relative.var, at_zero.var)
         prop = Err(np.where(nonzero, relative.worst, at_zero.worst), var)
+    if q.is_integer() and 2 <= q <= 4 and eb is not NO_ERROR:
+        # a power is a product of equal factors: its error carries every order, exactly,
+        # sum_j C(q, j) |b|**(q - j) e**j; at b = 0 all of it is e**q (SquaredError at Y = T,
+        # where one backend's Y is not: found by explore)
+        e, m = eb.worst, np.abs(b)
+        higher = sum(math.comb(int(q), j) * m ** (int(q) - j) * e ** j for j in range(2, int(q) + 1))
+        prop = ar.combine(prop, Err(higher, None if eb.var is None else higher * higher))
     if q.is_integer() and q > 0:
         k = int(q) - 1  # multiplications
     elif q.is_integer():

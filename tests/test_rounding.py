@@ -234,3 +234,13 @@ def test_one_error_reached_along_two_paths_is_not_added_in_quadrature():
     (x, ex), (v, ev) = evaluate([x_new, v_new], env, ar)
     assert ar.bound(dx[1])[0] == pytest.approx(e)
     assert ar.bound(ex)[0] >= (1 + 0.9) * 0.5 * e
+
+
+def test_a_square_at_zero_carries_its_error_squared():
+    """SquaredError at Y = T where one backend's Y is not: (y - t)**2 has derivative 0 there, so
+    its whole error is the square of Y's (explore, seed 2026: tensorflow's loss 8.9e-16 where the
+    others gave 0 was judged against two tiny)."""
+    ar = Arithmetic("float32")
+    (v, e), = evaluate([(x - y) ** 2], {x: ar.given(np.array([0.5, 0.75]), 3e-8), y: ar.given(np.array([0.5, 0.5]))}, ar)
+    assert list(v) == [0.0, 0.0625]
+    assert ar.bound(e)[0] >= (3e-8) ** 2 and ar.bound(e)[1] >= 2 * 0.25 * 3e-8 + (3e-8) ** 2
