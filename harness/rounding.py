@@ -298,6 +298,11 @@ def _groups(args: Sequence[Any], errors: Sequence[Err], sources: dict) -> list[E
     return [Arithmetic.correlated(*members) for _, members in groups]
 
 
+def _through(e: Err, worst: Any, slope: Any) -> Err:
+    """An argument's error through a function: the worst case given, the variance by the slope."""
+    return Err(worst, None if e.var is None else e.var * slope * slope)
+
+
 def _product_error(ar: Arithmetic, A: Pair, B: Pair, shared: bool = False) -> Err:
     """The error of a b carried from the errors of a and b, exactly: |a| e_b + |b| e_a + e_a e_b.
 
@@ -352,18 +357,24 @@ def _node(e: Any, env: dict, ar: Arithmetic, memo: dict) -> Pair:
         r = v, ar.combine(err, ar.local(v, max(len(parts) - 1 - exact_factors, 0), _random(parts)))
     elif isinstance(e, sp.Pow):
         r = _pow(e, env, ar, memo)
+    # The library functions carry an argument's error through their exact worst case over the
+    # interval a +- e (the first-order slope underestimates it once e is not small: a measured
+    # spread of trajectories need not be); the variance keeps the slope at a.
     elif isinstance(e, sp.exp):
         a, ea = _node(e.args[0], env, ar, memo)
         v = np.exp(a)
-        r = v, ar.combine(ea.scaled(v), ar.function(v, ea.var is not None))
+        r = v, ar.combine(_through(ea, v * np.expm1(ea.worst), v), ar.function(v, ea.var is not None))
     elif isinstance(e, sp.log):
         a, ea = _node(e.args[0], env, ar, memo)
         v = np.log(a)
-        r = v, ar.combine(ea.scaled(1 / np.abs(a)), ar.function(v, ea.var is not None))
+        m = np.abs(a)
+        worst = np.where(ea.worst < m, -np.log1p(-ea.worst / np.where(m > 0, m, 1.0)), np.inf)
+        r = v, ar.combine(_through(ea, worst, 1 / m), ar.function(v, ea.var is not None))
     elif isinstance(e, sp.tanh):
         a, ea = _node(e.args[0], env, ar, memo)
         v = np.tanh(a)
-        r = v, ar.combine(ea.scaled(1 - v * v), ar.function(v, ea.var is not None))
+        nearest = np.tanh(np.fmax(np.abs(a) - ea.worst, 0.0))  # tanh' is largest nearest to 0
+        r = v, ar.combine(_through(ea, ea.worst * (1 - nearest * nearest), 1 - v * v), ar.function(v, ea.var is not None))
     elif isinstance(e, sp.Abs):
         a, ea = _node(e.args[0], env, ar, memo)
         r = np.abs(a), ea
