@@ -21,6 +21,9 @@ JSON schema ``nerva-consistency/report/2`` (documented in docs/report-schema.md)
                         gradient: {backend: dv}}]  (at most 20 per step)
     first_divergence  null, or {step, tensor, layer, index, backends (blamed), majority,
                         ratio: {backend: r}, values: {backend: v, "consensus": v}, allowed: the bound there}
+    non_finite        null, or {step, tensor, layer, values: {backend: its first NaN/Inf}}: the first tensor
+                      a backend held NaN or Inf in (the run fails, even when every backend agrees)
+    interrupted       bool: the run was stopped by Ctrl-C (per_step holds the steps judged until then)
     reproduce         {run: "nerva-consistency run …", tox: "tox -e consistency -- run …"}
     versions          {python, numpy, torch, jax, tensorflow, nerva-…: version or null}
 """
@@ -192,6 +195,10 @@ def to_json(result: RunResult) -> dict[str, Any]:
                     for k, row in summary(result).items()},
         "kink_events": [e for v in result.steps for e in v.kink_events],
         "first_divergence": fd,
+        "non_finite": None if result.nonfinite is None else
+        {"step": result.nonfinite.step, "tensor": result.nonfinite.key[0], "layer": result.nonfinite.key[1],
+         "values": {b: _num(v) for b, v in result.nonfinite.values.items()}},
+        "interrupted": result.interrupted,
         "reproduce": reproduce(sc, result.backends, result.oracle),
         "versions": versions(),
     }
