@@ -46,7 +46,8 @@ from harness.runner import RunResult, run
 from harness.spec import Scenario
 
 SCHEMA = "nerva-consistency/bundle/2"
-READS = ("nerva-consistency/bundle/1", SCHEMA)  # schema 1: no platform, no verdict (derived on load)
+READS = validate.BUNDLE_READS  # schema 1: no platform, no verdict (derived on load)
+assert SCHEMA in READS
 DEFAULT_DIR = Path("nerva-consistency-failures")
 KINK_CLASSES = ("kink", "convention")  # which side of a kink a value lands on: decided by rounding
 

@@ -171,6 +171,8 @@ def _probe(directory: Path, what: str, mend: str) -> None:
 
 def output_file(text: str, flag: str) -> Path:
     """A file a report will be written to: it may not exist yet (its directories are created)."""
+    if not text.strip():
+        raise SpecError(f"{flag} {text!r} is an empty name; give a file name, e.g. {flag} report.json")
     path = Path(os.path.abspath(text))
     mend = f"give {flag} a path in a directory you can write to"
     if path.is_dir():
@@ -186,6 +188,8 @@ def output_file(text: str, flag: str) -> Path:
 
 def output_dir(text: str, flag: str) -> Path:
     """A directory files will be written into: it may not exist yet (it is created when needed)."""
+    if not text.strip():
+        raise SpecError(f"{flag} {text!r} is an empty name; give a directory (it is created if missing)")
     path = Path(os.path.abspath(text))
     mend = f"give {flag} a directory you can write to"
     if path.exists() and not path.is_dir():
@@ -457,6 +461,7 @@ def memory(scenario: "Scenario", n_backends: int, oracle: str | None, source: st
 
 # ------------------------------------------------------------------------------------ bundles
 
+BUNDLE_READS = ("nerva-consistency/bundle/1", "nerva-consistency/bundle/2")  # schema 1: no platform, no verdict
 BUNDLE_SPEC = ("layers", "sizes", "optimizers", "init-weights", "loss", "learning-rate", "batch-size", "steps",
                "targets", "dtype", "mode", "seed")
 ORACLES = ("sympy", "autodiff", "none")
@@ -524,7 +529,6 @@ def bundle(text: str) -> tuple[dict, "Scenario", dict[str, np.ndarray], list[tup
     the spec's model has with its shape (and no other), the batches 0 … n-1 (1 <= n <= steps)
     with the spec's shapes, finite real values."""
     from harness import oracle as oracles
-    from harness.repro import READS
     from harness.spec import DataSpec, build_scenario
     from harness.state import param_shapes
 
@@ -542,7 +546,7 @@ def bundle(text: str) -> tuple[dict, "Scenario", dict[str, np.ndarray], list[tup
             meta = json.loads(str(raw))
         except ValueError as e:
             raise SpecError(f"{what} is damaged: its meta is not JSON ({e}); {mend}") from None
-        meta = _meta(meta, what, mend, READS)
+        meta = _meta(meta, what, mend, BUNDLE_READS)
         s = meta["spec"]
         ints = {key: _int(s[key], what, key, mend) for key in ("batch-size", "steps", "seed")}
         try:
