@@ -124,8 +124,8 @@ def _worst(verdict) -> float:
 
 class _LogProgress:
     """Progress in a log (stderr not a terminal): a line as each backend first loads (its
-    framework's import is the slow part), then one per group of steps (a tenth of the run), at
-    most one every 2 s and at least one every 30 s."""
+    framework's import is the slow part), after the first step, then one per group of steps (a
+    tenth of the run), at most one every 2 s and at least one every 30 s, and after the last."""
 
     loaded: set[str] = set()  # what this process has loaded already (check: many runs, one import)
 
@@ -147,7 +147,7 @@ class _LogProgress:
     def step(self, step: int, verdict) -> None:
         self.worst = max(self.worst, _worst(verdict))
         done, now = step + 1, time.perf_counter()
-        if done == self.total or now - self.last >= 30 or (done % self.group == 0 and now - self.last >= 2):
+        if done in (1, self.total) or now - self.last >= 30 or (done % self.group == 0 and now - self.last >= 2):
             self.line(f"step {done:,}/{self.total:,}, worst error/bound {self.worst:.3g}, {now - self.start:.0f} s")
 
 
@@ -193,7 +193,7 @@ def _print_result(result, out, commands: dict[str, str] | None = None) -> None:
     against = f"against the {result.oracle} oracle, " if result.oracle else ""
     ulps = " · ulps" if result.oracle else ""
     table = Table(title=f"{sc.name}: worst error/bound{ulps} (kink-excused elements), {against}"
-                        f"{len(result.steps)} step(s), {sc.dtype}, {sc.mode}, seed {sc.seed}")
+                        f"{result.steps_run} step(s), {sc.dtype}, {sc.mode}, seed {sc.seed}")
     table.add_column("tensor")
     for b in result.backends:
         table.add_column(b, justify="right")
@@ -210,8 +210,8 @@ def _print_result(result, out, commands: dict[str, str] | None = None) -> None:
         table.add_row(name, *cells)
     out.print(table)
     out.print(f"oracle: {result.oracle_note}")
-    near = sum(v.near_kinks for v in result.steps)
-    flips = sum(v.flips for v in result.steps)
+    near = sum(v.near_kinks for v in result.verdicts)
+    flips = sum(v.flips for v in result.verdicts)
     if near:
         out.print(f"kinks: {near} element(s) near a non-differentiable point, {flips} flipped"
                   + (f"; re-anchored after step(s) {', '.join(map(str, result.resyncs))}" if result.resyncs else ""))
@@ -239,7 +239,7 @@ def _print_result(result, out, commands: dict[str, str] | None = None) -> None:
                   f"({'twice ' if not result.oracle else ''}{tv.allowed if result.oracle else (tv.allowed or 0) / 2:.3g} there); values: {values}")
     if result.interrupted:
         so_far = "no failure so far" if result.passed else "FAIL so far"
-        out.print(f"[yellow]INTERRUPTED[/yellow] {sc.name} after {len(result.steps)} of {sc.steps:,} step(s) judged: "
+        out.print(f"[yellow]INTERRUPTED[/yellow] {sc.name} after {result.steps_run:,} of {sc.steps:,} step(s) judged: "
                   f"{so_far} ({result.seconds:.1f} s)")
     elif result.passed:
         against = f" with the {result.oracle} oracle" if result.oracle else ""
@@ -514,8 +514,8 @@ def _check(args: argparse.Namespace, checked, out, err) -> int:
             out.print(f"[red]expected the known defect[/red] ({', '.join(expected['backends'])}: {expected['finding']}) "
                       f"in {label}; it did not show as expected")
         if result.passed and not expected:
-            worst = max((w for v in result.steps for t in v.tensors for w in t.worst.values()), default=0.0)
-            kinks = sum(v.near_kinks for v in result.steps)
+            worst = max((w for v in result.verdicts for t in v.tensors for w in t.worst.values()), default=0.0)
+            kinks = sum(v.near_kinks for v in result.verdicts)
             out.print(f"[green]PASS[/green] {label:45s} worst {worst:.3g}  near-kink {kinks}  "
                       f"resyncs {len(result.resyncs)}  oracle {result.oracle or 'none'}  ({result.seconds:.1f} s)")
         else:

@@ -4,7 +4,7 @@ JSON schema ``nerva-consistency/report/2`` (documented in docs/report-schema.md)
 
     passed            bool: every backend ran every step and agreed
     scenario          name ("ad-hoc" for flag-only runs); spec: the full flags of the run
-    seed, backends, dtype, mode, steps (steps asked), steps_run
+    seed, backends, dtype, mode, steps (steps asked), steps_run, steps_folded (judged, in summary only)
     seconds           wall time of the run
     failures          {backend: "step 3: RuntimeError: … (file:line)"} for backends that raised
     dtype_mismatches  {backend: [tensor, …]} tensors a backend held in another dtype than asked
@@ -12,7 +12,8 @@ JSON schema ``nerva-consistency/report/2`` (documented in docs/report-schema.md)
     unit              {name: "rounding bound", unit_roundoff, lambda, function_ulps, reference_factor}:
                       what a ratio of 1 means (harness.rounding, docs/rounding.md)
     oracle            "sympy" | "autodiff" | null (backends judged against each other); oracle_note: why
-    per_step          [{step, near_kinks (values on both sides of a kink or on it), flips, ratio: {tensor: {backend: error/bound}},
+    per_step          (the first 1000 steps, then the first failing and first flipping one)
+                      [{step, near_kinks (values on both sides of a kink or on it), flips, ratio: {tensor: {backend: error/bound}},
                         kinks: {tensor: {backend: count}} (only non-zero),
                         ulps: {tensor: {backend: worst error in ulps of the dtype at the tensor's
                         largest magnitude}} (with an oracle)}]
@@ -127,7 +128,7 @@ def reproduce_explored(bundle: str, examples: int, seed: int, backends: list[str
 
 def summary(result: RunResult) -> dict[str, dict[str, dict[str, float]]]:
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for verdict in result.steps:
+    for verdict in result.verdicts:  # the folded steps of a long run too
         for tv in verdict.tensors:
             row = out.setdefault(key_name(tv.key), {})
             for b, w in tv.worst.items():
@@ -176,7 +177,8 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "oracle": result.oracle,
         "oracle_note": result.oracle_note,
         "steps": sc.steps,
-        "steps_run": len(result.steps),
+        "steps_run": result.steps_run,
+        "steps_folded": result.folded_steps,
         "seconds": round(result.seconds, 3),
         "failures": result.failures,
         "dtype_mismatches": result.dtype_mismatches,

@@ -33,8 +33,9 @@ import itertools
 import json
 import os
 import time
+import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -147,12 +148,12 @@ def compare_verdicts(recorded: dict[str, Any], now: dict[str, Any]) -> tuple[lis
     return differences, notes
 
 
-def _saved_data(result: RunResult) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The batches of the steps the run judged (at least one): all a replay needs to stop where
-    the run stopped. Lazily made batches are not made beyond them."""
+def _saved_data(result: RunResult) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The batches of the steps the run judged (at least one), one at a time: all a replay needs
+    to stop where the run stopped. Lazily made batches are not made beyond them."""
     _, data = result.inputs
-    n = len(data) if not result.stopped_early else max(1, len(result.steps))
-    return list(itertools.islice(data, min(n, len(data))))
+    n = len(data) if not result.stopped_early else max(1, result.steps_run)
+    return itertools.islice(iter(data), min(n, len(data)))
 
 
 def bundle_path(result: RunResult, directory: Path | str = DEFAULT_DIR, stem: str | None = None) -> Path:
@@ -184,7 +185,6 @@ def save(result: RunResult, directory: Path | str = DEFAULT_DIR, hypothesis: dic
         raise ValueError("this result does not carry its inputs")
     sc = result.scenario
     state0, _ = result.inputs
-    data = _saved_data(result)
     doc = to_json(result)
     findings = classify(result)
     meta = {
@@ -203,16 +203,23 @@ def save(result: RunResult, directory: Path | str = DEFAULT_DIR, hypothesis: dic
         "verdict": verdict(result),
         "numbers": _numbers(doc),
     }
-    arrays = {f"state/{k}": v for k, v in state0.items()}
-    for i, (X, T) in enumerate(data):
-        arrays[f"data/{i}/X"], arrays[f"data/{i}/T"] = X, T
     path = bundle_path(result, directory, stem)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta["reproduce"] = commands(path) if commands else reproduce(sc, result.backends, result.oracle)
+
+    def arrays() -> Iterator[tuple[str, np.ndarray]]:  # one at a time: a long run's batches are never all held
+        yield "meta", np.array(json.dumps(meta))
+        yield from ((f"state/{k}", v) for k, v in state0.items())
+        for i, (X, T) in enumerate(_saved_data(result)):
+            yield f"data/{i}/X", X
+            yield f"data/{i}/T", T
+
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # written whole, then renamed over the old one
     try:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as z:  # np.savez_compressed's format
+            for name, a in arrays():
+                with z.open(name + ".npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asanyarray(a), allow_pickle=False)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -26,8 +26,11 @@ backend holds a NaN or Inf is recorded (``RunResult.nonfinite``: step, tensor, b
 run fails even when every backend agrees on it; it stops there unless ``keep_going``.
 
 Batches are taken from ``data`` one step at a time (:class:`harness.data.Batches` makes them
-lazily), so a run's memory does not grow with its number of steps. Ctrl-C stops the run after
-the judgement in flight: :class:`Interrupted` (a KeyboardInterrupt) carries what was judged.
+lazily), and the verdicts of a long run are kept whole only for its first :data:`KEEP_STEPS`
+steps (and, after them, the first failing and the first flipping step); the others are merged
+into ``RunResult.folded`` (worst ratio, kink counts, ulps per tensor and backend), so a run's
+memory does not grow with its number of steps. Ctrl-C stops the run after the judgement in
+flight: :class:`Interrupted` (a KeyboardInterrupt) carries what was judged.
 
 Speed: the judgement of a step (its reference, its rounding bound, every ratio) runs in a
 worker thread while the backends compute the next step (NumPy releases the GIL, and so do the
@@ -46,13 +49,16 @@ from typing import Callable, Sequence
 import numpy as np
 
 import adapters
-from harness.compare import StepVerdict, consensus, judge, key_name, reference as reference_trace, scan_kinks, \
-    tensor_order
+from harness.compare import StepVerdict, TensorVerdict, consensus, judge, key_name, reference as reference_trace, \
+    scan_kinks, tensor_order
 from harness.data import batches
 from harness.oracle import choose as choose_oracle
 from harness.rounding import step_bounds
 from harness.spec import Scenario
 from harness.state import as_dtype, initial_state
+
+
+KEEP_STEPS = 1000  # verdicts kept whole; later ones are folded unless they are the first to fail or to flip
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,18 @@ class RunResult:
     stopped_early: bool = False
     nonfinite: NonFinite | None = None  # the first NaN/Inf a backend held (a failure, even if all agree)
     interrupted: bool = False
+    folded: StepVerdict | None = None  # steps after KEEP_STEPS that are not kept whole, merged into one
+    folded_steps: int = 0
+
+    @property
+    def steps_run(self) -> int:
+        """Steps judged: those kept whole in ``steps`` and those folded."""
+        return len(self.steps) + self.folded_steps
+
+    @property
+    def verdicts(self) -> list[StepVerdict]:
+        """Every step's verdict, the folded ones as one (last): what a summary over the run reads."""
+        return self.steps + ([self.folded] if self.folded is not None else [])
 
     @property
     def first_divergence(self):
@@ -166,7 +184,7 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
         step_, future = pending
         pending = None
         verdict = future.result()
-        result.steps.append(verdict)
+        _keep(result, verdict)
         if progress:
             progress(step_, verdict)
         return verdict.first_failure is not None and not keep_going
@@ -228,12 +246,43 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
         worker.shutdown(wait=True, cancel_futures=True)
     if result.interrupted and pending is not None and pending[1].done() and not pending[1].cancelled() \
             and pending[1].exception() is None:
-        result.steps.append(pending[1].result())  # the judgement that was in flight
-    result.stopped_early = len(result.steps) < scenario.steps
+        _keep(result, pending[1].result())  # the judgement that was in flight
+    result.stopped_early = result.steps_run < scenario.steps
     result.seconds = time.perf_counter() - start
     if result.interrupted:
         raise Interrupted(result)
     return result
+
+
+def _keep(result: RunResult, verdict: StepVerdict) -> None:
+    """Keep ``verdict`` whole (the first KEEP_STEPS steps, then the first failing and the first
+    flipping step), or fold it into ``result.folded``."""
+    kept = result.steps
+    if len(kept) < KEEP_STEPS or (verdict.first_failure is not None and result.first_divergence is None) \
+            or (verdict.flips and not any(v.flips for v in kept)):
+        kept.append(verdict)
+        return
+    result.folded_steps += 1
+    old = result.folded
+    if old is None:
+        result.folded = StepVerdict(verdict.step, [TensorVerdict(t.key, dict(t.worst), dict(t.kinks),
+                                                                 ulps=None if t.ulps is None else dict(t.ulps))
+                                                   for t in verdict.tensors], [], verdict.near_kinks, verdict.flips)
+        return
+    merged = {t.key: t for t in old.tensors}
+    for t in verdict.tensors:
+        m = merged.get(t.key)
+        if m is None:
+            old.tensors.append(TensorVerdict(t.key, dict(t.worst), dict(t.kinks),
+                                             ulps=None if t.ulps is None else dict(t.ulps)))
+            continue
+        for b, w in t.worst.items():
+            m.worst[b] = max(m.worst.get(b, 0.0), w)
+        for b, n in t.kinks.items():
+            m.kinks[b] = m.kinks.get(b, 0) + n
+        if t.ulps is not None:
+            m.ulps = {b: max((m.ulps or {}).get(b, 0.0), u) for b, u in t.ulps.items()}
+    old.step, old.near_kinks, old.flips = verdict.step, old.near_kinks + verdict.near_kinks, old.flips + verdict.flips
 
 
 def first_nonfinite(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]]) -> NonFinite | None:

@@ -560,8 +560,10 @@ def bundle(text: str) -> tuple[dict, "Scenario", dict[str, np.ndarray], list[tup
             oracle, _ = oracles.choose(scenario, meta["oracle"])
         except SpecError as e:
             raise SpecError(f"{what} is damaged: its spec is not valid ({e}); {mend}") from None
-        memory(scenario, len(meta["backends"]), oracle, source=f"{what}: its ",
-               mend="it was written on a larger machine, or its spec was altered")
+        held = sum(math.prod(shape) * BYTES for shape, _ in archive.headers.values())
+        memory_for(estimate(scenario, len(meta["backends"]), oracle) + held,
+                   f"{what} ({len(archive.headers)} arrays of {held:,} bytes as float64, sizes {s['sizes']}, "
+                   f"batch size {s['batch-size']})", "it was written on a larger machine, or its spec was altered")
         expected = param_shapes(scenario)
         state_names = {k[len("state/"):] for k in archive.headers if k.startswith("state/")}
         for name, want in expected.items():

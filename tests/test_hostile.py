@@ -305,7 +305,9 @@ def test_ctrl_c_prints_what_was_judged_and_exits_130(tmp_path, installed):
             "--json", "r.json"]
     env = dict(os.environ, COLUMNS="200", TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.Popen([sys.executable, "-m", "harness", *argv], cwd=tmp_path, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            # a test runner started in the background ignores SIGINT, and so would the child
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -342,3 +344,36 @@ def test_an_internal_error_is_one_line_exit_3_and_debug_shows_the_traceback(tmp_
     debug = subprocess.run([sys.executable, "-m", "harness", "list", "--debug"], capture_output=True, text=True,
                            timeout=60, env=env)
     assert debug.returncode == 3 and "Traceback" in debug.stderr and "planted" in debug.stderr
+
+
+# ------------------------------------------------------------------------------------ bounded memory
+
+def _verdict(step: int, worst: float, failed: bool = False, flips: int = 0):
+    from harness.compare import StepVerdict, TensorVerdict
+
+    tensors = [TensorVerdict(("Y", None), {"numpy": worst, "torch": worst / 2}, {"numpy": 1, "torch": 0},
+                             blamed=["numpy"] if failed else []),
+               TensorVerdict(("DW", 1), {"numpy": 0.1, "torch": 0.2}, {"numpy": 0, "torch": 2})]
+    return StepVerdict(step, tensors, [], 3, flips)
+
+
+def test_a_long_run_keeps_its_first_steps_whole_and_folds_the_rest(monkeypatch):
+    """Beyond KEEP_STEPS a verdict is merged into one (worst ratios, kink counts), unless it is
+    the first to fail or to flip: the table and the first divergence stay right, memory flat."""
+    from harness import runner
+    from harness.report import summary
+
+    monkeypatch.setattr(runner, "KEEP_STEPS", 3)
+    sc = build_scenario(name="x", layers="ReLU;Linear", sizes="4,8,3", optimizers="GradientDescent",
+                        init_weights=None, loss="SquaredError", lr=0.01, batch_size=16, steps=100)
+    result = RunResult(sc, ["numpy", "torch"])
+    worst = [0.1, 0.2, 0.3, 0.9, 0.4, 2.5, 0.5, 3.0, 0.2, 0.1]
+    for step, w in enumerate(worst):
+        runner._keep(result, _verdict(step, w, failed=w > 1, flips=int(step == 8)))
+    assert [v.step for v in result.steps] == [0, 1, 2, 5, 8]  # first 3, the first failure, the first flip
+    assert result.steps_run == 10 and result.folded_steps == 5
+    assert result.first_divergence[0] == 5
+    table = summary(result)
+    assert table["Y"]["numpy"] == {"worst": 3.0, "kinks": 10} and table["Y"]["torch"]["worst"] == 1.5
+    assert table["DW1"]["torch"] == {"worst": 0.2, "kinks": 20}
+    assert sum(v.near_kinks for v in result.verdicts) == 30 and sum(v.flips for v in result.verdicts) == 1
