@@ -506,8 +506,10 @@ def _meta(meta: Any, what: str, mend: str, reads: tuple[str, ...]) -> dict:
     def verdict_like(v: dict, where: str, cls: str) -> None:
         _need(isinstance(v.get("findings"), list) and all(
             isinstance(f, dict) and isinstance(f.get(cls), str) and isinstance(f.get("backends"), list)
-            for f in v["findings"]), what, f"{where} has no list of findings", mend)
-        first = v.get("first_divergence")
+            and all(isinstance(b, str) for b in f["backends"]) for f in v["findings"]), what,
+            f"{where} has no list of findings (class and backends)", mend)
+        _need("first_divergence" in v, what, f"{where} has no 'first_divergence'", mend)
+        first = v["first_divergence"]
         _need(first is None or (isinstance(first, dict) and all(k in first for k in ("step", "tensor", "layer"))),
               what, f"{where}'s first_divergence lacks step, tensor or layer", mend)
 
@@ -520,6 +522,12 @@ def _meta(meta: Any, what: str, mend: str, reads: tuple[str, ...]) -> dict:
         verdict_like({"findings": meta["findings"], "first_divergence": numbers["first_divergence"]}, "meta", "cls")
     platform = meta.get("platform")
     _need(platform is None or isinstance(platform, dict), what, "meta['platform'] is not an object", mend)
+    if platform:
+        for key, types in (("blas", list), ("env", dict), ("cpu_flags", list)):
+            _need(platform.get(key) is None or isinstance(platform[key], types), what,
+                  f"meta['platform'][{key!r}] is a {type(platform.get(key)).__name__}", mend)
+        _need(all(isinstance(e, dict) for e in platform.get("blas") or []), what,
+              "meta['platform']['blas'] is not a list of objects", mend)
     return meta
 
 

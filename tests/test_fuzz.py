@@ -196,3 +196,64 @@ def test_the_dataset_fuzzer_reaches_both_outcomes(capsys, run_stops, scratch):
             "--batch-size", "4", "--dataset", str(good)]
     assert outcome(capsys, base) == "started"
     assert outcome(capsys, base[:-1] + [str(scratch / "absent.npz")]) == "refused"
+
+
+# ------------------------------------------------------------------------------------ bundles
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-5, 2**70) | st.floats(allow_nan=False) |
+                           st.text(max_size=8), lambda inner: st.lists(inner, max_size=3) |
+                           st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
+
+
+@pytest.fixture(scope="module")
+def bundle_meta(scratch):
+    from test_hostile import _good_bundle
+
+    path = _good_bundle(scratch / "bundles")
+    with np.load(path) as f:
+        return path, {k: f[k] for k in f.files}
+
+
+@FUZZ
+@given(data=st.data())
+def test_a_bundle_with_random_meta_is_damaged_or_replayable(bundle_meta, scratch, data):
+    """Replace parts of a good bundle's meta by random JSON, and some of its arrays by random
+    ones: validation says "damaged" (or an unknown schema, or too large) in one line, or
+    everything a replay reads from the meta works and the arrays fit the spec."""
+    import json
+
+    from harness import platform, repro
+    from harness.errors import SpecError
+
+    path, arrays = bundle_meta
+    meta = json.loads(str(arrays["meta"]))
+    for _ in range(data.draw(st.integers(1, 3))):
+        where = data.draw(st.sampled_from(["top", "spec", "numbers", "verdict", "platform"]))
+        target = meta if where == "top" else meta.setdefault(where, {}) if isinstance(meta.get(where), dict) else meta
+        key = data.draw(st.one_of(st.sampled_from(sorted(target) or ["x"]), st.text(max_size=6)))
+        if data.draw(st.booleans()) and key in target:
+            del target[key]
+        else:
+            target[key] = data.draw(json_values)
+    arrays = dict(arrays)
+    for _ in range(data.draw(st.integers(0, 2))):  # and replace or drop an array
+        name = data.draw(st.sampled_from(sorted(set(arrays) - {"meta"}) + ["state/W7", "data/9/X"]))
+        if data.draw(st.booleans()):
+            arrays.pop(name, None)
+        else:
+            arrays[name] = data.draw(array())
+    out = scratch / f"m{data.draw(st.integers(0, 10**9))}.npz"
+    np.savez(out, **{**arrays, "meta": np.array(json.dumps(meta))})
+    try:
+        meta, scenario, state0, batches_ = validate.bundle(str(out))
+    except SpecError as e:
+        assert "\n" not in str(e) and str(out) in str(e)
+        note("refused")
+        return
+    note("accepted")
+    assert all(np.isfinite(a).all() for a in state0.values()) and len(batches_) >= 1
+    recorded = repro.recorded_verdict(meta)
+    repro.compare_verdicts(recorded, recorded)
+    repro.describe_verdict(recorded)
+    if meta["platform"] is not None:
+        platform.explain(meta["platform"], meta["platform"])
