@@ -38,20 +38,29 @@ SOURCES = ("synthetic", "digits", "digits784", "npz:PATH")
 TARGETS = ("onehot", "soft", "real")
 
 
+@functools.lru_cache(maxsize=2)
 def _digits(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The digits as (X, labels), made once per process (validation and the run both read them)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
     X = d.images / 16.0
     if size == 784:
         X = np.pad(np.kron(X, np.ones((3, 3))), ((0, 0), (2, 2), (2, 2)))
-    return X.reshape(len(X), -1), d.target
+    return _frozen(X.reshape(len(X), -1), d.target)
+
+
+def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Cached arrays are shared: read-only, so that no reader can change another's data."""
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
 
 
 @functools.lru_cache(maxsize=2)
 def _file(path: str, D: int, K: int, batch_size: int, stamp: tuple) -> tuple[np.ndarray, np.ndarray]:
     """A dataset file's (X, T), read and checked once while ``stamp`` (its size, time and inode) holds."""
-    return validate.dataset_file(path, D, K, batch_size)
+    return _frozen(*validate.dataset_file(path, D, K, batch_size))
 
 
 def dataset(scenario: Scenario) -> tuple[np.ndarray, np.ndarray] | None:
