@@ -11,7 +11,7 @@ array that would need pickle is refused from its header, before it is read).
 Code below this layer assumes valid input: an exception there is a harness bug, and the command
 line says so (:func:`harness.cli.main`).
 
-The rules (README, "Validation and exit codes"):
+The rules (README, "Validation: what bad input is"):
 
 - numbers: every parameter of a spec string is finite; a learning rate is above 0; a
   Momentum/Nesterov ``mu`` lies in [0, 1]; SReLU needs ``tl <= tr``; LeakyReLU, AllReLU and ELU
@@ -98,7 +98,8 @@ def component(kind: str, args: dict[str, float], text: str, what: str) -> dict[s
         finite(value, f"{what} {text!r}: {key}", f"{kind}({key}=0.5)")
         low, high = RANGES.get((kind, key), (None, None))
         if (low is not None and value < low) or (high is not None and value > high):
-            raise SpecError(f"{what} {text!r}: {key} = {value!r} is outside [{low:g}, {high:g}]; "
+            span = f"[{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}]"
+            raise SpecError(f"{what} {text!r}: {key} = {value!r} is outside {span}; "
                             f"give e.g. {kind}({key}=0.9)")
     if kind == "SReLU" and args["tl"] > args["tr"]:
         raise SpecError(f"layer {text!r}: tl = {args['tl']!r} lies above tr = {args['tr']!r}; SReLU needs tl <= tr "
@@ -330,6 +331,8 @@ def dataset_file(text: str, D: int, K: int, batch_size: int) -> tuple[np.ndarray
         if xs[0] != ts[0]:
             raise SpecError(f"{what}: Xtrain has {xs[0]} rows but Ttrain has {ts[0]}; they need one target per row")
         features = math.prod(xs[1:])
+        if features == 0:
+            raise SpecError(f"{what}: Xtrain has shape {_shape(xs)}, no features; {mend}")
         if features != D:
             raise SpecError(f"{what} has {features} features per row (Xtrain {_shape(xs)}), but sizes start with {D}: "
                             f"start --sizes with {features}")
