@@ -304,10 +304,12 @@ def test_ctrl_c_prints_what_was_judged_and_exits_130(tmp_path, installed):
     argv = ["run", "--layers", "ReLU;Linear", "--sizes", "4,8,3", "--backends", "numpy,torch", "--steps", "1000000",
             "--json", "r.json"]
     env = dict(os.environ, COLUMNS="200", TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.Popen([sys.executable, "-m", "harness", *argv], cwd=tmp_path, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            # a test runner started in the background ignores SIGINT, and so would the child
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # A test runner started in the background ignores SIGINT, and so would the child: it restores
+    # Python's handler itself (a preexec_fn would fork this process, with JAX's threads in it).
+    start = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "sys.argv[0] = 'nerva-consistency'; runpy.run_module('harness', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", start, *argv], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seen = []
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
