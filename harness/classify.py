@@ -11,7 +11,9 @@ Classes (issue 4):
 - ``non-finite`` a backend produced NaN/Inf where the reference is finite (the finding names the
                  backend and the first tensor) — red when another backend stayed finite there;
                  when every backend did (``everywhere``: a limitation they share, such as the
-                 unsafe log_softmax overflowing to -inf) it is reported, not red;
+                 unsafe log_softmax overflowing to -inf) it is reported, not red. Also a run
+                 whose backends all hold the same NaN/Inf (``RunResult.nonfinite``, nothing
+                 outside the bound): the run fails, the finding is ``everywhere``;
 - ``dtype``      a backend held a tensor in another dtype than the run asked for — red, unless it
                  is a known finding (``KNOWN_DTYPE``, documented in docs/findings.md);
 - ``error``      a backend raised — red;
@@ -39,7 +41,16 @@ RED = ("bug", "unstable", "non-finite", "dtype", "error")
 # Known dtype findings (docs/findings.md #3): nerva-numpy's ReLU-family derivatives are
 # integer arrays, so in float32 runs DZ and DX of those layers (and what they feed) widen.
 KNOWN_DTYPE = {"numpy": ("DZ", "DX")}
+KNOWN_DTYPE_FINDING = "docs/findings.md #3"
 RELU_FAMILY = ("ReLU", "LeakyReLU", "AllReLU")
+
+
+def known_dtype(result: RunResult, backend: str) -> str | None:
+    """The documented finding that explains ``backend``'s dtype mismatches in this run, if one does."""
+    tensors = result.dtype_mismatches.get(backend, [])
+    known = tensors and backend in KNOWN_DTYPE and any(layer.kind in RELU_FAMILY for layer in result.scenario.layers) \
+        and all(t.rstrip("0123456789") in KNOWN_DTYPE[backend] for t in tensors)
+    return KNOWN_DTYPE_FINDING if known else None
 
 
 @dataclass(frozen=True)
@@ -72,9 +83,7 @@ def classify(result: RunResult) -> list[Finding]:
     for backend, message in result.failures.items():
         out.append(Finding("error", (backend,), detail=message))
     for backend, tensors in result.dtype_mismatches.items():
-        known = backend in KNOWN_DTYPE and any(layer.kind in RELU_FAMILY for layer in sc.layers) \
-            and all(t.rstrip("0123456789") in KNOWN_DTYPE[backend] for t in tensors)
-        if not known:
+        if not known_dtype(result, backend):
             out.append(Finding("dtype", (backend,), tensors[0].rstrip("0123456789"),
                                detail=f"held {', '.join(tensors)} in another dtype than {sc.dtype}"))
     first = result.first_divergence
@@ -92,6 +101,14 @@ def classify(result: RunResult) -> list[Finding]:
                            f"{tv.key[0]}{tv.key[1] or ''} at step {step}, element {list(tv.index or ())}: "
                            f"{', '.join(f'{b} {values.get(b)!r}' for b in tv.blamed)} vs {ref!r} ({against})"
                            + (" - in every backend" if everywhere else ""), everywhere=everywhere))
+    nf = result.nonfinite
+    if nf is not None and first is None:  # every backend agreed on it, so nothing was outside a bound
+        everywhere = set(nf.backends) == set(result.backends)
+        out.append(Finding("non-finite", tuple(sorted(nf.backends)), nf.key[0], nf.key[1], _kind(result, nf.key[1]),
+                           nf.step, f"{nf.name} at step {nf.step}: "
+                           f"{', '.join(f'{b} {v!r}' for b, v in nf.values.items())} (not compared: "
+                           + ("every backend holds it" if everywhere else "inside the bound") + ")",
+                           everywhere=everywhere))
     flips = [e for v in result.steps for e in v.kink_events if e["flipped"]]
     for event in flips[:1]:
         on_kink = all(v == event["point"] for v in event["values"].values())

@@ -8,22 +8,31 @@
     nerva-consistency replay FILE                 rerun a repro bundle: its numbers bit for bit on the
                                                  same platform, else its verdict
 
-Exit codes: 0 all backends agree, 1 an inconsistency (or a backend raised), 2 bad input (one
-line on stderr, no traceback). On exit 1 the command that reproduces the run is printed.
-``replay``: 0 the recording reproduced (numbers or verdict), 1 it did not.
+Exit codes: 0 all backends agree, 1 an inconsistency (or a backend raised, or held NaN/Inf),
+2 bad input (one line on stderr, no traceback; every input is checked by :mod:`harness.validate`
+before any work starts), 3 a bug in the harness itself (one line; ``--debug`` shows the
+traceback), 130 interrupted (Ctrl-C: what was judged so far is printed). On exit 1 the command
+that reproduces the run is printed. ``replay``: 0 the recording reproduced (numbers or verdict),
+1 it did not.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
+import traceback
 from pathlib import Path
 from typing import Sequence
 
+from harness import validate
 from harness.errors import SpecError
 
 PROG = "nerva-consistency"
+REPORT = "the nerva-consistency issue tracker"  # where a harness bug is reported
+EXIT_BUG, EXIT_INTERRUPTED = 3, 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,6 +42,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Prove that the Nerva backends agree, tensor by tensor.")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("list", help="show the scenario catalog")
 
@@ -95,49 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--backends", help="comma-separated (default: every installed backend)")
     conv.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     conv.add_argument("--json", metavar="FILE", help="write the table as JSON")
+    for q in sub.choices.values():  # --debug after the subcommand too (SUPPRESS: keep one given before it)
+        q.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the traceback of an internal error")
     return p
-
-
-AD_HOC_DEFAULTS = {"optimizers": "GradientDescent", "init-weights": None, "loss": "SquaredError",
-                   "learning-rate": "0.01", "batch-size": 16, "steps": 10, "dataset": "synthetic"}
-
-
-def _scenario(args: argparse.Namespace):
-    import scenarios
-
-    given = {k: getattr(args, k.replace("-", "_")) for k in
-             ("layers", "sizes", "optimizers", "init-weights", "loss", "learning-rate", "batch-size",
-              "dataset", "targets", "steps", "seed", "dtype", "mode")}
-    given = {k: v for k, v in given.items() if v is not None}
-    if args.scenario:
-        return scenarios.get(args.scenario, **given)
-    missing = [f"--{k}" for k in ("layers", "sizes") if k not in given]
-    if missing:
-        raise SpecError(f"give --scenario NAME, or an ad-hoc model with {' and '.join(missing)}")
-    table = {**AD_HOC_DEFAULTS, **given}
-    if table.get("dataset") not in (None, "synthetic", "digits", "digits784") and not Path(table["dataset"]).is_file():
-        raise SpecError(f"dataset file {table['dataset']!r} does not exist: give a Nerva .npz file, "
-                        "or synthetic, digits or digits784")
-    return scenarios.from_table("ad-hoc", table)
-
-
-def _backends(text: str | None) -> list[str]:
-    import adapters
-
-    if text:
-        names = [b.strip() for b in text.split(",") if b.strip()]
-        for name in names:
-            reason = adapters.why_unavailable(name)
-            if reason:
-                raise SpecError(reason)
-        if len(set(names)) != len(names):
-            raise SpecError(f"backend listed twice in {text!r}")
-    else:
-        names = adapters.available()
-    if len(names) < 2:
-        raise SpecError(f"need at least two backends to compare, have {', '.join(names) or 'none'}: "
-                        "install more (pip install 'nerva-consistency[all]' -c constraints.txt)")
-    return names
 
 
 def _console():
@@ -147,37 +118,82 @@ def _console():
     return Console(width=wide), Console(stderr=True)
 
 
+def _worst(verdict) -> float:
+    return max((w for t in verdict.tensors for w in t.worst.values()), default=0.0)
+
+
+class _LogProgress:
+    """Progress in a log (stderr not a terminal): a line as each backend first loads (its
+    framework's import is the slow part), after the first step, then one per group of steps (a
+    tenth of the run), at most one every 2 s and at least one every 30 s, and after the last."""
+
+    loaded: set[str] = set()  # what this process has loaded already (check: many runs, one import)
+
+    def __init__(self, err, label: str, total: int):
+        self.err, self.label, self.total = err, label, total
+        self.group = max(1, total // 10)
+        self.start = self.last = time.perf_counter()
+        self.worst = 0.0
+
+    def line(self, text: str) -> None:
+        self.last = time.perf_counter()
+        self.err.print(f"{self.label}: {text}", markup=False, highlight=False, soft_wrap=True)
+
+    def status(self, text: str) -> None:
+        if text.startswith("loading") and text not in self.loaded:
+            self.loaded.add(text)
+            self.line(text)
+
+    def step(self, step: int, verdict) -> None:
+        self.worst = max(self.worst, _worst(verdict))
+        done, now = step + 1, time.perf_counter()
+        if done in (1, self.total) or now - self.last >= 30 or (done % self.group == 0 and now - self.last >= 2):
+            self.line(f"step {done:,}/{self.total:,}, worst error/bound {self.worst:.3g}, {now - self.start:.0f} s")
+
+
 def _run_one(scenario, backends, args, out, err):
+    """One run with progress: a bar on a terminal (it says what loads before step 0), plain
+    lines in a log, nothing with --quiet."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from harness.runner import run
 
-    if args.quiet or not err.is_terminal:  # no bar in logs; the result lines say it all
+    label = f"{scenario.name} ({scenario.dtype}, {scenario.mode})"
+    if args.quiet:
         return run(scenario, backends, keep_going=args.keep_going, oracle=args.oracle)
+    if not err.is_terminal:
+        log = _LogProgress(err, label, scenario.steps)
+        return run(scenario, backends, progress=log.step, status=log.status, keep_going=args.keep_going,
+                   oracle=args.oracle)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("worst {task.fields[worst]:.3g}"), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True) as progress:
-        task = progress.add_task(f"{scenario.name} ({scenario.dtype}, {scenario.mode})", total=scenario.steps, worst=0.0)
+        task = progress.add_task(f"{label}: starting", total=scenario.steps, worst=0.0)
+
+        def status(text):
+            progress.update(task, description=f"{label}: {text}")
 
         def tick(step, verdict):
-            worst = max((w for t in verdict.tensors for w in t.worst.values()), default=0.0)
-            progress.update(task, advance=1, worst=max(worst, progress.tasks[0].fields["worst"]))
+            progress.update(task, advance=1, description=label,
+                            worst=max(_worst(verdict), progress.tasks[0].fields["worst"]))
 
-        return run(scenario, backends, progress=tick, keep_going=args.keep_going, oracle=args.oracle)
+        return run(scenario, backends, progress=tick, status=status, keep_going=args.keep_going, oracle=args.oracle)
 
 
 def _print_result(result, out, commands: dict[str, str] | None = None) -> None:
     """The table, the first divergence and the verdict; on failure how to reproduce it
-    (``commands``: a bundle's own, else the ``run`` command and its tox form)."""
+    (``commands``: a bundle's own, else the ``run`` command and its tox form). An interrupted
+    run: what was judged until then."""
     from rich.table import Table
 
+    from harness.classify import known_dtype
     from harness.report import reproduce, summary
 
     sc = result.scenario
     against = f"against the {result.oracle} oracle, " if result.oracle else ""
     ulps = " · ulps" if result.oracle else ""
     table = Table(title=f"{sc.name}: worst error/bound{ulps} (kink-excused elements), {against}"
-                        f"{len(result.steps)} step(s), {sc.dtype}, {sc.mode}, seed {sc.seed}")
+                        f"{result.steps_run} step(s), {sc.dtype}, {sc.mode}, seed {sc.seed}")
     table.add_column("tensor")
     for b in result.backends:
         table.add_column(b, justify="right")
@@ -194,15 +210,24 @@ def _print_result(result, out, commands: dict[str, str] | None = None) -> None:
         table.add_row(name, *cells)
     out.print(table)
     out.print(f"oracle: {result.oracle_note}")
-    near = sum(v.near_kinks for v in result.steps)
-    flips = sum(v.flips for v in result.steps)
+    near = sum(v.near_kinks for v in result.verdicts)
+    flips = sum(v.flips for v in result.verdicts)
     if near:
         out.print(f"kinks: {near} element(s) near a non-differentiable point, {flips} flipped"
                   + (f"; re-anchored after step(s) {', '.join(map(str, result.resyncs))}" if result.resyncs else ""))
     for b, tensors in result.dtype_mismatches.items():
-        out.print(f"[yellow]dtype:[/yellow] {b} held {', '.join(tensors)} in another dtype than {sc.dtype}")
+        known = known_dtype(result, b)
+        out.print(f"[yellow]dtype:[/yellow] {b} held {', '.join(tensors)} in another dtype than {sc.dtype}"
+                  + (f" - known finding, {known}; not a failure" if known else ""))
     for b, message in result.failures.items():
         out.print(f"[red]{b} failed[/red] at {message}")
+    nf = result.nonfinite
+    if nf:
+        name = nf.key[0] + ("" if nf.key[1] is None else f" of layer {nf.key[1]}")
+        every = set(nf.backends) == set(result.backends)
+        out.print(f"[red]non-finite[/red]: step {nf.step}, {name}: "
+                  + ", ".join(f"{b} {v!r}" for b, v in nf.values.items())
+                  + (" - every backend holds it; agreeing on NaN or Inf is not a pass" if every else ""))
     first = result.first_divergence
     if first:
         step, tv = first
@@ -212,7 +237,11 @@ def _print_result(result, out, commands: dict[str, str] | None = None) -> None:
         out.print(f"[red]first divergence[/red]: step {step}, {name}, element {list(tv.index or ())}: "
                   f"{who} off by {max(tv.worst[b] for b in tv.blamed):.3g}x the rounding bound "
                   f"({'twice ' if not result.oracle else ''}{tv.allowed if result.oracle else (tv.allowed or 0) / 2:.3g} there); values: {values}")
-    if result.passed:
+    if result.interrupted:
+        so_far = "no failure so far" if result.passed else "FAIL so far"
+        out.print(f"[yellow]INTERRUPTED[/yellow] {sc.name} after {result.steps_run:,} of {sc.steps:,} step(s) judged: "
+                  f"{so_far} ({result.seconds:.1f} s)")
+    elif result.passed:
         against = f" with the {result.oracle} oracle" if result.oracle else ""
         out.print(f"[green]PASS[/green] {sc.name}: {', '.join(result.backends)} agree{against} ({result.seconds:.1f} s)")
     else:
@@ -221,14 +250,17 @@ def _print_result(result, out, commands: dict[str, str] | None = None) -> None:
         out.print(f"[red]FAIL[/red] {sc.name}. Reproduce with:\n{lines}", soft_wrap=True)
 
 
-def _save_bundle(result, args, out) -> None:
-    from harness.repro import save
+def _save_bundle(result, directory: Path, out) -> None:
+    """Write the failure's bundle; the same failure as an earlier run replaces that one's file."""
+    from harness.repro import bundle_path, save
 
-    path = save(result, args.bundle_dir)
-    out.print(f"Repro bundle: {path}\n  nerva-consistency replay {path}", soft_wrap=True)
+    replaced = bundle_path(result, directory).exists()
+    path = save(result, directory)
+    how = " (replaced the bundle of the same failure from an earlier run)" if replaced else ""
+    out.print(f"Repro bundle{how}: {path}\n  nerva-consistency replay {path}", soft_wrap=True)
 
 
-def _replay(args: argparse.Namespace, out) -> int:
+def _replay(args: argparse.Namespace, checked, out) -> int:
     """Rerun a bundle and say, in one line, which comparison was made and why: the numbers bit
     for bit (same platform and versions as the recording) or the verdict (the platform, or
     versions, differ, or the bundle does not say its platform). Exit 0 when the recording
@@ -236,9 +268,8 @@ def _replay(args: argparse.Namespace, out) -> int:
     the exit code is the run's own (0 pass, 1 fail)."""
     from harness.repro import describe_verdict, replay, verdict
 
-    backends = _backends(args.backends) if args.backends else None
-    result, differences = replay(args.bundle, backends)
-    _print_result(result, out, _bundle_commands(args.bundle))
+    result, differences = replay(args.bundle, checked.backends or None, loaded=checked.bundle)
+    _print_result(result, out, _bundle_commands(checked.bundle[0]))
     if differences.compared is None:
         out.print(f"[yellow]replay: nothing compared[/yellow] (other backends than the recording's: "
                   f"{', '.join(result.backends)}); the exit code is this run's own verdict", soft_wrap=True)
@@ -255,26 +286,22 @@ def _replay(args: argparse.Namespace, out) -> int:
     return 0 if differences.reproduced else 1
 
 
-def _explore(args: argparse.Namespace, backends: list[str], out, err) -> int:
+def _explore(args: argparse.Namespace, checked, out, err) -> int:
     """``explore``: one line per distinct defect as it is found (with its bundle and how to
-    reproduce it), a summary at the end. Exit 1 when a red defect was found."""
-    if args.examples < 1:
-        raise SpecError(f"--examples must be at least 1, not {args.examples}")
-    if args.seed < 0:
-        raise SpecError(f"--seed must be 0 or more, not {args.seed}")
+    reproduce it), a summary at the end. Exit 1 when a red defect was found; 130 on Ctrl-C,
+    after the defects found so far."""
+    backends = checked.backends
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from harness.explore import explore
-    from harness.repro import save
+    from harness.repro import bundle_path, save
     from harness.report import reproduce_explored
 
     database = None
-    if args.database:
+    if checked.database:
         from hypothesis.database import DirectoryBasedExampleDatabase
 
-        if Path(args.database).exists() and not Path(args.database).is_dir():
-            raise SpecError(f"--database {args.database!r} is a file; give a directory (it is created if missing)")
-        database = DirectoryBasedExampleDatabase(args.database)
+        database = DirectoryBasedExampleDatabase(str(checked.database))
     saved: list[dict] = []
 
     def found(defect) -> None:
@@ -298,10 +325,12 @@ def _explore(args: argparse.Namespace, backends: list[str], out, err) -> int:
                                                None if defect.while_shrinking else defect.round_seed, blob))
                 return cmds
 
-            path = save(defect.result, args.bundle_dir, hypothesis=defect.hypothesis_info(), stem=stem,
+            replaced = bundle_path(defect.result, checked.bundle_dir, stem).exists()
+            path = save(defect.result, checked.bundle_dir, hypothesis=defect.hypothesis_info(), stem=stem,
                         commands=commands)
             entry["bundle"], entry["reproduce"] = str(path), cmds
-            lines = [f"  bundle: {path}", f"  replay:  {cmds['replay']}", f"  search:  {cmds['explore']}",
+            how = " (replaced the bundle of the same defect and example from an earlier search)" if replaced else ""
+            lines = [f"  bundle{how}: {path}", f"  replay:  {cmds['replay']}", f"  search:  {cmds['explore']}",
                      f"  tox:     {cmds['tox']}", f"           {cmds['tox_explore']}"]
             if not defect.while_shrinking:
                 lines.append(f"  hypothesis: seed {defect.round_seed}" + (f", @reproduce_failure blob {blob}" if blob else ""))
@@ -313,11 +342,39 @@ def _explore(args: argparse.Namespace, backends: list[str], out, err) -> int:
                        on_failure=found, oracle=args.oracle)
 
     out.print(f"exploring {args.examples} examples, seed {args.seed}, on {', '.join(backends)}")
-    if args.quiet:
-        defects = search()
-    elif not err.is_terminal:  # a log (CI): a plain line every tenth of the budget
-        import time
+    try:
+        defects = _search(args, search, err)
+    except KeyboardInterrupt:
+        out.print(f"[yellow]INTERRUPTED[/yellow] explore: {len(saved)} defect(s) found so far"
+                  + (f", bundles in {checked.bundle_dir}" if saved else ""), soft_wrap=True)
+        return EXIT_INTERRUPTED
+    stats = defects.stats
+    out.print(stats.summary(), soft_wrap=True)
+    red = [d for d in defects if d.red]
+    if checked.json:
+        checked.json.parent.mkdir(parents=True, exist_ok=True)
+        checked.json.write_text(json.dumps({
+            "schema": "nerva-consistency/explore/1", "examples": stats.examples, "budget": args.examples,
+            "seed": args.seed, "backends": backends, "seconds": round(stats.seconds, 1), "rounds": stats.rounds,
+            "shrink_runs": stats.shrink_runs, "findings": dict(stats.findings), "known": dict(stats.known),
+            "oracles": {(k or "none"): v for k, v in stats.oracles.items()}, "defects": saved,
+            "seen_while_shrinking_not_reproduced": [f.detail for f, _ in stats.seen_while_shrinking.values()]},
+            indent=1) + "\n")
+    if red:
+        out.print(f"[red]{len(red)} distinct defect(s)[/red]; bundles in {checked.bundle_dir}")
+        return 1
+    out.print(f"[green]no defect[/green] in {stats.examples} example(s) ({stats.seconds:.0f} s)")
+    return 0
 
+
+def _search(args: argparse.Namespace, search, err):
+    """explore's search with its progress: none (--quiet), a line every tenth of the budget in a
+    log, or a bar on a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if args.quiet:
+        return search()
+    if not err.is_terminal:  # a log (CI): a plain line every tenth of the budget
         start, step = time.perf_counter(), max(1, args.examples // 10)
         last = [0]
 
@@ -327,45 +384,25 @@ def _explore(args: argparse.Namespace, backends: list[str], out, err) -> int:
                 err.print(f"explore: {stats.examples}/{args.examples} examples, {len(found_so_far)} defect(s), "
                           f"{time.perf_counter() - start:.0f} s", soft_wrap=True)
 
-        defects = search(line)
-    else:
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[note]}"), TimeElapsedColumn())
-        with Progress(*columns, console=err, transient=True) as progress:
-            task = progress.add_task("explore", total=args.examples, note="")
+        return search(line)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[note]}"), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("explore", total=args.examples, note="")
 
-            def tick(stats, found_so_far) -> None:
-                note = f"{len(found_so_far)} defect(s)"
-                if stats.shrinking is not None:
-                    note += f", shrinking a new one ({stats.shrink_runs} run(s))"
-                progress.update(task, completed=stats.examples, note=note)
+        def tick(stats, found_so_far) -> None:
+            note = f"{len(found_so_far)} defect(s)"
+            if stats.shrinking is not None:
+                note += f", shrinking a new one ({stats.shrink_runs} run(s))"
+            progress.update(task, completed=stats.examples, note=note)
 
-            defects = search(tick)
-    stats = defects.stats
-    out.print(stats.summary(), soft_wrap=True)
-    red = [d for d in defects if d.red]
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({
-            "schema": "nerva-consistency/explore/1", "examples": stats.examples, "budget": args.examples,
-            "seed": args.seed, "backends": backends, "seconds": round(stats.seconds, 1), "rounds": stats.rounds,
-            "shrink_runs": stats.shrink_runs, "findings": dict(stats.findings), "known": dict(stats.known),
-            "oracles": {(k or "none"): v for k, v in stats.oracles.items()}, "defects": saved,
-            "seen_while_shrinking_not_reproduced": [f.detail for f, _ in stats.seen_while_shrinking.values()]},
-            indent=1) + "\n")
-    if red:
-        out.print(f"[red]{len(red)} distinct defect(s)[/red]; bundles in {args.bundle_dir}")
-        return 1
-    out.print(f"[green]no defect[/green] in {stats.examples} example(s) ({stats.seconds:.0f} s)")
-    return 0
+        return search(tick)
 
 
-def _bundle_commands(path: str) -> dict[str, str] | None:
+def _bundle_commands(meta: dict) -> dict[str, str] | None:
     """A bundle's recorded reproduce commands, when they are not a ``run`` command (explore, pytest)."""
-    from harness.repro import load
-
-    commands = load(path)[0].get("reproduce") or {}
-    return commands if "run" not in commands else None
+    commands = meta.get("reproduce") if isinstance(meta.get("reproduce"), dict) else {}
+    return commands if commands and "run" not in commands else None
 
 
 def _write_json(result, path: Path) -> None:
@@ -375,16 +412,12 @@ def _write_json(result, path: Path) -> None:
     path.write_text(json.dumps(to_json(result), indent=1) + "\n")
 
 
-def _conventions(args: argparse.Namespace, out) -> int:
+def _conventions(args: argparse.Namespace, checked, out) -> int:
     from rich.table import Table
 
     from harness.conventions import measure
 
-    import adapters
-
-    names = _backends(args.backends) if args.backends else adapters.available()
-    if not names:
-        raise SpecError("no backend is installed (pip install 'nerva-consistency[all]' -c constraints.txt)")
+    names = checked.backends
     rows = measure(names, args.dtype)
     table = Table(title=f"derivatives at the kinks ({args.dtype}): one-sided limits (exact) and each backend's value")
     for col in ("kink", "left", "right", *names):
@@ -404,87 +437,141 @@ def _conventions(args: argparse.Namespace, out) -> int:
         table.add_row(row["kink"], f"{row['left']:g}", f"{row['right']:g}", *cells)
     out.print(table)
     out.print("Conventions are reported, not failed: at a kink any value between the one-sided limits is defensible.")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    if checked.json:
+        checked.json.parent.mkdir(parents=True, exist_ok=True)
+        checked.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0
 
 
+def _list(out) -> int:
+    import scenarios
+    from rich.table import Table
+
+    table = Table(title="scenario catalog (check: the dtype/mode variants `nerva-consistency check` runs)")
+    for col in ("name", "check", "model", "loss", "steps", "description"):
+        table.add_column(col)
+    jobs = scenarios.main_job()
+    for name, t in scenarios.catalog().items():
+        sc = scenarios.from_table(name, t)
+        variants = [f"{d}/{m}" for n, d, m in jobs if n == name]
+        table.add_row(name, "all 4" if len(variants) == 4 else ", ".join(variants),
+                      f"{t['sizes']}: {t['layers']}", sc.loss, str(sc.steps), sc.description)
+    out.print(table)
+    return 0
+
+
+def _run(args: argparse.Namespace, checked, out, err) -> int:
+    """``run``: the table and verdict; on failure the bundle. Ctrl-C: what was judged, exit 130."""
+    from harness.runner import Interrupted
+
+    scenario, = checked.runs
+    try:
+        result = _run_one(scenario, checked.backends, args, out, err)
+    except Interrupted as e:
+        result = e.result
+    if checked.json:
+        _write_json(result, checked.json)
+    _print_result(result, out)
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    if not result.passed:
+        _save_bundle(result, checked.bundle_dir, out)
+    return 0 if result.passed else 1
+
+
+def _check(args: argparse.Namespace, checked, out, err) -> int:
+    """``check``: every run of the main job, one line each; full tables only for failures."""
+    import scenarios
+
+    from harness.runner import Interrupted
+
+    backends = checked.backends
+    failed, known = [], []
+    for n, scenario in enumerate(checked.runs):
+        name, dtype, mode = scenario.name, scenario.dtype, scenario.mode
+        label = f"{name} {dtype} {mode}"
+        try:
+            result = _run_one(scenario, backends, args, out, err)
+        except Interrupted as e:
+            _print_result(e.result, out)
+            out.print(f"[yellow]INTERRUPTED[/yellow] check during {label}: {n} of {len(checked.runs)} run(s) done, "
+                      f"{n - len(failed) - len(known)} passed, {len(failed)} failed")
+            return EXIT_INTERRUPTED
+        if checked.json:
+            _write_json(result, checked.json / f"{name}-{dtype}-{mode}.json")
+        expected = scenarios.known_defect(name, dtype)
+        if expected and not set(expected["backends"]) <= set(backends):
+            expected = None  # the defective backend is not in this run
+        if expected:
+            first = result.first_divergence
+            blamed = sorted(first[1].blamed) if first else []
+            if not result.failures and blamed == sorted(expected["backends"]):
+                step, tv = first
+                out.print(f"[yellow]KNOWN[/yellow] {label:44s} {', '.join(blamed)} outside the bound from step {step}, "
+                          f"{tv.key[0]}{tv.key[1] or ''} ({tv.worst[blamed[0]]:.3g}x): {expected['finding']}")
+                known.append(label)
+                continue
+            out.print(f"[red]expected the known defect[/red] ({', '.join(expected['backends'])}: {expected['finding']}) "
+                      f"in {label}; it did not show as expected")
+        if result.passed and not expected:
+            worst = max((w for v in result.verdicts for t in v.tensors for w in t.worst.values()), default=0.0)
+            kinks = sum(v.near_kinks for v in result.verdicts)
+            out.print(f"[green]PASS[/green] {label:45s} worst {worst:.3g}  near-kink {kinks}  "
+                      f"resyncs {len(result.resyncs)}  oracle {result.oracle or 'none'}  ({result.seconds:.1f} s)")
+        else:
+            _print_result(result, out)
+            _save_bundle(result, checked.bundle_dir, out)
+            failed.append(label)
+    runs = len(checked.runs)
+    out.print(f"{runs - len(failed) - len(known)} passed, {len(failed)} failed"
+              + (f", {len(known)} known defect(s) shown as expected" if known else "")
+              + (f": {'; '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+def _internal_error(e: BaseException, debug: bool) -> int:
+    """An exception below the validation layer is a harness bug: one line that says so and where
+    it was raised (``--debug``: the traceback first). Exit 3."""
+    if debug:
+        traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+    frames = traceback.extract_tb(e.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    text = " ".join(str(e).split())[:300]
+    print(f"{PROG}: internal error: {type(e).__name__}{': ' + text if text else ''}{where}. This is a bug in "
+          f"nerva-consistency, not in your input: please report it to {REPORT} with the command line"
+          + ("" if debug else " and what --debug prints"), file=sys.stderr)
+    return EXIT_BUG
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line. Every input is checked first (:func:`harness.validate.command`); bad
+    input is one line and exit 2, before any work starts."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
     try:
         args = _parser().parse_args(argv)
         out, err = _console()
         if args.command == "list":
-            import scenarios
-            from rich.table import Table
-
-            table = Table(title="scenario catalog (check: the dtype/mode variants `nerva-consistency check` runs)")
-            for col in ("name", "check", "model", "loss", "steps", "description"):
-                table.add_column(col)
-            jobs = scenarios.main_job()
-            for name, t in scenarios.catalog().items():
-                sc = scenarios.from_table(name, t)
-                variants = [f"{d}/{m}" for n, d, m in jobs if n == name]
-                table.add_row(name, "all 4" if len(variants) == 4 else ", ".join(variants),
-                              f"{t['sizes']}: {t['layers']}", sc.loss, str(sc.steps), sc.description)
-            out.print(table)
-            return 0
+            return _list(out)
+        checked = validate.command(args)
         if args.command == "conventions":
-            return _conventions(args, out)
+            return _conventions(args, checked, out)
         if args.command == "replay":
-            return _replay(args, out)
-        backends = _backends(args.backends)
+            return _replay(args, checked, out)
         if args.command == "explore":
-            return _explore(args, backends, out, err)
+            return _explore(args, checked, out, err)
         if args.command == "run":
-            scenario = _scenario(args)
-            result = _run_one(scenario, backends, args, out, err)
-            if args.json:
-                _write_json(result, Path(args.json))
-            _print_result(result, out)
-            if not result.passed:
-                _save_bundle(result, args, out)
-            return 0 if result.passed else 1
-        # check: every run of the main job, one line each; full tables only for failures
-        import scenarios
-
-        runs = scenarios.main_job()
-        failed, known = [], []
-        for name, dtype, mode in runs:
-            scenario = scenarios.get(name, seed=args.seed, dtype=dtype, mode=mode)
-            result = _run_one(scenario, backends, args, out, err)
-            label = f"{name} {dtype} {mode}"
-            if args.json:
-                _write_json(result, Path(args.json) / f"{name}-{dtype}-{mode}.json")
-            expected = scenarios.known_defect(name, dtype)
-            if expected and not set(expected["backends"]) <= set(backends):
-                expected = None  # the defective backend is not in this run
-            if expected:
-                first = result.first_divergence
-                blamed = sorted(first[1].blamed) if first else []
-                if not result.failures and blamed == sorted(expected["backends"]):
-                    step, tv = first
-                    out.print(f"[yellow]KNOWN[/yellow] {label:44s} {', '.join(blamed)} outside the bound from step {step}, "
-                              f"{tv.key[0]}{tv.key[1] or ''} ({tv.worst[blamed[0]]:.3g}x): {expected['finding']}")
-                    known.append(label)
-                    continue
-                out.print(f"[red]expected the known defect[/red] ({', '.join(expected['backends'])}: {expected['finding']}) "
-                          f"in {label}; it did not show as expected")
-            if result.passed and not expected:
-                worst = max((w for v in result.steps for t in v.tensors for w in t.worst.values()), default=0.0)
-                kinks = sum(v.near_kinks for v in result.steps)
-                out.print(f"[green]PASS[/green] {label:45s} worst {worst:.3g}  near-kink {kinks}  "
-                          f"resyncs {len(result.resyncs)}  oracle {result.oracle or 'none'}  ({result.seconds:.1f} s)")
-            else:
-                _print_result(result, out)
-                _save_bundle(result, args, out)
-                failed.append(label)
-        out.print(f"{len(runs) - len(failed) - len(known)} passed, {len(failed)} failed"
-                  + (f", {len(known)} known defect(s) shown as expected" if known else "")
-                  + (f": {'; '.join(failed)}" if failed else ""))
-        return 1 if failed else 0
+            return _run(args, checked, out, err)
+        return _check(args, checked, out, err)
     except SpecError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (… | head): nothing more to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except Exception as e:  # below the validation layer: a harness bug
+        return _internal_error(e, debug)

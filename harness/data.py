@@ -13,36 +13,54 @@ Sources (``DataSpec.source``):
 
 Batches walk through a seeded permutation of the rows, reshuffled each epoch. Everything is
 rounded once to the run's dtype so every backend sees the same bits.
+
+Batches are made as the steps ask for them (:class:`Batches`, a lazy sequence): memory does not
+grow with the number of steps, and the values are those of one seeded stream, the same bits
+whichever way they are read. A dataset file is read and checked once
+(:func:`harness.validate.dataset_file`) and kept while it is unchanged on disk.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import functools
+import itertools
+import os
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from harness import validate
 from harness.errors import SpecError
 from harness.spec import Scenario
 from harness.state import as_dtype, rng_for
 
 SOURCES = ("synthetic", "digits", "digits784", "npz:PATH")
+TARGETS = ("onehot", "soft", "real")
 
 
+@functools.lru_cache(maxsize=2)
 def _digits(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The digits as (X, labels), made once per process (validation and the run both read them)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
     X = d.images / 16.0
     if size == 784:
         X = np.pad(np.kron(X, np.ones((3, 3))), ((0, 0), (2, 2), (2, 2)))
-    return X.reshape(len(X), -1), d.target
+    return _frozen(X.reshape(len(X), -1), d.target)
 
 
-def _one_hot(labels: np.ndarray, classes: int, what: str) -> np.ndarray:
-    labels = np.asarray(labels).astype(np.int64).ravel()
-    if labels.size and (labels.min() < 0 or labels.max() >= classes):
-        raise SpecError(f"{what} has class labels up to {labels.max()}, but the output layer has {classes} units")
-    return np.eye(classes)[labels]
+def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Cached arrays are shared: read-only, so that no reader can change another's data."""
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
+@functools.lru_cache(maxsize=2)
+def _file(path: str, D: int, K: int, batch_size: int, stamp: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """A dataset file's (X, T), read and checked once while ``stamp`` (its size, time and inode) holds."""
+    return _frozen(*validate.dataset_file(path, D, K, batch_size))
 
 
 def dataset(scenario: Scenario) -> tuple[np.ndarray, np.ndarray] | None:
@@ -55,58 +73,79 @@ def dataset(scenario: Scenario) -> tuple[np.ndarray, np.ndarray] | None:
         if D != need or K != 10:
             raise SpecError(f"dataset {src} has {need} features and 10 classes: sizes must start with {need} and end with 10")
         X, labels = _digits(need)
-        return X, _one_hot(labels, 10, src)
+        validate.enough_rows(len(X), scenario.batch_size, f"dataset {src}")
+        return X, validate.one_hot(labels, 10)
     if src.startswith("npz:"):
-        path = Path(src[4:])
-        if not path.is_file():
-            raise SpecError(f"dataset file {str(path)!r} does not exist: give an existing .npz file with Xtrain and Ttrain")
-        try:
-            f = np.load(path, allow_pickle=False)
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise ValueError("it holds one array, not the named arrays of an .npz")
-            with f:
-                X, T = np.asarray(f["Xtrain"], dtype=np.float64), np.asarray(f["Ttrain"])
-        except KeyError as e:
-            raise SpecError(f"dataset {str(path)!r} has no array {e.args[0]}: a Nerva dataset holds Xtrain, Ttrain, Xtest, Ttest") from None
-        except (OSError, ValueError) as e:
-            raise SpecError(f"dataset {str(path)!r} is not a readable .npz file ({e})") from None
-        X = X.reshape(len(X), -1)
-        if X.shape[1] != D:
-            raise SpecError(f"dataset {str(path)!r} has {X.shape[1]} features, but sizes start with {D}")
-        T = np.asarray(T, dtype=np.float64).reshape(len(T), -1) if np.ndim(T) == 2 else _one_hot(T, K, str(path))
-        if T.shape[1] != K:
-            raise SpecError(f"dataset {str(path)!r} has targets of width {T.shape[1]}, but the output layer has {K} units")
-        return X, T
+        path = validate.dataset_path(src[4:])
+        st = os.stat(path)
+        return _file(str(path), D, K, scenario.batch_size, (st.st_size, st.st_mtime_ns, st.st_ino))
     raise SpecError(f"unknown data source {src!r}; choose one of {', '.join(SOURCES)}")
 
 
-def batches(scenario: Scenario) -> list[tuple[np.ndarray, np.ndarray]]:
-    """One (X, T) per step, float64 arrays holding values exact in the run's dtype."""
-    rng = rng_for(scenario.seed, "data")
-    N, D, K, steps = scenario.batch_size, scenario.input_size, scenario.output_size, scenario.steps
-    full = dataset(scenario)
-    out = []
-    if full is None:
-        for _ in range(steps):
-            X = rng.standard_normal((N, D))
-            kind = scenario.data.targets
-            if kind == "onehot":
-                T = np.eye(K)[rng.integers(0, K, size=N)]
-            elif kind == "soft":
-                T = rng.dirichlet(np.ones(K), size=N)
-            elif kind == "real":
-                T = rng.standard_normal((N, K))
-            else:
-                raise SpecError(f"unknown synthetic targets {kind!r}; choose onehot, soft or real")
-            out.append((X, T))
-    else:
-        X, T = full
-        if len(X) < N:
-            raise SpecError(f"batch size {N} is larger than the dataset ({len(X)} rows)")
-        order = np.empty(0, dtype=np.int64)
-        for _ in range(steps):
-            if len(order) < N:
-                order = np.concatenate([order, rng.permutation(len(X))])
-            rows, order = order[:N], order[N:]
-            out.append((X[rows], T[rows]))
-    return [(as_dtype(X, scenario.dtype), as_dtype(T, scenario.dtype)) for X, T in out]
+class Batches(Sequence):
+    """One (X, T) per step, float64 arrays holding values exact in the run's dtype, made when a
+    step asks for it from one seeded stream (the same values as building every batch first).
+
+    Iterating makes them in order; ``batches[i]`` goes on from the last one read (or starts the
+    stream again for an earlier step), so reading in order costs nothing extra. The source is
+    read and checked when the object is made: bad data is an error before any step."""
+
+    def __init__(self, scenario: Scenario):
+        self.scenario = scenario
+        self.full = dataset(scenario)
+        if self.full is None and scenario.data.targets not in TARGETS:
+            raise SpecError(f"unknown synthetic targets {scenario.data.targets!r}; choose onehot, soft or real")
+        self._cursor: tuple[int, Iterator] | None = None  # (index of the next batch, the stream)
+        self._last: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        return self.scenario.steps
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return self._stream()
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        i = i + n if i < 0 else i
+        if not 0 <= i < n:
+            raise IndexError(f"batch {i} of {n}")
+        if self._last is not None and self._last[0] == i:
+            return self._last[1]
+        if self._cursor is None or self._cursor[0] > i:
+            self._cursor = (0, self._stream())
+        at, stream = self._cursor
+        item = next(itertools.islice(stream, i - at, None))
+        self._cursor = (i + 1, stream)
+        self._last = (i, item)
+        return item
+
+    def _stream(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        sc = self.scenario
+        rng = rng_for(sc.seed, "data")
+        N, D, K, dtype = sc.batch_size, sc.input_size, sc.output_size, sc.dtype
+        if self.full is None:
+            kind = sc.data.targets
+            for _ in range(sc.steps):
+                X = rng.standard_normal((N, D))
+                if kind == "onehot":
+                    T = validate.one_hot(rng.integers(0, K, size=N), K)
+                elif kind == "soft":
+                    T = rng.dirichlet(np.ones(K), size=N)
+                else:
+                    T = rng.standard_normal((N, K))
+                yield as_dtype(X, dtype), as_dtype(T, dtype)
+        else:
+            X, T = self.full
+            order = np.empty(0, dtype=np.int64)
+            for _ in range(sc.steps):
+                if len(order) < N:
+                    order = np.concatenate([order, rng.permutation(len(X))])
+                rows, order = order[:N], order[N:]
+                yield as_dtype(X[rows], dtype), as_dtype(T[rows], dtype)
+
+
+def batches(scenario: Scenario) -> Batches:
+    """One (X, T) per step, made as the steps need them (:class:`Batches`)."""
+    return Batches(scenario)

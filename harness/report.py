@@ -4,7 +4,7 @@ JSON schema ``nerva-consistency/report/2`` (documented in docs/report-schema.md)
 
     passed            bool: every backend ran every step and agreed
     scenario          name ("ad-hoc" for flag-only runs); spec: the full flags of the run
-    seed, backends, dtype, mode, steps (steps asked), steps_run
+    seed, backends, dtype, mode, steps (steps asked), steps_run, steps_folded (judged, in summary only)
     seconds           wall time of the run
     failures          {backend: "step 3: RuntimeError: … (file:line)"} for backends that raised
     dtype_mismatches  {backend: [tensor, …]} tensors a backend held in another dtype than asked
@@ -12,7 +12,8 @@ JSON schema ``nerva-consistency/report/2`` (documented in docs/report-schema.md)
     unit              {name: "rounding bound", unit_roundoff, lambda, function_ulps, reference_factor}:
                       what a ratio of 1 means (harness.rounding, docs/rounding.md)
     oracle            "sympy" | "autodiff" | null (backends judged against each other); oracle_note: why
-    per_step          [{step, near_kinks (values on both sides of a kink or on it), flips, ratio: {tensor: {backend: error/bound}},
+    per_step          (the first 1000 steps, then the first failing and first flipping one)
+                      [{step, near_kinks (values on both sides of a kink or on it), flips, ratio: {tensor: {backend: error/bound}},
                         kinks: {tensor: {backend: count}} (only non-zero),
                         ulps: {tensor: {backend: worst error in ulps of the dtype at the tensor's
                         largest magnitude}} (with an oracle)}]
@@ -21,6 +22,9 @@ JSON schema ``nerva-consistency/report/2`` (documented in docs/report-schema.md)
                         gradient: {backend: dv}}]  (at most 20 per step)
     first_divergence  null, or {step, tensor, layer, index, backends (blamed), majority,
                         ratio: {backend: r}, values: {backend: v, "consensus": v}, allowed: the bound there}
+    non_finite        null, or {step, tensor, layer, values: {backend: its first NaN/Inf}}: the first tensor
+                      a backend held NaN or Inf in (the run fails, even when every backend agrees)
+    interrupted       bool: the run was stopped by Ctrl-C (per_step holds the steps judged until then)
     reproduce         {run: "nerva-consistency run …", tox: "tox -e consistency -- run …"}
     versions          {python, numpy, torch, jax, tensorflow, nerva-…: version or null}
 """
@@ -124,7 +128,7 @@ def reproduce_explored(bundle: str, examples: int, seed: int, backends: list[str
 
 def summary(result: RunResult) -> dict[str, dict[str, dict[str, float]]]:
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for verdict in result.steps:
+    for verdict in result.verdicts:  # the folded steps of a long run too
         for tv in verdict.tensors:
             row = out.setdefault(key_name(tv.key), {})
             for b, w in tv.worst.items():
@@ -173,7 +177,8 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "oracle": result.oracle,
         "oracle_note": result.oracle_note,
         "steps": sc.steps,
-        "steps_run": len(result.steps),
+        "steps_run": result.steps_run,
+        "steps_folded": result.folded_steps,
         "seconds": round(result.seconds, 3),
         "failures": result.failures,
         "dtype_mismatches": result.dtype_mismatches,
@@ -192,6 +197,10 @@ def to_json(result: RunResult) -> dict[str, Any]:
                     for k, row in summary(result).items()},
         "kink_events": [e for v in result.steps for e in v.kink_events],
         "first_divergence": fd,
+        "non_finite": None if result.nonfinite is None else
+        {"step": result.nonfinite.step, "tensor": result.nonfinite.key[0], "layer": result.nonfinite.key[1],
+         "values": {b: _num(v) for b, v in result.nonfinite.values.items()}},
+        "interrupted": result.interrupted,
         "reproduce": reproduce(sc, result.backends, result.oracle),
         "versions": versions(),
     }

@@ -17,26 +17,38 @@ The last bits of a result depend on the CPU (BLAS, oneDNN and XLA pick kernels b
   step, tensor and layer), and the replay says which platform fields or versions differ.
   Kink events (which side of a kink a value lands on) are decided by rounding, so a
   ``kink``/``convention`` finding that appears or vanishes is a note, not a difference.
+
+A bundle holds the batches of the steps the run judged (a run that stopped at its first
+failure needs no more to stop there again). Its name is the scenario's (or ``stem``) and a
+digest of the failure: the spec, backends, oracle, inputs and verdict. A rerun that fails the
+same way therefore writes the same file and replaces it (:func:`bundle_path`, and the command
+line says so); a different failure gets its own. A bundle is validated before it is read
+(:func:`harness.validate.bundle`) and is never unpickled.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
+import os
 import time
+import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from harness import validate
 from harness.classify import classify
-from harness.errors import SpecError
 from harness.platform import describe, explain
 from harness.report import flags, reproduce, to_json, versions
 from harness.runner import RunResult, run
-from harness.spec import DataSpec, Scenario, build_scenario
+from harness.spec import Scenario
 
 SCHEMA = "nerva-consistency/bundle/2"
-READS = ("nerva-consistency/bundle/1", SCHEMA)  # schema 1: no platform, no verdict (derived on load)
+READS = validate.BUNDLE_READS  # schema 1: no platform, no verdict (derived on load)
+assert SCHEMA in READS
 DEFAULT_DIR = Path("nerva-consistency-failures")
 KINK_CLASSES = ("kink", "convention")  # which side of a kink a value lands on: decided by rounding
 
@@ -136,6 +148,29 @@ def compare_verdicts(recorded: dict[str, Any], now: dict[str, Any]) -> tuple[lis
     return differences, notes
 
 
+def _saved_data(result: RunResult) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The batches of the steps the run judged (at least one), one at a time: all a replay needs
+    to stop where the run stopped. Lazily made batches are not made beyond them."""
+    _, data = result.inputs
+    n = len(data) if not result.stopped_early else max(1, result.steps_run)
+    return itertools.islice(iter(data), min(n, len(data)))
+
+
+def bundle_path(result: RunResult, directory: Path | str = DEFAULT_DIR, stem: str | None = None) -> Path:
+    """Where :func:`save` writes ``result``'s bundle: the same absolute path for the same failure
+    (spec, backends, oracle, inputs and verdict), so a rerun replaces its bundle."""
+    sc = result.scenario
+    state0, _ = result.inputs
+    digest = hashlib.sha256(json.dumps([flags(sc), result.backends, result.oracle, verdict(result)],
+                                       sort_keys=True, default=str).encode())
+    for key in sorted(state0):
+        digest.update(key.encode() + np.ascontiguousarray(state0[key]).tobytes())
+    for X, T in _saved_data(result):
+        digest.update(np.ascontiguousarray(X).tobytes() + np.ascontiguousarray(T).tobytes())
+    name = f"{stem or f'{sc.name}-seed{sc.seed}-{sc.dtype}-{sc.mode}'}-{digest.hexdigest()[:10]}.npz"
+    return Path(os.path.abspath(directory)) / name
+
+
 def save(result: RunResult, directory: Path | str = DEFAULT_DIR, hypothesis: dict | None = None,
          stem: str | None = None, commands: Callable[[Path], dict[str, str]] | None = None) -> Path:
     """Write ``result``'s bundle into ``directory``; returns its path.
@@ -144,11 +179,12 @@ def save(result: RunResult, directory: Path | str = DEFAULT_DIR, hypothesis: dic
     the commands that reproduce it (given the bundle's path), when the ``run`` command would not (an example drawn by
     Hypothesis holds explicit arrays that no ``run`` seed regenerates: there, the ``explore``
     command with its seed and the replay of this bundle are the equivalents). ``stem``: the file
-    name without its time stamp (default: scenario, seed, dtype and mode)."""
+    name without its digest (default: scenario, seed, dtype and mode). The path is
+    :func:`bundle_path`'s: a bundle of the same failure is replaced (atomically)."""
     if result.inputs is None:
         raise ValueError("this result does not carry its inputs")
     sc = result.scenario
-    state0, data = result.inputs
+    state0, _ = result.inputs
     doc = to_json(result)
     findings = classify(result)
     meta = {
@@ -167,51 +203,38 @@ def save(result: RunResult, directory: Path | str = DEFAULT_DIR, hypothesis: dic
         "verdict": verdict(result),
         "numbers": _numbers(doc),
     }
-    arrays = {f"state/{k}": v for k, v in state0.items()}
-    for i, (X, T) in enumerate(data):
-        arrays[f"data/{i}/X"], arrays[f"data/{i}/T"] = X, T
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = directory / f"{stem or f'{sc.name}-seed{sc.seed}-{sc.dtype}-{sc.mode}'}-{stamp}.npz"
-    n = 1
-    while path.exists():
-        path = path.with_name(path.stem.rsplit("~", 1)[0] + f"~{n}.npz")
-        n += 1
+    path = bundle_path(result, directory, stem)
+    path.parent.mkdir(parents=True, exist_ok=True)
     meta["reproduce"] = commands(path) if commands else reproduce(sc, result.backends, result.oracle)
-    np.savez_compressed(path, meta=np.array(json.dumps(meta)), **arrays)
+
+    def arrays() -> Iterator[tuple[str, np.ndarray]]:  # one at a time: a long run's batches are never all held
+        yield "meta", np.array(json.dumps(meta))
+        yield from ((f"state/{k}", v) for k, v in state0.items())
+        for i, (X, T) in enumerate(_saved_data(result)):
+            yield f"data/{i}/X", X
+            yield f"data/{i}/T", T
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # written whole, then renamed over the old one
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as z:  # np.savez_compressed's format
+            for name, a in arrays():
+                with z.open(name + ".npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asanyarray(a), allow_pickle=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
 def load(path: Path | str) -> tuple[dict, Scenario, dict[str, np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
-    """(meta, scenario, initial state, batches) of a bundle of schema 1 or 2. A schema-1
+    """(meta, scenario, initial state, batches) of a bundle of schema 1 or 2, validated
+    (:func:`harness.validate.bundle`: a damaged bundle is a SpecError that says so). A schema-1
     bundle's ``platform`` is None (unknown); its ``tolerance`` and ``growth`` are ignored."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"bundle {str(path)!r} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            meta = json.loads(str(f["meta"]))
-            state0 = {k[len("state/"):]: f[k] for k in f.files if k.startswith("state/")}
-            steps = sorted({int(k.split("/")[1]) for k in f.files if k.startswith("data/")})
-            data = [(f[f"data/{i}/X"], f[f"data/{i}/T"]) for i in steps]
-    except (OSError, ValueError, KeyError) as e:
-        raise SpecError(f"{str(path)!r} is not a nerva-consistency bundle ({e})") from None
-    if meta.get("schema") not in READS:
-        raise SpecError(f"{str(path)!r} is a bundle of schema {meta.get('schema')!r}; "
-                        f"this version reads {' and '.join(READS)}")
-    meta.setdefault("platform", None)
-    s = meta["spec"]
-    scenario = build_scenario(
-        name=meta["scenario"], layers=s["layers"], sizes=s["sizes"], optimizers=s["optimizers"],
-        init_weights=s["init-weights"] or None, loss=s["loss"], lr=s["learning-rate"], batch_size=int(s["batch-size"]),
-        steps=int(s["steps"]), data=DataSpec("synthetic", s["targets"]), dtype=s["dtype"], mode=s["mode"],
-        seed=int(s["seed"]), description=meta.get("description", ""))
-    return meta, scenario, state0, data
+    return validate.bundle(str(path))
 
 
 def replay(path: Path | str, backends: list[str] | None = None,
-           compare: str = "auto") -> tuple[RunResult, Differences]:
+           compare: str = "auto", loaded: tuple | None = None) -> tuple[RunResult, Differences]:
     """Rerun a bundle; returns the result and its :class:`Differences` from the recording
     (a list: [] = reproduced; ``.compared`` and ``.reasons`` say what was compared and why).
 
@@ -220,7 +243,7 @@ def replay(path: Path | str, backends: list[str] | None = None,
     not depend on the CPU asks for the verdict)."""
     if compare not in ("auto", "numbers", "verdict"):
         raise ValueError(f"compare must be auto, numbers or verdict, not {compare!r}")
-    meta, scenario, state0, data = load(path)
+    meta, scenario, state0, data = loaded or load(path)
     names = backends or meta["backends"]
     result = run(scenario, names, oracle=meta["oracle"], state0=state0, data=data)
     if names != meta["backends"]:

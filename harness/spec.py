@@ -20,7 +20,18 @@ Extensions (decided here, documented in the README):
 - ``SReLU(x)`` with one positional number sets al = tl = ar = tr = x, as in Nerva; keywords not
   given take Nerva's defaults al = tl = ar = 0, tr = 1.
 
-Every parse error is a :class:`SpecError` whose message says what is wrong and how to mend it.
+One optimizer for several layers. Nerva's own parser (``parse_multilayer_perceptron``) takes
+exactly one optimizer string per layer, BatchNormalization included, and each layer builds its
+own optimizer from its string (``layer.set_optimizer(text)``: one optimizer object, with its own
+velocity, per trainable parameter; nothing is shared between layers or parameters). Here a
+single string given for several layers means that string repeated for every layer: the same
+kind and ``mu`` everywhere, every parameter still with its own state, exactly what Nerva builds
+from the repeated list. Any other count than 1 or one per layer is an error. The same holds for
+one weight initializer given for several linear layers.
+
+Every parse error is a :class:`SpecError` whose message says what is wrong and how to mend it;
+the numbers are checked by :mod:`harness.validate` (finite, and in range where the component
+needs it).
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from harness import validate
 from harness.components import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, LayerKind
 from harness.errors import SpecError
 
@@ -118,7 +130,8 @@ def parse_optimizer(text: str) -> OptimizerSpec:
     call = parse_call(text, "optimizer")
     if call.name not in OPTIMIZERS:
         raise SpecError(f"unknown optimizer {call.name!r}; choose one of {', '.join(OPTIMIZERS)}")
-    return OptimizerSpec(call.name, tuple(_bind(call, OPTIMIZERS[call.name], "optimizer", text).items()))
+    args = validate.component(call.name, _bind(call, OPTIMIZERS[call.name], "optimizer", text), text, "optimizer")
+    return OptimizerSpec(call.name, tuple(args.items()))
 
 
 @dataclass(frozen=True)
@@ -158,12 +171,12 @@ def parse_layer(text: str) -> tuple[str, dict[str, float]]:
     call = parse_call(text, "layer")
     if call.name not in LAYERS:
         raise SpecError(f"unknown layer {call.name!r}; choose one of {', '.join(LAYERS)}")
-    return call.name, _bind(call, LAYERS[call.name].params, "layer", text)
+    return call.name, validate.component(call.name, _bind(call, LAYERS[call.name].params, "layer", text), text, "layer")
 
 
 def parse_layer_optimizers(text: str, kind: LayerKind) -> tuple[tuple[str, OptimizerSpec], ...]:
     """``Momentum(0.9)`` for every parameter, or ``W=Momentum(0.9),b=Nesterov(0.75)``."""
-    parts = _split_top(text, ",")
+    parts = validate.items(text, _split_top(text, ","), "optimizer", ",", "W=Momentum(0.9),b=GradientDescent")
     if not any("=" in p.split("(")[0] for p in parts):
         opt = parse_optimizer(text)
         return tuple((p, opt) for p in kind.trainable)
@@ -208,9 +221,7 @@ def parse_learning_rate(text: str | float) -> float:
                 "(schedules change eta between steps and are not part of a consistency check)"
             ) from None
         value = (call.args or tuple(v for _, v in call.kwargs))[0]
-    if not value > 0:
-        raise SpecError(f"learning rate must be positive, got {value}")
-    return value
+    return validate.learning_rate(value, text)
 
 
 @dataclass(frozen=True)
@@ -282,11 +293,12 @@ def build_scenario(
 ) -> Scenario:
     """Validate Nerva-style pieces and assemble a :class:`Scenario`."""
     layer_texts = _split_top(layers, ";") if isinstance(layers, str) else list(layers)
-    layer_texts = [t for t in layer_texts if t]
-    if not layer_texts:
+    if not any(t.strip() for t in layer_texts):
         raise SpecError("no layers given: use e.g. --layers 'ReLU;Softmax'")
+    layer_texts = validate.items(str(layers), layer_texts, "layers", ";", "ReLU;Softmax")
     size_list = _parse_sizes(sizes)
     opt_texts = _split_top(optimizers, ";") if isinstance(optimizers, str) else list(optimizers)
+    opt_texts = validate.items(str(optimizers), opt_texts, "optimizers", ";", "Momentum(0.9);GradientDescent")
     parsed = [parse_layer(t) for t in layer_texts]
     n_linear = sum(LAYERS[k].linear for k, _ in parsed)
     if len(size_list) != n_linear + 1:
@@ -305,6 +317,7 @@ def build_scenario(
         init_list = ["XavierNormal"] * n_linear
     else:
         init_list = _split_top(init_weights, ",") if isinstance(init_weights, str) else list(init_weights)
+        init_list = validate.items(str(init_weights), init_list, "weight initializers", ",", "XavierNormal,HeNormal")
         if len(init_list) == 1 and n_linear > 1:
             init_list = init_list * n_linear
     if len(init_list) != n_linear:
@@ -328,10 +341,9 @@ def build_scenario(
         raise SpecError(f"unknown dtype {dtype!r}; choose float32 or float64")
     if mode not in MODES:
         raise SpecError(f"unknown mode {mode!r}; choose trajectory or lockstep")
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise SpecError(f"batch size must be a positive integer, got {batch_size!r}")
-    if not (isinstance(steps, int) and steps >= 1):
-        raise SpecError(f"steps must be a positive integer, got {steps!r}")
+    validate.integer(batch_size, "batch size")
+    validate.steps(steps)
+    validate.seed(seed)
     return Scenario(
         name=name,
         sizes=tuple(size_list),
@@ -351,6 +363,8 @@ def build_scenario(
 def _parse_sizes(sizes: str | list[int]) -> list[int]:
     items = [s for s in sizes.split(",")] if isinstance(sizes, str) else list(sizes)
     out = []
+    if isinstance(sizes, str):
+        validate.items(sizes, items, "sizes", ",", "784,1024,10")
     for s in items:
         try:
             n = int(str(s).strip())

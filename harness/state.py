@@ -30,6 +30,22 @@ def as_dtype(a: np.ndarray, dtype: str) -> np.ndarray:
     return np.asarray(a, dtype=np.float64).astype(dtype).astype(np.float64)
 
 
+def param_shapes(scenario: Scenario) -> dict[str, tuple[int, ...]]:
+    """Every parameter of the scenario's model and its shape (what :func:`initial_state` makes),
+    without making any."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    width = scenario.input_size
+    for i, layer in enumerate(scenario.layers, start=1):
+        if layer.kind == "BatchNormalization":
+            shapes[f"gamma{i}"] = shapes[f"beta{i}"] = (width,)
+            continue
+        shapes[f"W{i}"], shapes[f"b{i}"] = (layer.units, width), (layer.units,)
+        if layer.kind == "SReLU":
+            shapes[f"srelu{i}"] = (4,)
+        width = layer.units
+    return shapes
+
+
 def initial_state(scenario: Scenario) -> dict[str, np.ndarray]:
     rng = rng_for(scenario.seed, "params")
     state: dict[str, np.ndarray] = {}

@@ -11,6 +11,7 @@ There are no tolerances to set: every element is judged in units of its rounding
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib import resources
 from typing import Any
@@ -71,7 +72,12 @@ def from_table(name: str, table: dict[str, Any]) -> Scenario:
 
 
 def _source(dataset: str) -> str:
-    return dataset if dataset in ("synthetic", "digits", "digits784") or dataset.startswith("npz:") else f"npz:{dataset}"
+    """A data source; a file's path is made absolute, so the reproduce commands work from any folder."""
+    dataset = str(dataset)
+    if dataset in ("synthetic", "digits", "digits784"):
+        return dataset
+    path = dataset[4:] if dataset.startswith("npz:") else dataset
+    return f"npz:{os.path.abspath(path)}" if path.strip() else f"npz:{path}"
 
 
 def get(name: str, **overrides: Any) -> Scenario:

@@ -18,8 +18,9 @@ FRAMEWORKS = ("torch", "jax", "tensorflow", "nerva_torch", "nerva_jax", "nerva_t
 ADHOC = ["run", "--backends", "numpy,torch", "--quiet"]
 
 
-class RunStarted(Exception):
-    """Raised by the tripwire when the command line got as far as starting a run."""
+class RunStarted(BaseException):
+    """Raised by the tripwire when the command line got as far as starting a run (a BaseException:
+    the command line reports any Exception as a harness bug)."""
 
 
 @pytest.fixture(autouse=True)

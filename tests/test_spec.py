@@ -375,9 +375,11 @@ def test_get_unknown_scenario():
     assert "'nope'" in spec_error(scenarios.get, "nope")
 
 
-def test_from_table_maps_dataset_path_to_npz():
+def test_from_table_maps_dataset_path_to_npz_with_an_absolute_path(tmp_path, monkeypatch):
+    # absolute, so that the reproduce commands printed for the run work from any directory
+    monkeypatch.chdir(tmp_path)
     table = dict(scenarios.catalog()["leaky-logsoftmax"], dataset="some/file.npz")
-    assert scenarios.from_table("x", table).data.source == "npz:some/file.npz"
+    assert scenarios.from_table("x", table).data.source == f"npz:{tmp_path}/some/file.npz"
 
 
 def _fake_catalog(monkeypatch, tmp_path, text):
