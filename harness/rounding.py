@@ -66,11 +66,8 @@ class Err(NamedTuple):
       size M cost ``gamma_k M`` (Higham's ``k u / (1 - k u)``);
     - ``var``: a variance: the rounding errors are independent, mean-zero and bounded by u (the
       model of Higham & Mary and of Ipsen & Zhou), so independent contributions add, and ``k``
-      roundings of a result of size M cost ``k (u M)**2``. ``inf`` (not known) or ``None`` (not
-      a random quantity) mean the worst case bounds alone. ``None`` is what a *measured* error
-      gives (the spread of the backends' trajectories, :meth:`Arithmetic.given`): a difference
-      between trajectories is systematic, not a sum of independent roundings, so nothing that
-      depends on it is added in quadrature; and none of the variance arithmetic is done for it.
+      roundings of a result of size M cost ``k (u M)**2``. ``inf`` (not known) or ``None`` mean
+      the worst case bounds alone.
 
     Keeping the variance rather than the standard deviation makes combining errors a plain sum
     (no square roots, no rescaling), which is most of the work on the large layers.
@@ -216,14 +213,14 @@ class Arithmetic:
 
     def given(self, value: Any, error: Any = None) -> Pair:
         """An input: its value, and ``error``: None for a value exact in the dtype, else a
-        measured error (the spread of trajectories), which is systematic: worst case only
-        (:class:`Err`). A subnormal input may be read as 0 (XLA and TensorFlow do:
-        docs/findings.md #4), an error the size of the value."""
+        measured error (the spread of trajectories), a known size rather than a random one, so
+        its standard deviation is the error itself. A subnormal input may be read as 0 (XLA and
+        TensorFlow do: docs/findings.md #4), an error the size of the value."""
         v = np.asarray(value, dtype=np.float64)
-        flush = np.where(np.abs(v) < self.tiny, np.abs(v), 0.0)
-        if error is None:
-            return v, Err(flush, flush * flush)
-        return v, Err(np.broadcast_to(np.asarray(error, dtype=np.float64) + flush, v.shape), None)
+        e = np.where(np.abs(v) < self.tiny, np.abs(v), 0.0)
+        if error is not None:
+            e = np.broadcast_to(np.asarray(error, dtype=np.float64) + e, v.shape)
+        return v, Err(e, e * e)
 
 
 # Whether a NaN can be in the arrays at hand. Outside :func:`step_bounds` always; inside, only
@@ -299,7 +296,8 @@ def _groups(args: Sequence[Any], errors: Sequence[Err], sources: dict) -> list[E
 
 
 def _through(e: Err, worst: Any, slope: Any) -> Err:
-    """An argument's error through a function: the worst case given, the variance by the slope."""
+    """An argument's error through a function: the worst case given, the standard deviation
+    times the function's steepest slope where the argument can be."""
     return Err(worst, None if e.var is None else e.var * slope * slope)
 
 
@@ -359,22 +357,26 @@ def _node(e: Any, env: dict, ar: Arithmetic, memo: dict) -> Pair:
         r = _pow(e, env, ar, memo)
     # The library functions carry an argument's error through their exact worst case over the
     # interval a +- e (the first-order slope underestimates it once e is not small: a measured
-    # spread of trajectories need not be); the variance keeps the slope at a.
+    # spread of trajectories need not be); the standard deviation through the steepest slope
+    # on that interval (a Lipschitz bound there).
     elif isinstance(e, sp.exp):
         a, ea = _node(e.args[0], env, ar, memo)
         v = np.exp(a)
-        r = v, ar.combine(_through(ea, v * np.expm1(ea.worst), v), ar.function(v, ea.var is not None))
+        r = v, ar.combine(_through(ea, v * np.expm1(ea.worst), v * np.exp(ea.worst)), ar.function(v, ea.var is not None))
     elif isinstance(e, sp.log):
         a, ea = _node(e.args[0], env, ar, memo)
         v = np.log(a)
         m = np.abs(a)
-        worst = np.where(ea.worst < m, -np.log1p(-ea.worst / np.where(m > 0, m, 1.0)), np.inf)
-        r = v, ar.combine(_through(ea, worst, 1 / m), ar.function(v, ea.var is not None))
+        inside = ea.worst < m
+        worst = np.where(inside, -np.log1p(-ea.worst / np.where(m > 0, m, 1.0)), np.inf)
+        steepest = np.where(inside, 1 / np.where(inside, m - ea.worst, 1.0), np.inf)
+        r = v, ar.combine(_through(ea, worst, steepest), ar.function(v, ea.var is not None))
     elif isinstance(e, sp.tanh):
         a, ea = _node(e.args[0], env, ar, memo)
         v = np.tanh(a)
         nearest = np.tanh(np.fmax(np.abs(a) - ea.worst, 0.0))  # tanh' is largest nearest to 0
-        r = v, ar.combine(_through(ea, ea.worst * (1 - nearest * nearest), 1 - v * v), ar.function(v, ea.var is not None))
+        steepest = 1 - nearest * nearest
+        r = v, ar.combine(_through(ea, ea.worst * steepest, steepest), ar.function(v, ea.var is not None))
     elif isinstance(e, sp.Abs):
         a, ea = _node(e.args[0], env, ar, memo)
         r = np.abs(a), ea
@@ -548,9 +550,9 @@ def dot(ar: Arithmetic, A: Pair, B: Pair, n: int, value: np.ndarray | None = Non
     aa, ab = np.abs(a), np.abs(b)
     v = a @ b if value is None else value
     second = None
-    if ea is not NO_ERROR and eb is not NO_ERROR and (ea.var is None or eb.var is None):
-        # E_A E_B: second order, but not negligible for measured spreads around values that are
-        # 0 at the median (:func:`_product_error`); rounding errors alone make it O(u**2)
+    if ea is not NO_ERROR and eb is not NO_ERROR:
+        # E_A E_B: second order, but not negligible around values that are 0 at the reference
+        # while their errors are not (:func:`_product_error`)
         second = _matmul(np.broadcast_to(ea.worst, np.shape(a)), np.broadcast_to(eb.worst, np.shape(b)), left=True)
     if n > LAMBDA ** 2:
         worst = LAMBDA * math.sqrt(n) * (ar.u * (aa @ ab) + ar.tiny)
@@ -571,7 +573,7 @@ def dot(ar: Arithmetic, A: Pair, B: Pair, n: int, value: np.ndarray | None = Non
     if ea is not NO_ERROR:
         terms.append(_carried(ab, ea.full(np.shape(a)), left=False))
     if second is not None:
-        terms.append(Err(second, None))
+        terms.append(Err(second, second * second))
     return v, ar.combine(*terms)
 
 

@@ -161,8 +161,8 @@ def test_long_sums_take_the_probabilistic_bound_short_ones_the_worst_case():
     assert short == pytest.approx(ar.gamma(4), rel=1e-6)  # < LAMBDA sqrt(4) u
     both = ar.combine(Err(3.0, 9.0), Err(4.0, 16.0))
     assert (both.worst, math.sqrt(both.var)) == (7.0, 5.0)  # worst cases add, standard deviations in quadrature
-    measured = ar.combine(Err(3.0, 9.0), ar.given(0.0, 4.0)[1])  # a measured spread is systematic
-    assert (measured.worst, measured.var) == (7.0, None) and ar.bound(measured) == 7.0
+    measured = ar.combine(Err(3.0, 9.0), ar.given(0.0, 4.0)[1])  # a measured spread: sd = its size
+    assert (measured.worst, measured.var) == (7.0, 25.0)
 
 
 def test_constants_cost_a_rounding_only_where_the_dtype_cannot_hold_them():
