@@ -7,6 +7,7 @@
     nerva-consistency explore --examples 200 --seed 0   Hypothesis searches random networks
     nerva-consistency replay FILE                 rerun a repro bundle: its numbers bit for bit on the
                                                  same platform, else its verdict
+    nerva-consistency mutants                     run the mutation corpus (harness/mutants.py)
 
 Exit codes: 0 all backends agree, 1 an inconsistency (or a backend raised), 2 bad input (one
 line on stderr, no traceback). On exit 1 the command that reproduces the run is printed.
@@ -95,6 +96,10 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--backends", help="comma-separated (default: every installed backend)")
     conv.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     conv.add_argument("--json", metavar="FILE", help="write the table as JSON")
+
+    from harness.mutants import add_parser as add_mutants_parser
+
+    add_mutants_parser(sub)
     return p
 
 
@@ -432,6 +437,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _conventions(args, out)
         if args.command == "replay":
             return _replay(args, out)
+        if args.command == "mutants":
+            from harness.mutants import main as mutants
+
+            return mutants(args, out, err)
         backends = _backends(args.backends)
         if args.command == "explore":
             return _explore(args, backends, out, err)
