@@ -190,16 +190,17 @@ def scale_db(backend: str, layer: Any, factor: float = 1.001) -> None:
         layer.Db.assign(layer.Db * factor)
 
 
-def break_bias_gradient(monkeypatch: Any, backend: str, layer_class: str = "ActivationLayer") -> Callable:
+def break_bias_gradient(monkeypatch: Any, backend: str, layer_class: str = "ActivationLayer",
+                        factor: float = 1.001) -> Callable:
     """Patch ``backend``'s ``layer_class.backpropagate`` (pytest's ``monkeypatch``) to scale Db by
-    1.001 after the released computation; returns the original method. The corpus's
+    ``factor`` after the released computation; returns the original method. The corpus's
     ``bias-gradient-off-by-1e-3`` is the same bug."""
     layers = importlib.import_module(f"nerva_{backend}.layers")
     original = getattr(layers, layer_class).backpropagate
 
     def broken(self: Any, Y: Any, DY: Any) -> None:
         original(self, Y, DY)
-        scale_db(backend, self)
+        scale_db(backend, self, factor)
 
     monkeypatch.setattr(getattr(layers, layer_class), "backpropagate", broken)
     return original

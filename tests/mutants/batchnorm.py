@@ -124,3 +124,18 @@ def batchnorm_dgamma_from_input(p):
 
     p.set(layers.BatchNormalizationLayer, "backpropagate",
           _backpropagate(layers, dx, dgamma=lambda self, DY, Z: layers.columns_sum(layers.hadamard(DY, self.X))))
+
+
+@mutant("numpy", Run("elu-absolute", "float32"), caught(1, "Dbeta", 2))
+def batchnorm_dbeta_from_dz(p):
+    """``Dbeta = columns_sum(DZ)`` for ``columns_sum(DY)``: DZ is ``gamma * DY``, so this is right
+    while gamma is still at its initial 1. In elu-absolute (ELU; BN; Linear) the first update
+    moves gamma2 (Momentum), so Dbeta2 is wrong from step 1 on."""
+    layers = p.module("layers")
+    original = layers.BatchNormalizationLayer.backpropagate
+
+    def backpropagate(self, Y, DY):
+        original(self, Y, DY)
+        self.Dbeta[:] = layers.columns_sum(self.DZ)
+
+    p.set(layers.BatchNormalizationLayer, "backpropagate", backpropagate)

@@ -72,6 +72,25 @@ def bias_gradient_off_by_1e_3(p):
     p.set(layers.ActivationLayer, "backpropagate", backpropagate)
 
 
+@mutant("numpy", Run("relu-softmax", "float32", "trajectory"), NOT_CAUGHT)
+def bias_gradient_off_by_1e_3_in_trajectory(p):
+    """The same ``Db * 1.001`` in relu-softmax's float32 *trajectory* run. Not caught: trajectory
+    mode bounds every tensor by the worst case, even at step 0 where the backends' spread is
+    exactly zero, and the worst case of relu-softmax's Db2 is about 1e-3 relative; the same
+    numbers judged in lockstep against the same majority are caught at 37 times the bound
+    (docs/mutants.md, "Comparator")."""
+    from mutants import scale_db
+
+    layers = p.module("layers")
+    original = layers.ActivationLayer.backpropagate
+
+    def backpropagate(self, Y, DY):
+        original(self, Y, DY)
+        scale_db("numpy", self)
+
+    p.set(layers.ActivationLayer, "backpropagate", backpropagate)
+
+
 @mutant("numpy", Run("relu-softmax", "float32", "trajectory", steps=4), NOT_CAUGHT, benign=True)
 def bias_gradient_summed_backwards(p):
     """``columns_sum`` as a plain loop over the rows from the last to the first, instead of
