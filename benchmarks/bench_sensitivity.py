@@ -3,7 +3,7 @@
 A *probe* is (network, dtype, backend, tensor, layer). The defect: right after that layer's
 ``backpropagate`` one backend's DW, Db or DX of that layer is scaled by (1 + eps), written the
 way the library stores it (the layer class's ``backpropagate`` in ``nerva_<backend>.layers`` is
-patched in-process, as tests/mutants.py does, and restored afterwards):
+patched in-process, as the mutation corpus tests/mutants/ does, and restored afterwards):
 
     numpy       DW, Db: the arrays the optimizer holds, in place   (a += a * eps)
                 DX:     a fresh array per call, also in place

@@ -7,6 +7,7 @@
     nerva-consistency explore --examples 200 --seed 0   Hypothesis searches random networks
     nerva-consistency replay FILE                 rerun a repro bundle: its numbers bit for bit on the
                                                  same platform, else its verdict
+    nerva-consistency mutants                     run the mutation corpus (harness/mutants.py)
 
 Exit codes: 0 all backends agree, 1 an inconsistency (or a backend raised, or held NaN/Inf),
 2 bad input (one line on stderr, no traceback; every input is checked by :mod:`harness.validate`
@@ -105,6 +106,10 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--backends", help="comma-separated (default: every installed backend)")
     conv.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     conv.add_argument("--json", metavar="FILE", help="write the table as JSON")
+
+    from harness.mutants import add_parser as add_mutants_parser
+
+    add_mutants_parser(sub)
     for q in sub.choices.values():  # --debug after the subcommand too (SUPPRESS: keep one given before it)
         q.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show the traceback of an internal error")
@@ -558,6 +563,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _conventions(args, checked, out)
         if args.command == "replay":
             return _replay(args, checked, out)
+        if args.command == "mutants":
+            from harness.mutants import main as mutants
+
+            return mutants(args, out, err)
         if args.command == "explore":
             return _explore(args, checked, out, err)
         if args.command == "run":

@@ -686,7 +686,7 @@ def command(args: Any) -> Checked:
     out = Checked()
     cmd = args.command
     json_flag = getattr(args, "json", None)
-    if cmd in ("run", "explore", "conventions") and json_flag is not None:
+    if cmd in ("run", "explore", "conventions", "mutants") and json_flag is not None:
         out.json = output_file(json_flag, "--json")
     elif cmd == "check" and json_flag is not None:
         out.json = output_dir(json_flag, "--json")

@@ -1,4 +1,15 @@
-"""Injected bugs must be caught, blamed on the right backend and localized to the right tensor."""
+"""Injected bugs must be caught, blamed on the right backend and localized to the right tensor.
+
+The bugs themselves live in the mutation corpus (tests/mutants/; tests/test_mutants.py asserts
+each one's verdict); these tests use its bias-gradient bug for what the corpus does not cover:
+the same bug in each backend judged by the majority, the majority's limit, the CLI's output and
+a repro bundle.
+
+A 0.1 % error in Db is caught against the majority in lockstep (37 times the bound) but not in
+trajectory mode, whose bound is the worst case even at step 0 (docs/mutants.md, "Comparator";
+the corpus's ``bias-gradient-off-by-1e-3-in-trajectory``). The tests that need *a* caught bug in
+trajectory mode, the default of ``run``, plant 5 % (``TRAJECTORY_FACTOR``: 17-40 times the
+bound there)."""
 
 import importlib
 
@@ -10,14 +21,16 @@ from mutants import break_bias_gradient
 from harness.runner import run
 
 pytestmark = pytest.mark.backends
+TRAJECTORY_FACTOR = 1.05
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch", "jax", "tensorflow"])
 def test_broken_backward_is_blamed_on_its_backend(backend, installed, monkeypatch):
     break_bias_gradient(monkeypatch, backend)
     # relu-softmax: ReLU;ReLU;Softmax. The Softmax layer is not an ActivationLayer, so the
-    # first wrong tensor in backward order is Db of layer 2 (the upper ReLU layer).
-    result = run(scenarios.get("relu-softmax", steps=3), installed)
+    # first wrong tensor in backward order is Db of layer 2 (the upper ReLU layer). Lockstep
+    # without an oracle: every backend at the same point, judged against the majority.
+    result = run(scenarios.get("relu-softmax", steps=3, mode="lockstep"), installed, oracle="none")
     assert not result.passed
     step, verdict = result.first_divergence
     assert step == 0
@@ -27,21 +40,11 @@ def test_broken_backward_is_blamed_on_its_backend(backend, installed, monkeypatc
     assert all(verdict.worst[b] < 1 for b in installed if b != backend)
 
 
-def test_a_wrong_activation_derivative_is_caught_in_DZ(installed, monkeypatch):
-    import nerva_torch.activation_functions as acts
-
-    # Tanh' written as 1 - tanh (a typo-sized bug): wrong everywhere except where tanh is 0 or 1.
-    monkeypatch.setattr(acts, "Hyperbolic_tangent_gradient", lambda X: 1 - acts.torch.tanh(X))
-    result = run(scenarios.get("sigmoid-logistic", steps=2), installed)
-    step, verdict = result.first_divergence
-    assert (step, verdict.key, verdict.blamed) == (0, ("DZ", 2), ["torch"])
-
-
 def test_same_wrong_formula_in_three_backends_leaves_no_majority_for_the_right_one(installed, monkeypatch):
     """Blame follows the majority: three wrong backends outvote the correct one. (Finding such
     bugs needs the exact oracle; this test documents the limit of backend-vs-backend comparison.)"""
     for backend in ("torch", "jax", "tensorflow"):
-        break_bias_gradient(monkeypatch, backend)
+        break_bias_gradient(monkeypatch, backend, factor=TRAJECTORY_FACTOR)
     result = run(scenarios.get("relu-softmax", steps=1), installed)
     _, verdict = result.first_divergence
     assert verdict.blamed == ["numpy"]
@@ -52,7 +55,7 @@ def test_cli_exit_1_names_the_backend_and_prints_the_reproduction(installed, mon
 
     from harness.cli import main
 
-    break_bias_gradient(monkeypatch, "jax")
+    break_bias_gradient(monkeypatch, "jax", factor=TRAJECTORY_FACTOR)
     report = tmp_path / "r.json"
     code = main(["run", "--scenario", "relu-softmax", "--steps", "3", "--seed", "4", "--quiet", "--json", str(report),
                  "--bundle-dir", str(tmp_path / "bundles")])
@@ -71,29 +74,10 @@ def test_cli_exit_1_names_the_backend_and_prints_the_reproduction(installed, mon
     assert set(fd["values"]) == {"numpy", "torch", "jax", "tensorflow", "consensus"}
 
 
-def test_the_same_wrong_formula_in_all_four_is_caught_by_the_oracle_only(installed, monkeypatch):
-    """Backend-vs-backend comparison cannot see a bug that every backend shares; the exact
-    oracle can. Sigmoid' written as sigma * (1 + sigma) in all four libraries."""
-    pytest.importorskip("harness.symbolic")
-    for backend in installed:
-        acts = importlib.import_module(f"nerva_{backend}.activation_functions")
-        sigmoid = acts.Sigmoid
-        monkeypatch.setattr(acts, "Sigmoid_gradient", lambda X, s=sigmoid: s(X) * (1 + s(X)))
-    sc = scenarios.get("sigmoid-logistic", mode="lockstep", steps=2)
-    without = run(sc, installed, oracle="none")
-    assert without.passed  # four identical wrong answers agree with each other
-    with_oracle = run(sc, installed, oracle="sympy")
-    assert not with_oracle.passed
-    step, verdict = with_oracle.first_divergence
-    assert (step, verdict.key) == (0, ("DZ", 1))  # Sigmoid is layer 1; DZ is its first wrong tensor
-    assert sorted(verdict.blamed) == sorted(installed)
-    assert all(verdict.ulps[b] > 100 for b in installed)
-
-
 def test_a_bundle_replays_bit_for_bit_without_any_rng(installed, monkeypatch, tmp_path):
     from harness.repro import load, replay, save
 
-    original = break_bias_gradient(monkeypatch, "tensorflow")
+    original = break_bias_gradient(monkeypatch, "tensorflow", factor=TRAJECTORY_FACTOR)
     layers = importlib.import_module("nerva_tensorflow.layers")
     result = run(scenarios.get("relu-softmax", steps=2, seed=9), installed)
     assert not result.passed
