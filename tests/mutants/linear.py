@@ -72,13 +72,11 @@ def bias_gradient_off_by_1e_3(p):
     p.set(layers.ActivationLayer, "backpropagate", backpropagate)
 
 
-@mutant("numpy", Run("relu-softmax", "float32", "trajectory"), NOT_CAUGHT)
+@mutant("numpy", Run("relu-softmax", "float32", "trajectory"), caught(0, "Db", 2))
 def bias_gradient_off_by_1e_3_in_trajectory(p):
-    """The same ``Db * 1.001`` in relu-softmax's float32 *trajectory* run. Not caught: trajectory
-    mode bounds every tensor by the worst case, even at step 0 where the backends' spread is
-    exactly zero, and the worst case of relu-softmax's Db2 is about 1e-3 relative; the same
-    numbers judged in lockstep against the same majority are caught at 37 times the bound
-    (docs/mutants.md, "Comparator")."""
+    """The same ``Db * 1.001`` in relu-softmax's float32 *trajectory* run: caught at step 0 in
+    the ReLU layer 2 (the first ActivationLayer backpropagation reaches). Once missed, when the
+    bound took trajectory spreads as worst case only (docs/mutants.md, "Comparator")."""
     from mutants import scale_db
 
     layers = p.module("layers")
