@@ -7,6 +7,9 @@
     nerva-consistency explore --examples 200 --seed 0   Hypothesis searches random networks
     nerva-consistency replay FILE                 rerun a repro bundle: its numbers bit for bit on the
                                                  same platform, else its verdict
+    nerva-consistency check --shard 2/4 --junit FILE   one shard of the main job, JUnit XML too
+    nerva-consistency report FILE.json [--out DIR]     PNG and HTML of a saved report
+    nerva-consistency report --merge DIR [--out DIR]   merge every shard's and cell's reports
 
 Exit codes: 0 all backends agree, 1 an inconsistency (or a backend raised), 2 bad input (one
 line on stderr, no traceback). On exit 1 the command that reproduces the run is printed.
@@ -64,10 +67,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", choices=("float32", "float64"))
     run.add_argument("--mode", choices=("trajectory", "lockstep"))
     common(run)
+    run.add_argument("--junit", metavar="FILE", help="write JUnit XML here (a test case per backend)")
 
     check = sub.add_parser("check", help="the main job: every catalog scenario marked check = true")
     check.add_argument("--seed", type=int, help="override every scenario's seed")
     common(check)
+    check.add_argument("--add-seed", type=int, action="append", default=[], metavar="SEED",
+                       help="also run every scenario with this seed (repeatable; the nightly adds that night's)")
+    check.add_argument("--variants", choices=("catalog", "all"), default="catalog",
+                       help="the dtype/mode pairs: each scenario's catalog variants (default), or all four")
+    check.add_argument("--shard", metavar="K/N", help="run only the K-th of N disjoint parts of the plan "
+                                                     "(deterministic; the N parts together are the whole plan)")
+    check.add_argument("--junit", metavar="FILE", help="write JUnit XML here (a test case per scenario, "
+                                                      "variant, seed and backend)")
+    check.add_argument("--out", metavar="DIR", help="write every report here: json/ (one per run and the "
+                                                   "cell manifest), junit.xml, index.html and plots/, summary.md")
 
     exp = sub.add_parser("explore", help="search random networks and adversarial inputs for defects (Hypothesis)")
     exp.add_argument("--examples", type=int, default=200, help="examples to run, shrinking not counted (default %(default)s)")
@@ -83,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--bundle-dir", default="nerva-consistency-failures",
                      help="where each distinct defect's repro bundle is written (default: %(default)s)")
     exp.add_argument("--quiet", action="store_true", help="no progress bar")
+    exp.add_argument("--shard", metavar="K/N", help="run the K-th of N parts of the search: a 1/N share of "
+                                                   "the examples with a seed of its own")
 
     rep = sub.add_parser("replay", help="rerun a repro bundle (no RNG) and compare with the recording: the numbers "
                                         "bit for bit on the same platform and versions, else the verdict "
@@ -90,6 +106,18 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("bundle", help="a .npz bundle written by a failing run or explore")
     rep.add_argument("--backends", help="rerun on other backends than recorded (nothing is then compared)")
     rep.add_argument("--quiet", action="store_true")
+
+    rpt = sub.add_parser("report", help="render saved JSON reports: PNG plots and a self-contained HTML page; "
+                                        "--merge: combine every shard's and cell's reports into one summary")
+    rpt.add_argument("paths", nargs="+", metavar="FILE_OR_DIR",
+                     help="a run's JSON report, or with --merge directories (searched recursively) and files")
+    rpt.add_argument("--merge", action="store_true", help="merge: totals, cells, failing scenarios and backends, "
+                                                         "findings deduplicated (exit 1 when anything is red)")
+    rpt.add_argument("--out", metavar="DIR", help="where to write (default: beside the report; with --merge "
+                                                 "the first directory given)")
+    rpt.add_argument("--markdown", metavar="FILE", help="also append the summary as Markdown here "
+                                                       "(e.g. \"$GITHUB_STEP_SUMMARY\")")
+    rpt.add_argument("--no-plots", action="store_true", help="HTML without plots (no matplotlib needed)")
 
     conv = sub.add_parser("conventions", help="each backend's derivative exactly at each kink, beside the one-sided limits")
     conv.add_argument("--backends", help="comma-separated (default: every installed backend)")
@@ -221,11 +249,12 @@ def _print_result(result, out, commands: dict[str, str] | None = None) -> None:
         out.print(f"[red]FAIL[/red] {sc.name}. Reproduce with:\n{lines}", soft_wrap=True)
 
 
-def _save_bundle(result, args, out) -> None:
+def _save_bundle(result, args, out):
     from harness.repro import save
 
     path = save(result, args.bundle_dir)
     out.print(f"Repro bundle: {path}\n  nerva-consistency replay {path}", soft_wrap=True)
+    return path
 
 
 def _replay(args: argparse.Namespace, out) -> int:
@@ -262,6 +291,18 @@ def _explore(args: argparse.Namespace, backends: list[str], out, err) -> int:
         raise SpecError(f"--examples must be at least 1, not {args.examples}")
     if args.seed < 0:
         raise SpecError(f"--seed must be 0 or more, not {args.seed}")
+    if args.shard:
+        from harness.shard import explore_share, parse_shard
+
+        part = parse_shard(args.shard)
+        whole = (args.examples, args.seed)
+        args.examples, args.seed = explore_share(args.examples, args.seed, part)
+        if args.examples == 0:
+            out.print(f"shard {part} of a search of {whole[0]} example(s): nothing to do")
+            return 0
+        out.print(f"shard {part} of explore --examples {whole[0]} --seed {whole[1]}: {args.examples} example(s) "
+                  f"with seed {args.seed} (the same search as explore --examples {args.examples} --seed {args.seed})",
+                  soft_wrap=True)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from harness.explore import explore
@@ -348,7 +389,7 @@ def _explore(args: argparse.Namespace, backends: list[str], out, err) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({
             "schema": "nerva-consistency/explore/1", "examples": stats.examples, "budget": args.examples,
-            "seed": args.seed, "backends": backends, "seconds": round(stats.seconds, 1), "rounds": stats.rounds,
+            "seed": args.seed, "shard": args.shard, "backends": backends, "seconds": round(stats.seconds, 1), "rounds": stats.rounds,
             "shrink_runs": stats.shrink_runs, "findings": dict(stats.findings), "known": dict(stats.known),
             "oracles": {(k or "none"): v for k, v in stats.oracles.items()}, "defects": saved,
             "seen_while_shrinking_not_reproduced": [f.detail for f, _ in stats.seen_while_shrinking.values()]},
@@ -409,6 +450,94 @@ def _conventions(args: argparse.Namespace, out) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace, backends: list[str], out, err, argv: list[str]) -> int:
+    """``check``: the plan (harness.shard: the catalog's check scenarios in their variants and
+    seeds), or one shard of it; one line per run, full tables only for failures. Writes the
+    reports asked for: JSON per run and the cell manifest (--json DIR), JUnit (--junit), and
+    with --out all of them plus the HTML page and plots."""
+    import time
+    from datetime import datetime, timezone
+
+    import scenarios
+    from harness import merge, shard as sharding
+    from harness.report import to_json, versions
+
+    part = sharding.parse_shard(args.shard)
+    planned = sharding.plan(args.variants, args.seed, args.add_seed)
+    runs = sharding.select(planned, part)
+    out_dir = Path(args.out) if args.out else None
+    json_dir = Path(args.json) if args.json else (out_dir / "json" if out_dir else None)
+    junit_path = args.junit or (str(out_dir / "junit.xml") if out_dir else None)
+    seeds = {n: int(t.get("seed", 0)) for n, t in scenarios.catalog().items()}
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    clock = time.perf_counter()
+    if part.count > 1:
+        out.print(f"shard {part}: {len(runs)} of the plan's {len(planned)} run(s)")
+    failed, known, reports = [], [], []
+    for r in runs:
+        scenario = scenarios.get(r.scenario, seed=r.seed, dtype=r.dtype, mode=r.mode)
+        run_started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        result = _run_one(scenario, backends, args, out, err)
+        label = f"{r.scenario} {r.dtype} {r.mode}" + ("" if r.seed == seeds.get(r.scenario) else f" seed {r.seed}")
+        expected = scenarios.known_defect(r.scenario, r.dtype)
+        if expected and not set(expected["backends"]) <= set(backends):
+            expected = None  # the defective backend is not in this run
+        status, bundle = None, None
+        if expected:
+            first = result.first_divergence
+            blamed = sorted(first[1].blamed) if first else []
+            if not result.failures and blamed == sorted(expected["backends"]):
+                step, tv = first
+                out.print(f"[yellow]KNOWN[/yellow] {label:44s} {', '.join(blamed)} outside the bound from step {step}, "
+                          f"{tv.key[0]}{tv.key[1] or ''} ({tv.worst[blamed[0]]:.3g}x): {expected['finding']}")
+                known.append(label)
+                status = "known"
+            else:
+                out.print(f"[red]expected the known defect[/red] ({', '.join(expected['backends'])}: {expected['finding']}) "
+                          f"in {label}; it did not show as expected")
+        if status is None:
+            if result.passed and not expected:
+                worst = max((w for v in result.steps for t in v.tensors for w in t.worst.values()), default=0.0)
+                kinks = sum(v.near_kinks for v in result.steps)
+                out.print(f"[green]PASS[/green] {label:45s} worst {worst:.3g}  near-kink {kinks}  "
+                          f"resyncs {len(result.resyncs)}  oracle {result.oracle or 'none'}  ({result.seconds:.1f} s)")
+                status = "pass"
+            else:
+                _print_result(result, out)
+                bundle = str(_save_bundle(result, args, out))
+                failed.append(label)
+                status = "known-missing" if expected else "fail"
+        report = to_json(result)
+        report["check"] = merge.check_entry(status, r, part, expected, bundle, run_started)
+        reports.append(report)
+        if json_dir:
+            path = json_dir / r.filename(seeds.get(r.scenario))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(report, indent=1) + "\n")
+    out.print(f"{len(runs) - len(failed) - len(known)} passed, {len(failed)} failed"
+              + (f", {len(known)} known defect(s) shown as expected" if known else "")
+              + (f": {'; '.join(failed)}" if failed else ""))
+    code = 1 if failed else 0
+    if junit_path:
+        from harness import junit
+
+        junit.write(reports, junit_path, name=f"nerva-consistency check, shard {part}")
+    if json_dir:
+        counts = {"runs": len(runs), "passed": len(runs) - len(failed) - len(known), "failed": len(failed),
+                  "known": len(known)}
+        merge.write_manifest(json_dir, shard=part, planned=planned, runs=runs, argv=argv, counts=counts,
+                             backends=backends, versions=versions(), started=started,
+                             seconds=time.perf_counter() - clock, exit_code=code,
+                             options={"variants": args.variants, "seed": args.seed, "add_seed": args.add_seed})
+    if out_dir:
+        from harness.render import render_merge
+
+        merged = render_merge([json_dir], out_dir, title=f"nerva-consistency check, shard {part}")
+        out.print(f"reports: {out_dir / 'index.html'}, {junit_path}, {json_dir}/ ({merge.totals_line(merged)})",
+                  soft_wrap=True)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
@@ -432,6 +561,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _conventions(args, out)
         if args.command == "replay":
             return _replay(args, out)
+        if args.command == "report":
+            from harness.render import report_command
+
+            return report_command(args, out)
         backends = _backends(args.backends)
         if args.command == "explore":
             return _explore(args, backends, out, err)
@@ -440,48 +573,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = _run_one(scenario, backends, args, out, err)
             if args.json:
                 _write_json(result, Path(args.json))
+            if args.junit:
+                from harness import junit
+                from harness.report import to_json
+
+                junit.write([to_json(result)], args.junit)
             _print_result(result, out)
             if not result.passed:
                 _save_bundle(result, args, out)
             return 0 if result.passed else 1
-        # check: every run of the main job, one line each; full tables only for failures
-        import scenarios
-
-        runs = scenarios.main_job()
-        failed, known = [], []
-        for name, dtype, mode in runs:
-            scenario = scenarios.get(name, seed=args.seed, dtype=dtype, mode=mode)
-            result = _run_one(scenario, backends, args, out, err)
-            label = f"{name} {dtype} {mode}"
-            if args.json:
-                _write_json(result, Path(args.json) / f"{name}-{dtype}-{mode}.json")
-            expected = scenarios.known_defect(name, dtype)
-            if expected and not set(expected["backends"]) <= set(backends):
-                expected = None  # the defective backend is not in this run
-            if expected:
-                first = result.first_divergence
-                blamed = sorted(first[1].blamed) if first else []
-                if not result.failures and blamed == sorted(expected["backends"]):
-                    step, tv = first
-                    out.print(f"[yellow]KNOWN[/yellow] {label:44s} {', '.join(blamed)} outside the bound from step {step}, "
-                              f"{tv.key[0]}{tv.key[1] or ''} ({tv.worst[blamed[0]]:.3g}x): {expected['finding']}")
-                    known.append(label)
-                    continue
-                out.print(f"[red]expected the known defect[/red] ({', '.join(expected['backends'])}: {expected['finding']}) "
-                          f"in {label}; it did not show as expected")
-            if result.passed and not expected:
-                worst = max((w for v in result.steps for t in v.tensors for w in t.worst.values()), default=0.0)
-                kinks = sum(v.near_kinks for v in result.steps)
-                out.print(f"[green]PASS[/green] {label:45s} worst {worst:.3g}  near-kink {kinks}  "
-                          f"resyncs {len(result.resyncs)}  oracle {result.oracle or 'none'}  ({result.seconds:.1f} s)")
-            else:
-                _print_result(result, out)
-                _save_bundle(result, args, out)
-                failed.append(label)
-        out.print(f"{len(runs) - len(failed) - len(known)} passed, {len(failed)} failed"
-                  + (f", {len(known)} known defect(s) shown as expected" if known else "")
-                  + (f": {'; '.join(failed)}" if failed else ""))
-        return 1 if failed else 0
+        # check: every run of the main job (or one shard of it), one line each; full tables only for failures
+        return _check(args, backends, out, err, list(argv) if argv is not None else sys.argv[1:])
     except SpecError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
