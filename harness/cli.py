@@ -80,8 +80,9 @@ def _parser() -> argparse.ArgumentParser:
                                                      "(deterministic; the N parts together are the whole plan)")
     check.add_argument("--junit", metavar="FILE", help="write JUnit XML here (a test case per scenario, "
                                                       "variant, seed and backend)")
-    check.add_argument("--out", metavar="DIR", help="write every report here: json/ (one per run and the "
-                                                   "cell manifest), junit.xml, index.html and plots/, summary.md")
+    check.add_argument("--out", metavar="DIR", help="write every report here, replacing an earlier check's: json/ "
+                                                   "(one per run and the cell manifest), junit.xml, index.html and "
+                                                   "plots/, summary.md")
 
     exp = sub.add_parser("explore", help="search random networks and adversarial inputs for defects (Hypothesis)")
     exp.add_argument("--examples", type=int, default=200, help="examples to run, shrinking not counted (default %(default)s)")
@@ -468,6 +469,8 @@ def _check(args: argparse.Namespace, backends: list[str], out, err, argv: list[s
     out_dir = Path(args.out) if args.out else None
     json_dir = Path(args.json) if args.json else (out_dir / "json" if out_dir else None)
     junit_path = args.junit or (str(out_dir / "junit.xml") if out_dir else None)
+    if out_dir and json_dir and merge.clear(json_dir):
+        out.print(f"removed the reports of an earlier check from {json_dir}")
     seeds = {n: int(t.get("seed", 0)) for n, t in scenarios.catalog().items()}
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     clock = time.perf_counter()

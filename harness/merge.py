@@ -106,6 +106,21 @@ def write_manifest(directory: Path, *, shard, planned, runs, argv: list[str], co
     return path
 
 
+def clear(directory: Path) -> int:
+    """Remove the run reports and cell manifest an earlier ``check`` left in ``directory`` (only
+    files with this package's schemas), so that a rerun's merge shows only its own runs."""
+    removed = 0
+    for f in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            schema = json.loads(f.read_text()).get("schema")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if schema in (REPORT_SCHEMA, CHECK_SCHEMA):
+            f.unlink()
+            removed += 1
+    return removed
+
+
 # ------------------------------------------------------------------------------------- loading
 
 @dataclass
@@ -232,7 +247,9 @@ def merge(loaded: Loaded) -> Merged:
             cell["red_shards"].add((report.get("check") or {}).get("shard"))
             failed_scenarios[report["scenario"]] += 1
             fd = report.get("first_divergence") or {}
-            for b in set(fd.get("backends", [])) | set(report.get("failures") or {}):
+            expected = (report.get("check") or {}).get("expected") or {}
+            missed = set(expected.get("backends", [])) if st == "known-missing" else set()
+            for b in set(fd.get("backends", [])) | set(report.get("failures") or {}) | missed:
                 failed_backends[b] += 1
             cell["failed_runs"].append({"run": (report.get("check") or {}).get("run") or _label(report),
                                         "path": str(path), "reproduce": (report.get("reproduce") or {}).get("tox", "")})

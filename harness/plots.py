@@ -82,10 +82,10 @@ def figure(report: dict[str, Any]):
     groups = groups or ["forward"]
     finite = [v for g in groups for vals in data.get(g, {}).values() for v in vals if math.isfinite(v) and v > 0]
     lo = 10 ** math.floor(math.log10(min(finite + [1.0]))) / 10
-    hi = 10 ** math.ceil(math.log10(max(finite + [1.0]) * 1.01)) * 10
+    hi = 10 ** math.ceil(math.log10(max(finite + [1.0]) * 1.01))  # at least 10: room above the pass line
     unit = (report.get("unit") or {}).get("name", "rounding bound")
 
-    fig = Figure(figsize=(10, 2.6 * len(groups) + 1.2), dpi=110, layout="constrained")
+    fig = Figure(figsize=(11.5, 2.6 * len(groups) + 1.2), dpi=110, layout="constrained")
     axes = fig.subplots(len(groups), 1, sharex=True, squeeze=False)[:, 0]
     flips = [e["step"] for e in per_step if e.get("flips")]
     resyncs = report.get("resyncs") or []
@@ -121,7 +121,7 @@ def figure(report: dict[str, Any]):
         ax.set_ylabel(f"worst error /\n{unit}")
         ax.set_title(f"{g}: {', '.join(GROUPS[g])}", fontsize=9, loc="left")
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", ncol=3, framealpha=0.85)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0.0)  # beside, never over the data
     axes[-1].set_xlabel("step")
     if steps:
         axes[-1].set_xlim(min(steps) - 0.6, max(steps) + 0.6)
@@ -143,8 +143,8 @@ def render_png(report: dict[str, Any], path: str | Path | None = None) -> bytes:
 
 def available() -> str | None:
     """None when matplotlib can be imported, else why not (reports are then written without plots)."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError as e:
-        return f"matplotlib is not installed ({e}); pip install 'nerva-consistency[report]'"
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:  # found, not imported: that waits for a plot
+        return "matplotlib is not installed; pip install 'nerva-consistency[report]'"
     return None

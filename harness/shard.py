@@ -145,6 +145,10 @@ def select(runs: list[Run], shard: Shard, catalog: dict | None = None) -> list[R
     """The runs of ``shard`` (all of them for 1/1)."""
     if shard.count == 1:
         return list(runs)
+    if catalog is None:
+        import scenarios
+
+        catalog = scenarios.catalog()
     return split(runs, shard.count, [cost(r, catalog) for r in runs])[shard.index - 1]
 
 
