@@ -60,8 +60,8 @@ def check_entry(status: str, run, shard, expected: dict | None, bundle: str | No
 
 def replay_command(argv: list[str]) -> str:
     """The command that reruns this cell: under a ``nightly*`` tox environment, that
-    environment with the arguments that vary between cells; otherwise ``tox -e consistency``
-    with the whole ``check`` command line."""
+    environment on this Python with the arguments that vary between cells; otherwise ``tox -e
+    consistency`` with the whole ``check`` command line."""
     env = os.environ.get("TOX_ENV_NAME", "")
     if env.startswith("nightly"):
         keep, i = [], 0
@@ -74,7 +74,8 @@ def replay_command(argv: list[str]) -> str:
             if a.split("=", 1)[0] in ("--shard", "--add-seed", "--seed", "--backends"):
                 keep.append(a)
             i += 1
-        return shlex.join(["tox", "-e", env, "--", *keep])
+        py = "python" + ".".join(platform.python_version_tuple()[:2])  # the cell's Python, whatever tox's default
+        return shlex.join(["tox", "-e", env, "-x", f"testenv:{env}.base_python={py}", "--", *keep])
     return shlex.join(["tox", "-e", "consistency", "--", *argv])
 
 
@@ -335,7 +336,8 @@ def to_json(m: Merged) -> dict[str, Any]:
         "red": m.red,
         "totals": m.totals,
         "cells": {n: {"counts": c["counts"], "shards": c["shards"], "versions": c["versions"],
-                      "replay": {s: c["replay"][s] for s in sorted(c["red_shards"], key=str) if c["replay"].get(s)},
+                      "replay": dict(sorted(c["replay"].items(), key=lambda kv: str(kv[0]))),
+                      "red_shards": sorted(c["red_shards"], key=str),
                       "failed_runs": c["failed_runs"],
                       "missing": m.missing.get(n, [])}
                   for n, c in sorted(m.cells.items())},

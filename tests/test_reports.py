@@ -168,7 +168,9 @@ def test_check_out_writes_every_report(fake_check, tmp_path):
 def test_replay_command_under_a_nightly_tox_env(monkeypatch):
     monkeypatch.setenv("TOX_ENV_NAME", "nightly-latest")
     argv = ["check", "--variants", "all", "--out", "reports/nightly", "--shard", "2/4", "--add-seed", "812"]
-    assert merge.replay_command(argv) == "tox -e nightly-latest -- --shard 2/4 --add-seed 812"
+    py = "python" + ".".join(map(str, sys.version_info[:2]))
+    assert merge.replay_command(argv) == (f"tox -e nightly-latest -x testenv:nightly-latest.base_python={py} "
+                                          "-- --shard 2/4 --add-seed 812")
     monkeypatch.delenv("TOX_ENV_NAME")
     assert merge.replay_command(argv).startswith("tox -e consistency -- check --variants all")
 
