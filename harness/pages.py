@@ -111,7 +111,7 @@ def run_section(report: dict[str, Any], png: bytes | None, open_: bool = True, n
                 continue
             w = _num(c.get("worst"))
             txt = f"{w:.3g}" + (f" · {_num(c['ulps']):.3g} ulp" if "ulps" in c else "") + \
-                (f" ({c['kinks']} kink)" if c.get("kinks") else "")
+                (f" ({c['kinks']} excused at kinks)" if c.get("kinks") else "")
             cls = " class='bad'" if not w <= 1 else ""
             cells.append(f"<td{cls}>{_e(txt)}</td>")
         rows.append(f"<tr><td class='l'>{_e(tensor)}</td>{''.join(cells)}</tr>")
