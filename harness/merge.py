@@ -228,7 +228,8 @@ def merge(loaded: Loaded) -> Merged:
         cell = cells.setdefault(manifest.get("cell", "?"), _new_cell())
         shard = manifest.get("shard")
         cell["shards"].append(shard)
-        cell["versions"] = {k: v for k, v in (manifest.get("versions") or {}).items() if k in SHOWN or k == "python"}
+        known = {**(manifest.get("installed") or {}), **(manifest.get("versions") or {})}
+        cell["versions"] = {k: v for k, v in known.items() if k in SHOWN or k == "python"}
         cell["replay"][shard] = manifest.get("replay")
         for run in manifest.get("runs", []):
             cell["planned"][run] = shard

@@ -74,6 +74,7 @@ def title(report: dict[str, Any]) -> str:
 def figure(report: dict[str, Any]):
     """The matplotlib Figure of one run's report."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     data = series(report)
     per_step = report.get("per_step") or []
@@ -92,9 +93,10 @@ def figure(report: dict[str, Any]):
     fd = report.get("first_divergence")
     for ax, g in zip(axes, groups):
         lines = data.get(g, {})
-        for i, (b, vals) in enumerate(lines.items()):
-            # backends often agree to the last bit: a small horizontal offset keeps every one visible
-            dx = (i - (len(lines) - 1) / 2) * 0.08
+        # backends often agree to the last bit: a small horizontal offset keeps every one visible
+        dodge = {b: (i - (len(lines) - 1) / 2) * 0.08 for i, b in enumerate(lines)}
+        for b, vals in lines.items():
+            dx = dodge[b]
             xs = [s + dx for s in steps]
             ys = [lo if v == 0 else hi if math.isinf(v) else v for v in vals]
             ax.plot(xs, ys, marker=MARKERS.get(b, "o"), markersize=3.5, linewidth=1.1,
@@ -111,9 +113,9 @@ def figure(report: dict[str, Any]):
             ax.axvline(s + 0.5, color="purple", linestyle=":", linewidth=1.4,
                        label="re-anchored after the step" if i == 0 else None)
         if fd and group_of(fd["tensor"]) == g:
-            r = max((_value(v) for b, v in (fd.get("ratio") or {}).items() if b in fd.get("backends", [])),
-                    default=math.nan)
-            ax.scatter([fd["step"]], [hi if math.isinf(r) else r], marker="*", s=220, color="crimson",
+            blamed = {b: _value(v) for b, v in (fd.get("ratio") or {}).items() if b in fd.get("backends", [])}
+            b, r = max(blamed.items(), key=lambda kv: kv[1], default=(None, math.nan))
+            ax.scatter([fd["step"] + dodge.get(b, 0.0)], [hi if math.isinf(r) else r], marker="*", s=220, color="crimson",
                        edgecolor="black", zorder=6, label=f"first divergence ({fd['tensor']}"
                                                           f"{'' if fd.get('layer') is None else fd['layer']})")
         ax.set_yscale("log")
@@ -123,6 +125,7 @@ def figure(report: dict[str, Any]):
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0.0)  # beside, never over the data
     axes[-1].set_xlabel("step")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     if steps:
         axes[-1].set_xlim(min(steps) - 0.6, max(steps) + 0.6)
     fig.suptitle(title(report), fontsize=10)
