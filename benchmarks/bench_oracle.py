@@ -102,7 +102,7 @@ def main() -> None:
     args = ap.parse_args()
 
     first, later = oracle_step()
-    print(f"1. sympy oracle, one lockstep step, 16-32-32-10 ReLU/BN/Softmax, CrossEntropy, batch 16:")
+    print("1. sympy oracle, one lockstep step, 16-32-32-10 ReLU/BN/Softmax, CrossEntropy, batch 16:")
     print(f"   first step {first:.2f} s (derivations included), next steps {later:.2f} s each (target <= 2 s)")
 
     if not args.no_suite:
@@ -113,7 +113,7 @@ def main() -> None:
         last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-200:]
         print(f"2. component suite: {suite:.1f} s wall (target <= 60 s): {last}")
 
-    print(f"3. one Softmax layer's DW: nerva-sympy style simplify(A - B) == 0 vs our exact evaluation")
+    print("3. one Softmax layer's DW: nerva-sympy style simplify(A - B) == 0 vs our exact evaluation")
     for N, D, K in [(2, 3, 2), (2, 3, 3), (3, 4, 3), (4, 6, 4), (16, 32, 10)]:
         ours = exact_gradient(N, D, K)
         theirs = timed_simplify(N, D, K, args.budget)

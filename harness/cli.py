@@ -8,6 +8,9 @@
     nerva-consistency replay FILE                 rerun a repro bundle: its numbers bit for bit on the
                                                  same platform, else its verdict
     nerva-consistency mutants                     run the mutation corpus (harness/mutants.py)
+    nerva-consistency check --shard 2/4 --junit FILE   one shard of the main job, JUnit XML too
+    nerva-consistency report FILE.json [--out DIR]     PNG and HTML of a saved report
+    nerva-consistency report --merge DIR [--out DIR]   merge every shard's and cell's reports
 
 Exit codes: 0 all backends agree, 1 an inconsistency (or a backend raised, or held NaN/Inf),
 2 bad input (one line on stderr, no traceback; every input is checked by :mod:`harness.validate`
@@ -75,10 +78,22 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", choices=("float32", "float64"))
     run.add_argument("--mode", choices=("trajectory", "lockstep"))
     common(run)
+    run.add_argument("--junit", metavar="FILE", help="write JUnit XML here (a test case per backend)")
 
     check = sub.add_parser("check", help="the main job: every catalog scenario marked check = true")
     check.add_argument("--seed", type=int, help="override every scenario's seed")
     common(check)
+    check.add_argument("--add-seed", type=int, action="append", default=[], metavar="SEED",
+                       help="also run every scenario with this seed (repeatable; the nightly adds that night's)")
+    check.add_argument("--variants", choices=("catalog", "all"), default="catalog",
+                       help="the dtype/mode pairs: each scenario's catalog variants (default), or all four")
+    check.add_argument("--shard", metavar="K/N", help="run only the K-th of N disjoint parts of the plan "
+                                                     "(deterministic; the N parts together are the whole plan)")
+    check.add_argument("--junit", metavar="FILE", help="write JUnit XML here (a test case per scenario, "
+                                                      "variant, seed and backend)")
+    check.add_argument("--out", metavar="DIR", help="write every report here, replacing an earlier check's: json/ "
+                                                   "(one per run and the cell manifest), junit.xml, index.html and "
+                                                   "plots/, summary.md")
 
     exp = sub.add_parser("explore", help="search random networks and adversarial inputs for defects (Hypothesis)")
     exp.add_argument("--examples", type=int, default=200, help="examples to run, shrinking not counted (default %(default)s)")
@@ -94,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--bundle-dir", default="nerva-consistency-failures",
                      help="where each distinct defect's repro bundle is written (default: %(default)s)")
     exp.add_argument("--quiet", action="store_true", help="no progress bar")
+    exp.add_argument("--shard", metavar="K/N", help="run the K-th of N parts of the search: a 1/N share of "
+                                                   "the examples with a seed of its own")
 
     rep = sub.add_parser("replay", help="rerun a repro bundle (no RNG) and compare with the recording: the numbers "
                                         "bit for bit on the same platform and versions, else the verdict "
@@ -101,6 +118,18 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("bundle", help="a .npz bundle written by a failing run or explore")
     rep.add_argument("--backends", help="rerun on other backends than recorded (nothing is then compared)")
     rep.add_argument("--quiet", action="store_true")
+
+    rpt = sub.add_parser("report", help="render saved JSON reports: PNG plots and a self-contained HTML page; "
+                                        "--merge: combine every shard's and cell's reports into one summary")
+    rpt.add_argument("paths", nargs="+", metavar="FILE_OR_DIR",
+                     help="a run's JSON report, or with --merge directories (searched recursively) and files")
+    rpt.add_argument("--merge", action="store_true", help="merge: totals, cells, failing scenarios and backends, "
+                                                         "findings deduplicated (exit 1 when anything is red)")
+    rpt.add_argument("--out", metavar="DIR", help="where to write (default: beside the report; with --merge "
+                                                 "the first directory given)")
+    rpt.add_argument("--markdown", metavar="FILE", help="also append the summary as Markdown here "
+                                                       "(e.g. \"$GITHUB_STEP_SUMMARY\")")
+    rpt.add_argument("--no-plots", action="store_true", help="HTML without plots (no matplotlib needed)")
 
     conv = sub.add_parser("conventions", help="each backend's derivative exactly at each kink, beside the one-sided limits")
     conv.add_argument("--backends", help="comma-separated (default: every installed backend)")
@@ -255,7 +284,7 @@ def _print_result(result, out, commands: dict[str, str] | None = None) -> None:
         out.print(f"[red]FAIL[/red] {sc.name}. Reproduce with:\n{lines}", soft_wrap=True)
 
 
-def _save_bundle(result, directory: Path, out) -> None:
+def _save_bundle(result, directory: Path, out) -> Path:
     """Write the failure's bundle; the same failure as an earlier run replaces that one's file."""
     from harness.repro import bundle_path, save
 
@@ -263,6 +292,7 @@ def _save_bundle(result, directory: Path, out) -> None:
     path = save(result, directory)
     how = " (replaced the bundle of the same failure from an earlier run)" if replaced else ""
     out.print(f"Repro bundle{how}: {path}\n  nerva-consistency replay {path}", soft_wrap=True)
+    return path
 
 
 def _replay(args: argparse.Namespace, checked, out) -> int:
@@ -296,6 +326,18 @@ def _explore(args: argparse.Namespace, checked, out, err) -> int:
     reproduce it), a summary at the end. Exit 1 when a red defect was found; 130 on Ctrl-C,
     after the defects found so far."""
     backends = checked.backends
+    if args.shard:
+        from harness.shard import explore_share, parse_shard
+
+        part = parse_shard(args.shard)
+        whole = (args.examples, args.seed)
+        args.examples, args.seed = explore_share(args.examples, args.seed, part)
+        if args.examples == 0:
+            out.print(f"shard {part} of a search of {whole[0]} example(s): nothing to do")
+            return 0
+        out.print(f"shard {part} of explore --examples {whole[0]} --seed {whole[1]}: {args.examples} example(s) "
+                  f"with seed {args.seed} (the same search as explore --examples {args.examples} --seed {args.seed})",
+                  soft_wrap=True)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from harness.explore import explore
@@ -360,7 +402,7 @@ def _explore(args: argparse.Namespace, checked, out, err) -> int:
         checked.json.parent.mkdir(parents=True, exist_ok=True)
         checked.json.write_text(json.dumps({
             "schema": "nerva-consistency/explore/1", "examples": stats.examples, "budget": args.examples,
-            "seed": args.seed, "backends": backends, "seconds": round(stats.seconds, 1), "rounds": stats.rounds,
+            "seed": args.seed, "shard": args.shard, "backends": backends, "seconds": round(stats.seconds, 1), "rounds": stats.rounds,
             "shrink_runs": stats.shrink_runs, "findings": dict(stats.findings), "known": dict(stats.known),
             "oracles": {(k or "none"): v for k, v in stats.oracles.items()}, "defects": saved,
             "seen_while_shrinking_not_reproduced": [f.detail for f, _ in stats.seen_while_shrinking.values()]},
@@ -476,6 +518,11 @@ def _run(args: argparse.Namespace, checked, out, err) -> int:
         result = e.result
     if checked.json:
         _write_json(result, checked.json)
+    if checked.junit:
+        from harness import junit
+        from harness.report import to_json
+
+        junit.write([to_json(result)], str(checked.junit))
     _print_result(result, out)
     if result.interrupted:
         return EXIT_INTERRUPTED
@@ -484,29 +531,49 @@ def _run(args: argparse.Namespace, checked, out, err) -> int:
     return 0 if result.passed else 1
 
 
-def _check(args: argparse.Namespace, checked, out, err) -> int:
-    """``check``: every run of the main job, one line each; full tables only for failures."""
-    import scenarios
+def _check(args: argparse.Namespace, checked, out, err, argv: list[str]) -> int:
+    """``check``: the plan (harness.shard: the catalog's check scenarios in their variants and
+    seeds), or one shard of it; one line per run, full tables only for failures. Writes the
+    reports asked for: JSON per run and the cell manifest (--json DIR), JUnit (--junit), and
+    with --out all of them plus the HTML page and plots. Ctrl-C: what was judged, exit 130."""
+    import time
+    from datetime import datetime, timezone
 
+    import scenarios
+    from harness import merge, shard as sharding
+    from harness.report import to_json, versions
     from harness.runner import Interrupted
 
     backends = checked.backends
-    failed, known = [], []
-    for n, scenario in enumerate(checked.runs):
-        name, dtype, mode = scenario.name, scenario.dtype, scenario.mode
-        label = f"{name} {dtype} {mode}"
+    part = sharding.parse_shard(args.shard)
+    planned = sharding.plan(args.variants, args.seed, args.add_seed)
+    runs = sharding.select(planned, part)
+    out_dir = checked.out
+    json_dir = checked.json or (out_dir / "json" if out_dir else None)
+    junit_path = str(checked.junit) if checked.junit else (str(out_dir / "junit.xml") if out_dir else None)
+    if out_dir and json_dir and merge.clear(json_dir):
+        out.print(f"removed the reports of an earlier check from {json_dir}")
+    seeds = {n: int(t.get("seed", 0)) for n, t in scenarios.catalog().items()}
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    clock = time.perf_counter()
+    if part.count > 1:
+        out.print(f"shard {part}: {len(runs)} of the plan's {len(planned)} run(s)")
+    failed, known, reports = [], [], []
+    for n, r in enumerate(runs):
+        scenario = scenarios.get(r.scenario, seed=r.seed, dtype=r.dtype, mode=r.mode)
+        run_started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        label = f"{r.scenario} {r.dtype} {r.mode}" + ("" if r.seed == seeds.get(r.scenario) else f" seed {r.seed}")
         try:
             result = _run_one(scenario, backends, args, out, err)
         except Interrupted as e:
             _print_result(e.result, out)
-            out.print(f"[yellow]INTERRUPTED[/yellow] check during {label}: {n} of {len(checked.runs)} run(s) done, "
+            out.print(f"[yellow]INTERRUPTED[/yellow] check during {label}: {n} of {len(runs)} run(s) done, "
                       f"{n - len(failed) - len(known)} passed, {len(failed)} failed")
             return EXIT_INTERRUPTED
-        if checked.json:
-            _write_json(result, checked.json / f"{name}-{dtype}-{mode}.json")
-        expected = scenarios.known_defect(name, dtype)
+        expected = scenarios.known_defect(r.scenario, r.dtype)
         if expected and not set(expected["backends"]) <= set(backends):
             expected = None  # the defective backend is not in this run
+        status, bundle = None, None
         if expected:
             first = result.first_divergence
             blamed = sorted(first[1].blamed) if first else []
@@ -515,23 +582,51 @@ def _check(args: argparse.Namespace, checked, out, err) -> int:
                 out.print(f"[yellow]KNOWN[/yellow] {label:44s} {', '.join(blamed)} outside the bound from step {step}, "
                           f"{tv.key[0]}{tv.key[1] or ''} ({tv.worst[blamed[0]]:.3g}x): {expected['finding']}")
                 known.append(label)
-                continue
-            out.print(f"[red]expected the known defect[/red] ({', '.join(expected['backends'])}: {expected['finding']}) "
-                      f"in {label}; it did not show as expected")
-        if result.passed and not expected:
-            worst = max((w for v in result.verdicts for t in v.tensors for w in t.worst.values()), default=0.0)
-            kinks = sum(v.near_kinks for v in result.verdicts)
-            out.print(f"[green]PASS[/green] {label:45s} worst {worst:.3g}  near-kink {kinks}  "
-                      f"resyncs {len(result.resyncs)}  oracle {result.oracle or 'none'}  ({result.seconds:.1f} s)")
-        else:
-            _print_result(result, out)
-            _save_bundle(result, checked.bundle_dir, out)
-            failed.append(label)
-    runs = len(checked.runs)
-    out.print(f"{runs - len(failed) - len(known)} passed, {len(failed)} failed"
+                status = "known"
+            else:
+                out.print(f"[red]expected the known defect[/red] ({', '.join(expected['backends'])}: {expected['finding']}) "
+                          f"in {label}; it did not show as expected")
+        if status is None:
+            if result.passed and not expected:
+                worst = max((w for v in result.verdicts for t in v.tensors for w in t.worst.values()), default=0.0)
+                kinks = sum(v.near_kinks for v in result.verdicts)
+                out.print(f"[green]PASS[/green] {label:45s} worst {worst:.3g}  near-kink {kinks}  "
+                          f"resyncs {len(result.resyncs)}  oracle {result.oracle or 'none'}  ({result.seconds:.1f} s)")
+                status = "pass"
+            else:
+                _print_result(result, out)
+                bundle = str(_save_bundle(result, checked.bundle_dir, out))
+                failed.append(label)
+                status = "known-missing" if expected else "fail"
+        report = to_json(result)
+        report["check"] = merge.check_entry(status, r, part, expected, bundle, run_started)
+        reports.append(report)
+        if json_dir:
+            path = json_dir / r.filename(seeds.get(r.scenario))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(report, indent=1) + "\n")
+    out.print(f"{len(runs) - len(failed) - len(known)} passed, {len(failed)} failed"
               + (f", {len(known)} known defect(s) shown as expected" if known else "")
               + (f": {'; '.join(failed)}" if failed else ""))
-    return 1 if failed else 0
+    code = 1 if failed else 0
+    if junit_path:
+        from harness import junit
+
+        junit.write(reports, junit_path, name=f"nerva-consistency check, shard {part}")
+    if json_dir:
+        counts = {"runs": len(runs), "passed": len(runs) - len(failed) - len(known), "failed": len(failed),
+                  "known": len(known)}
+        merge.write_manifest(json_dir, shard=part, planned=planned, runs=runs, argv=argv, counts=counts,
+                             backends=backends, versions=versions(), started=started,
+                             seconds=time.perf_counter() - clock, exit_code=code,
+                             options={"variants": args.variants, "seed": args.seed, "add_seed": args.add_seed})
+    if out_dir:
+        from harness.render import render_merge
+
+        merged = render_merge([json_dir], out_dir, title=f"nerva-consistency check, shard {part}")
+        out.print(f"reports: {out_dir / 'index.html'}, {junit_path}, {json_dir}/ ({merge.totals_line(merged)})",
+                  soft_wrap=True)
+    return code
 
 
 def _internal_error(e: BaseException, debug: bool) -> int:
@@ -563,6 +658,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _conventions(args, checked, out)
         if args.command == "replay":
             return _replay(args, checked, out)
+        if args.command == "report":
+            from harness.render import report_command
+
+            return report_command(args, out)
         if args.command == "mutants":
             from harness.mutants import main as mutants
 
@@ -571,7 +670,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _explore(args, checked, out, err)
         if args.command == "run":
             return _run(args, checked, out, err)
-        return _check(args, checked, out, err)
+        return _check(args, checked, out, err, argv)
     except SpecError as e:
         print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

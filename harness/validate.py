@@ -676,6 +676,8 @@ class Checked:
         self.json: Path | None = None
         self.bundle_dir: Path | None = None
         self.database: Path | None = None
+        self.junit: Path | None = None
+        self.out: Path | None = None
         self.__dict__.update(kw)
 
 
@@ -692,6 +694,14 @@ def command(args: Any) -> Checked:
         out.json = output_dir(json_flag, "--json")
     if getattr(args, "bundle_dir", None) is not None:
         out.bundle_dir = output_dir(args.bundle_dir, "--bundle-dir")
+    if getattr(args, "junit", None) is not None:
+        out.junit = output_file(args.junit, "--junit")
+    if cmd == "check" and getattr(args, "out", None) is not None:
+        out.out = output_dir(args.out, "--out")
+    if getattr(args, "shard", None):
+        from harness.shard import parse_shard
+
+        parse_shard(args.shard)
     for flag, check in (("seed", seed), ("steps", steps), ("batch_size", integer), ("examples", integer)):
         if getattr(args, flag, None) is not None:
             check(getattr(args, flag), "--" + flag.replace("_", "-"))

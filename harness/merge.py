@@ -1,0 +1,351 @@
+"""What ``check`` records about each run and each cell, and the merge of many of them.
+
+``check --json DIR`` writes, besides one JSON report per run (schema ``report/2``, with a
+``check`` entry: the run's status in the check, the known defect it expected, its shard and
+cell, its repro bundle), one *cell manifest* ``DIR/check.json`` (schema
+``nerva-consistency/check/1``, docs/report-schema.md): which shard of which plan this was, the
+runs planned, the counts, the versions of every installed package (what a nightly "latest"
+cell resolved that night) and the command that replays the cell.
+
+:func:`load` finds every report and manifest under a directory (a downloaded set of nightly
+artifacts, or the output of K shards), :func:`merge` combines them: totals, which cells,
+scenarios and backends failed, the findings deduplicated over cells and seeds, the runs a cell
+planned but did not report. :func:`markdown` is the summary a CI job writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+from collections import defaultdict
+from dataclasses import dataclass, field
+from importlib.metadata import distributions
+from pathlib import Path
+from typing import Any
+
+REPORT_SCHEMA = "nerva-consistency/report/2"
+CHECK_SCHEMA = "nerva-consistency/check/1"
+MANIFEST = "check.json"
+RED = ("fail", "known-missing")
+# The versions a summary shows per cell (every installed package is in the manifest).
+SHOWN = ("numpy", "torch", "jax", "jaxlib", "tensorflow", "keras", "nerva-numpy", "nerva-torch",
+         "nerva-jax", "nerva-tensorflow")
+
+
+def installed() -> dict[str, str]:
+    """Every installed distribution and its version (what ``pip freeze`` lists)."""
+    out: dict[str, str] = {}
+    for dist in distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if name:
+            out[name] = dist.version
+    return dict(sorted(out.items()))
+
+
+def cell_name() -> str:
+    """The cell's label: ``NERVA_CONSISTENCY_CELL`` (the nightly workflow sets it), else the
+    Python version."""
+    return os.environ.get("NERVA_CONSISTENCY_CELL") or f"py{platform.python_version()}"
+
+
+def check_entry(status: str, run, shard, expected: dict | None, bundle: str | None,
+                started: str) -> dict[str, Any]:
+    """The ``check`` entry of a run's report: status is ``pass``, ``fail``, ``known`` (the
+    documented defect showed as expected) or ``known-missing`` (it did not: red)."""
+    return {"status": status, "run": run.label, "shard": str(shard), "cell": cell_name(),
+            "expected": expected, "bundle": bundle, "started": started}
+
+
+def replay_command(argv: list[str]) -> str:
+    """The command that reruns this cell: under a ``nightly*`` tox environment, that
+    environment on this Python with the arguments that vary between cells; otherwise ``tox -e
+    consistency`` with the whole ``check`` command line."""
+    env = os.environ.get("TOX_ENV_NAME", "")
+    if env.startswith("nightly"):
+        keep, i = [], 0
+        while i < len(argv):
+            a = argv[i]
+            if a in ("--shard", "--add-seed", "--seed", "--backends") and i + 1 < len(argv):
+                keep += [a, argv[i + 1]]
+                i += 2
+                continue
+            if a.split("=", 1)[0] in ("--shard", "--add-seed", "--seed", "--backends"):
+                keep.append(a)
+            i += 1
+        py = "python" + ".".join(platform.python_version_tuple()[:2])  # the cell's Python, whatever tox's default
+        return shlex.join(["tox", "-e", env, "-x", f"testenv:{env}.base_python={py}", "--", *keep])
+    return shlex.join(["tox", "-e", "consistency", "--", *argv])
+
+
+def write_manifest(directory: Path, *, shard, planned, runs, argv: list[str], counts: dict[str, int],
+                   backends: list[str], versions: dict[str, Any], started: str, seconds: float,
+                   exit_code: int, options: dict[str, Any]) -> Path:
+    doc = {
+        "schema": CHECK_SCHEMA,
+        "cell": cell_name(),
+        "shard": str(shard),
+        "options": options,
+        "plan_runs": len(planned),
+        "runs": [r.label for r in runs],
+        "backends": backends,
+        "counts": counts,
+        "exit": exit_code,
+        "started": started,
+        "seconds": round(seconds, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "installed": installed(),
+        "command": shlex.join(["nerva-consistency", *argv]),
+        "replay": replay_command(argv),
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / MANIFEST
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
+
+
+def clear(directory: Path) -> int:
+    """Remove the run reports and cell manifest an earlier ``check`` left in ``directory`` (only
+    files with this package's schemas), so that a rerun's merge shows only its own runs."""
+    removed = 0
+    for f in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            schema = json.loads(f.read_text()).get("schema")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if schema in (REPORT_SCHEMA, CHECK_SCHEMA):
+            f.unlink()
+            removed += 1
+    return removed
+
+
+# ------------------------------------------------------------------------------------- loading
+
+@dataclass
+class Loaded:
+    reports: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
+    manifests: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
+    ignored: list[Path] = field(default_factory=list)
+
+
+def load(*paths: str | Path) -> Loaded:
+    """Every run report and cell manifest in ``paths`` (files, or directories searched
+    recursively), in a stable order; other JSON (explore, conventions) is ignored."""
+    out = Loaded()
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files += sorted(p.rglob("*.json")) if p.is_dir() else [p]
+    for f in files:
+        try:
+            doc = json.loads(f.read_text())
+        except (OSError, ValueError):
+            out.ignored.append(f)
+            continue
+        schema = doc.get("schema") if isinstance(doc, dict) else None
+        if schema == REPORT_SCHEMA:
+            out.reports.append((f, doc))
+        elif schema == CHECK_SCHEMA:
+            out.manifests.append((f, doc))
+        else:
+            out.ignored.append(f)
+    return out
+
+
+def status(report: dict[str, Any]) -> str:
+    return (report.get("check") or {}).get("status") or ("pass" if report.get("passed") else "fail")
+
+
+def cell_of(report: dict[str, Any]) -> str:
+    return (report.get("check") or {}).get("cell") or "single runs"
+
+
+# ------------------------------------------------------------------------------------- merging
+
+@dataclass
+class Finding:
+    """One distinct red finding, with every (cell, seed) it was seen in."""
+
+    kind: str  # inconsistency | error | known-missing
+    scenario: str
+    variant: str
+    backends: tuple[str, ...]
+    tensor: str | None
+    detail: str
+    worst: float = 0.0
+    seen: list[tuple[str, int]] = field(default_factory=list)
+    reproduce: str = ""
+
+
+@dataclass
+class Merged:
+    reports: list[tuple[Path, dict[str, Any]]]
+    manifests: list[tuple[Path, dict[str, Any]]]
+    totals: dict[str, int]
+    cells: dict[str, dict[str, Any]]
+    failed_scenarios: dict[str, int]
+    failed_backends: dict[str, int]
+    findings: list[Finding]
+    missing: dict[str, list[str]]  # cell -> runs it planned but did not report
+
+    @property
+    def red(self) -> bool:
+        return self.totals["failed"] > 0 or any(self.missing.values())
+
+
+def _findings_of(report: dict[str, Any]) -> list[Finding]:
+    st = status(report)
+    variant = f"{report['dtype']}/{report['mode']}"
+    out = []
+    for backend, message in (report.get("failures") or {}).items():
+        text = message.split(": ", 1)[1] if ": " in message else message  # without "step N: "
+        out.append(Finding("error", report["scenario"], variant, (backend,), None, text))
+    fd = report.get("first_divergence")
+    if st == "fail" and fd:
+        name = fd["tensor"] + ("" if fd.get("layer") is None else str(fd["layer"]))
+        ratios = [r if isinstance(r, (int, float)) else float("inf")
+                  for b, r in fd.get("ratio", {}).items() if b in fd["backends"]]
+        out.append(Finding("inconsistency", report["scenario"], variant, tuple(sorted(fd["backends"])), name,
+                           f"first divergence at {name}", max(ratios, default=0.0)))
+    if st == "known-missing":
+        expected = (report.get("check") or {}).get("expected") or {}
+        out.append(Finding("known-missing", report["scenario"], variant, tuple(expected.get("backends", [])),
+                           None, f"expected {expected.get('finding', 'a known defect')}; it did not show"))
+    return out
+
+
+def merge(loaded: Loaded) -> Merged:
+    reports = loaded.reports
+    totals = {"runs": 0, "passed": 0, "failed": 0, "known": 0}
+    cells: dict[str, dict[str, Any]] = {}
+    failed_scenarios: dict[str, int] = defaultdict(int)
+    failed_backends: dict[str, int] = defaultdict(int)
+    findings: dict[tuple, Finding] = {}
+    reported: dict[str, set[str]] = defaultdict(set)
+    for path, manifest in loaded.manifests:
+        cell = cells.setdefault(manifest.get("cell", "?"), _new_cell())
+        shard = manifest.get("shard")
+        cell["shards"].append(shard)
+        known = {**(manifest.get("installed") or {}), **(manifest.get("versions") or {})}
+        cell["versions"] = {k: v for k, v in known.items() if k in SHOWN or k == "python"}
+        cell["replay"][shard] = manifest.get("replay")
+        for run in manifest.get("runs", []):
+            cell["planned"][run] = shard
+    for path, report in reports:
+        st = status(report)
+        name = cell_of(report)
+        cell = cells.setdefault(name, _new_cell())
+        if not cell["versions"]:
+            cell["versions"] = {k: v for k, v in (report.get("versions") or {}).items() if k in SHOWN or k == "python"}
+        totals["runs"] += 1
+        cell["counts"]["runs"] += 1
+        key = "failed" if st in RED else "known" if st == "known" else "passed"
+        totals[key] += 1
+        cell["counts"][key] += 1
+        reported[name].add((report.get("check") or {}).get("run") or "")
+        if st in RED:
+            cell["red_shards"].add((report.get("check") or {}).get("shard"))
+            failed_scenarios[report["scenario"]] += 1
+            fd = report.get("first_divergence") or {}
+            expected = (report.get("check") or {}).get("expected") or {}
+            missed = set(expected.get("backends", [])) if st == "known-missing" else set()
+            for b in set(fd.get("backends", [])) | set(report.get("failures") or {}) | missed:
+                failed_backends[b] += 1
+            cell["failed_runs"].append({"run": (report.get("check") or {}).get("run") or _label(report),
+                                        "path": str(path), "reproduce": (report.get("reproduce") or {}).get("tox", "")})
+        for f in _findings_of(report):
+            k = (f.kind, f.scenario, f.variant, f.backends, f.tensor, f.detail if f.kind != "inconsistency" else "")
+            kept = findings.setdefault(k, f)
+            kept.worst = max(kept.worst, f.worst)
+            kept.seen.append((name, report["seed"]))
+            kept.reproduce = kept.reproduce or (report.get("reproduce") or {}).get("run", "")
+    missing = {}
+    for name, c in cells.items():
+        gone = sorted(set(c["planned"]) - reported[name])
+        if gone:
+            missing[name] = gone
+            c["red_shards"].update(c["planned"][run] for run in gone)
+    return Merged(reports, loaded.manifests, totals, cells, dict(failed_scenarios), dict(failed_backends),
+                  list(findings.values()), missing)
+
+
+def _new_cell() -> dict[str, Any]:
+    return {"counts": {"runs": 0, "passed": 0, "failed": 0, "known": 0}, "shards": [], "versions": {},
+            "replay": {}, "planned": {}, "failed_runs": [], "red_shards": set()}
+
+
+def _label(report: dict[str, Any]) -> str:
+    return f"{report['scenario']} {report['dtype']} {report['mode']} seed {report['seed']}"
+
+
+def totals_line(m: Merged) -> str:
+    t = m.totals
+    return (f"{t['passed']} passed, {t['failed']} failed"
+            + (f", {t['known']} known defect(s) shown as expected" if t["known"] else "")
+            + f" ({t['runs']} run(s) in {len(m.cells)} cell(s))")
+
+
+def markdown(m: Merged, title: str = "nerva-consistency") -> str:
+    """The job summary: per cell its counts and versions, the failing runs with the command
+    that replays the cell, the findings deduplicated."""
+    lines = [f"## {title}: {'RED' if m.red else 'green'}", "", totals_line(m), ""]
+    keys = [k for k in SHOWN if any(k in c["versions"] for c in m.cells.values())]
+    lines += ["| cell | shards | passed | failed | known | python | " + " | ".join(keys) + " |",
+              "|---|---|---|---|---|---|" + "---|" * len(keys)]
+    for name, c in sorted(m.cells.items()):
+        v = c["versions"]
+        n = c["counts"]
+        shards = ", ".join(sorted(filter(None, c["shards"]))) or "-"
+        lines.append(f"| {name} | {shards} | {n['passed']} | {n['failed']} | {n['known']} | {v.get('python', '')} | "
+                     + " | ".join(str(v.get(k) or "-") for k in keys) + " |")
+    lines.append("")
+    red_cells = [(n, c) for n, c in sorted(m.cells.items()) if c["counts"]["failed"] or m.missing.get(n)]
+    if red_cells:
+        lines += ["### Failing cells", ""]
+        for name, c in red_cells:
+            replay = "; ".join(f"`{c['replay'][s]}`" for s in sorted(c["red_shards"], key=str) if c["replay"].get(s)) \
+                or "(no cell manifest: the run commands below)"
+            py = c["versions"].get("python", "")
+            lines.append(f"- **{name}**: replay with {replay}" + (f" (Python {py})" if py else ""))
+            for fr in c["failed_runs"]:
+                lines.append(f"  - {fr['run']}: `{fr['reproduce']}`")
+            for run in m.missing.get(name, []):
+                lines.append(f"  - {run}: planned, no report (the cell stopped early?)")
+        lines.append("")
+    if m.findings:
+        lines += ["### Findings (deduplicated)", "", "| kind | scenario | variant | backends | tensor | worst | seen in |",
+                  "|---|---|---|---|---|---|---|"]
+        for f in sorted(m.findings, key=lambda f: (f.kind, f.scenario, f.variant, f.backends)):
+            seen = ", ".join(f"{c} seed {s}" for c, s in f.seen)
+            worst = f"{f.worst:.3g}" if f.kind == "inconsistency" else "-"
+            lines.append(f"| {f.kind} | {f.scenario} | {f.variant} | {', '.join(f.backends)} | {f.tensor or '-'} | "
+                         f"{worst} | {seen} |")
+        lines.append("")
+    if m.failed_scenarios:
+        lines.append("Failed scenarios: " + ", ".join(f"{k} ({v})" for k, v in sorted(m.failed_scenarios.items())))
+    if m.failed_backends:
+        lines.append("Blamed backends: " + ", ".join(f"{k} ({v})" for k, v in sorted(m.failed_backends.items())))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def to_json(m: Merged) -> dict[str, Any]:
+    """The merged summary as JSON (schema ``nerva-consistency/merge/1``)."""
+    return {
+        "schema": "nerva-consistency/merge/1",
+        "red": m.red,
+        "totals": m.totals,
+        "cells": {n: {"counts": c["counts"], "shards": c["shards"], "versions": c["versions"],
+                      "replay": dict(sorted(c["replay"].items(), key=lambda kv: str(kv[0]))),
+                      "red_shards": sorted(c["red_shards"], key=str),
+                      "failed_runs": c["failed_runs"],
+                      "missing": m.missing.get(n, [])}
+                  for n, c in sorted(m.cells.items())},
+        "failed_scenarios": m.failed_scenarios,
+        "failed_backends": m.failed_backends,
+        "findings": [{"kind": f.kind, "scenario": f.scenario, "variant": f.variant, "backends": list(f.backends),
+                      "tensor": f.tensor, "detail": f.detail, "worst": f.worst if f.worst != float("inf") else "inf",
+                      "seen": [{"cell": c, "seed": s} for c, s in f.seen], "reproduce": f.reproduce}
+                     for f in m.findings],
+    }

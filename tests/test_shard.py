@@ -1,0 +1,113 @@
+"""The plan of ``check`` and its shards: deterministic, disjoint, and together the whole plan.
+
+No backend runs here: the plan is data (harness.shard), and ``check --shard`` is driven with
+``_run_one`` replaced by a recorder that answers every run with an empty, passing result.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+
+import pytest
+
+import scenarios
+from harness import cli, shard as sharding
+from harness.errors import SpecError
+from harness.runner import RunResult
+
+FRAMEWORKS = ("torch", "jax", "tensorflow", "nerva_torch", "nerva_jax", "nerva_tensorflow")
+
+
+def test_parse_shard():
+    assert sharding.parse_shard(None) == (1, 1)
+    assert sharding.parse_shard("2/4") == (2, 4)
+    assert str(sharding.parse_shard(" 3 / 3 ")) == "3/3"
+    for bad in ("0/3", "4/3", "1/0", "a/b", "2", "1/2/3", "-1/2"):
+        with pytest.raises(SpecError, match="--shard"):
+            sharding.parse_shard(bad)
+
+
+def test_catalog_plan_is_the_main_job():
+    seeds = {n: int(t.get("seed", 0)) for n, t in scenarios.catalog().items()}
+    assert [(r.scenario, r.dtype, r.mode) for r in sharding.plan()] == scenarios.main_job()
+    assert all(r.seed == seeds[r.scenario] for r in sharding.plan())
+    assert all(r.seed == 5 for r in sharding.plan(seed=5))
+
+
+def test_nightly_plan_every_variant_and_tonights_seed_beside_the_fixed_one():
+    names = [n for n, t in scenarios.catalog().items() if t.get("check")]
+    runs = sharding.plan("all", add_seeds=[812])
+    assert len(runs) == len(set(runs)) == len(names) * 4 * 2
+    assert {(r.scenario, r.variant) for r in runs} == {(n, v) for n in names for v in scenarios.ALL_VARIANTS}
+    assert {r.seed for r in runs if r.scenario == "upstream"} == {0, 812}
+    # a seed equal to a scenario's own is not run twice
+    assert len(sharding.plan("all", add_seeds=[0])) == len(names) * 4
+
+
+@pytest.mark.parametrize("variants,add", [("catalog", []), ("all", [812]), ("all", [3, 4])])
+def test_shards_are_disjoint_their_union_is_the_plan_and_the_split_is_deterministic(variants, add):
+    whole = sharding.plan(variants, add_seeds=add)
+    for n in range(1, 8):
+        parts = [sharding.select(whole, sharding.Shard(k, n)) for k in range(1, n + 1)]
+        flat = list(itertools.chain.from_iterable(parts))
+        assert len(flat) == len(set(flat)) == len(whole), n  # none twice, none lost
+        assert set(flat) == set(whole)
+        for part in parts:  # each shard keeps the plan's order
+            assert part == [r for r in whole if r in set(part)]
+        assert parts == [sharding.select(list(whole), sharding.Shard(k, n)) for k in range(1, n + 1)]
+
+
+def test_the_expensive_runs_are_spread_over_the_shards():
+    whole = sharding.plan("all", add_seeds=[812])
+    upstream = [r for r in whole if r.scenario == "upstream"]
+    for n in (2, 4):
+        parts = [sharding.select(whole, sharding.Shard(k, n)) for k in range(1, n + 1)]
+        counts = [sum(r.scenario == "upstream" for r in p) for p in parts]
+        assert max(counts) - min(counts) <= 1 and sum(counts) == len(upstream), counts
+
+
+def test_explore_shares_add_up_to_the_budget_with_distinct_seeds():
+    assert sharding.explore_share(300, 7, sharding.Shard(1, 1)) == (300, 7)
+    for examples, n in ((300, 4), (10, 3), (2, 5)):
+        shares = [sharding.explore_share(examples, 7, sharding.Shard(k, n)) for k in range(1, n + 1)]
+        assert sum(e for e, _ in shares) == examples
+        assert max(e for e, _ in shares) - min(e for e, _ in shares) <= 1
+        assert len({s for _, s in shares}) == n and all(0 <= s < 2**32 for _, s in shares)
+        assert shares == [sharding.explore_share(examples, 7, sharding.Shard(k, n)) for k in range(1, n + 1)]
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """``check`` with every run answered by an empty passing result; the runs are recorded."""
+    before = {m for m in FRAMEWORKS if m in sys.modules}
+    calls: list[tuple] = []
+
+    def fake_run(scenario, backends, *args, **kw):
+        calls.append((scenario.name, scenario.dtype, scenario.mode, scenario.seed))
+        return RunResult(scenario, list(backends))
+
+    monkeypatch.setattr(cli, "_run_one", fake_run)
+    yield calls
+    assert {m for m in FRAMEWORKS if m in sys.modules} == before  # nothing ran, nothing imported
+
+
+def test_check_shards_together_run_exactly_the_unsharded_check(recorded, capsys):
+    argv = ["check", "--backends", "numpy,torch", "--variants", "all", "--add-seed", "812", "--quiet"]
+    assert cli.main(argv) == 0
+    whole = list(recorded)
+    assert len(whole) == len(sharding.plan("all", add_seeds=[812]))
+    parts = []
+    for k in (1, 2, 3):
+        recorded.clear()
+        assert cli.main(argv + ["--shard", f"{k}/3"]) == 0
+        parts.append(list(recorded))
+        assert f"shard {k}/3: {len(recorded)} of the plan's {len(whole)} run(s)" in capsys.readouterr().out
+    flat = [r for p in parts for r in p]
+    assert sorted(flat) == sorted(whole) and len(set(flat)) == len(flat)
+
+
+def test_check_rejects_a_bad_shard(recorded, capsys):
+    assert cli.main(["check", "--backends", "numpy,torch", "--shard", "4/3"]) == 2
+    assert "--shard 4/3" in capsys.readouterr().err
+    assert recorded == []
