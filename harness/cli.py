@@ -338,7 +338,6 @@ def _explore(args: argparse.Namespace, checked, out, err) -> int:
         out.print(f"shard {part} of explore --examples {whole[0]} --seed {whole[1]}: {args.examples} example(s) "
                   f"with seed {args.seed} (the same search as explore --examples {args.examples} --seed {args.seed})",
                   soft_wrap=True)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from harness.explore import explore
     from harness.repro import bundle_path, save
