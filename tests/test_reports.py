@@ -56,7 +56,7 @@ def planted(scenario, backends, *args, **kw) -> RunResult:
 def fake_check(monkeypatch, tmp_path):
     before = {m for m in FRAMEWORKS if m in sys.modules}
     monkeypatch.setattr(cli, "_run_one", planted)
-    monkeypatch.setattr(cli, "_save_bundle", lambda result, args, out: Path(args.bundle_dir) / "planted.npz")
+    monkeypatch.setattr(cli, "_save_bundle", lambda result, directory, out: Path(directory) / "planted.npz")
     monkeypatch.setattr(cli, "_print_result", lambda *a, **k: None)
     monkeypatch.delenv("TOX_ENV_NAME", raising=False)
     monkeypatch.delenv("NERVA_CONSISTENCY_CELL", raising=False)
