@@ -543,7 +543,7 @@ def dot(ar: Arithmetic, A: Pair, B: Pair, n: int, value: np.ndarray | None = Non
     Short products (n <= LAMBDA**2) carry both the worst case and the variance as every other
     operation. Long ones (the wide layers, where this is nearly all the work) take the worst
     case for the errors carried in and Higham & Mary's ``LAMBDA sqrt(n) u |A||B|`` for their own
-    rounding: three products of non-negative matrices, no squares; the variance is then that
+    rounding (and E_A E_B, second order): products of non-negative matrices, no squares; the variance is then that
     bound over LAMBDA, squared, so the bound is the same either way.
     """
     (a, ea), (b, eb) = A, B
