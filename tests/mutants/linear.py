@@ -56,10 +56,8 @@ def linear_forward_without_bias(p):
     p.set(layers.LinearLayer, "feedforward", feedforward)
 
 
-@mutant("numpy", SIGMOID, caught(0, "Db", 2))
-def bias_gradient_off_by_1e_3(p):
-    """``Db`` 0.1 % too large (``Db * 1.001``, e.g. a stray factor): the planted bug of the older
-    tests (``break_bias_gradient``); Db of the Tanh layer 2 is the first one it changes."""
+def _activation_db_times_1_001(p):
+    """numpy's ActivationLayer.backpropagate followed by ``Db * 1.001`` (both mutants below)."""
     from mutants import scale_db
 
     layers = p.module("layers")
@@ -70,6 +68,13 @@ def bias_gradient_off_by_1e_3(p):
         scale_db("numpy", self)
 
     p.set(layers.ActivationLayer, "backpropagate", backpropagate)
+
+
+@mutant("numpy", SIGMOID, caught(0, "Db", 2))
+def bias_gradient_off_by_1e_3(p):
+    """``Db`` 0.1 % too large (``Db * 1.001``, e.g. a stray factor): the planted bug of the older
+    tests (``break_bias_gradient``); Db of the Tanh layer 2 is the first one it changes."""
+    _activation_db_times_1_001(p)
 
 
 @mutant("numpy", Run("relu-softmax", "float32", "trajectory"), caught(0, "Db", 2))
@@ -77,16 +82,7 @@ def bias_gradient_off_by_1e_3_in_trajectory(p):
     """The same ``Db * 1.001`` in relu-softmax's float32 *trajectory* run: caught at step 0 in
     the ReLU layer 2 (the first ActivationLayer backpropagation reaches). Once missed, when the
     bound took trajectory spreads as worst case only (docs/mutants.md, "Comparator")."""
-    from mutants import scale_db
-
-    layers = p.module("layers")
-    original = layers.ActivationLayer.backpropagate
-
-    def backpropagate(self, Y, DY):
-        original(self, Y, DY)
-        scale_db("numpy", self)
-
-    p.set(layers.ActivationLayer, "backpropagate", backpropagate)
+    _activation_db_times_1_001(p)
 
 
 @mutant("numpy", Run("relu-softmax", "float32", "trajectory", steps=4), NOT_CAUGHT, benign=True)
