@@ -102,6 +102,33 @@ def test_a_computation_rounded_at_every_operation_sits_inside(name, dtype):
     assert max(worst.values()) > 1e-3  # the rounded computation really differs: the check is not vacuous
 
 
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_blocks_of_a_large_evaluation_give_the_whole_evaluations_bound(name, monkeypatch):
+    """evaluate() runs large trees block by block; with blocks of 8, 10 or 16 elements the
+    elementwise evaluations of these small networks over their parameters and batches are split
+    (into blocks of 2 to 8 rows), and every bound is the same."""
+    sc = _scenario(name, "float32")
+    exact, state = _exact_step(sc)
+    carried = {k: np.abs(v) * 1e-6 for k, v in state.items()}  # parameters with errors: every rule in use
+    whole, whole_new = step_bounds(sc, exact, state, carried)
+    split = {"evaluations": 0}
+    original = rounding._join
+
+    def counted(*args):
+        split["evaluations"] += 1
+        return original(*args)
+
+    monkeypatch.setattr(rounding, "_join", counted)
+    for block in (8, 10, 16):
+        monkeypatch.setattr(rounding, "BLOCK", block)
+        blocks, blocks_new = step_bounds(sc, exact, state, carried)
+        for key in whole:
+            np.testing.assert_allclose(blocks[key], whole[key], rtol=1e-12, atol=0, err_msg=key)
+        for key in whole_new:
+            np.testing.assert_allclose(blocks_new[key], whole_new[key], rtol=1e-12, atol=0, err_msg=key)
+    assert split["evaluations"] > 0
+
+
 def _below_target(name: str, dtype: str, tensor: str) -> list:
     """The probes where the bound, correlation-safe since docs/findings.md #18, is looser than
     the target: BatchNormalization's column statistics make every element of the column share
