@@ -8,7 +8,10 @@ Nerva's training loop and nothing else:
 
 The harness side additionally copies every intermediate to float64 NumPy and judges it.
 Frameworks are imported before timing; each side runs `--repeat` times, alternating, and the
-fastest run of each is used. Prints the ratio harness / bare (target <= 1.2).
+fastest run of each is used. Prints the ratio harness / bare (target <= 1.2), and where the
+harness's time goes in its fastest run: the backends' traced steps and state reads (the main
+thread) and the judgement (a worker thread, overlapped with the next step): the rounding bound,
+the reference (consensus), the parameters' consensus and spread, and the comparison itself.
 
     python benchmarks/bench_upstream.py [--repeat 2] [--steps 50]
 """
@@ -17,10 +20,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import defaultdict
 
 import adapters
 import scenarios
 from harness.data import batches
+import harness.runner as runner
+from harness.nerva_driver import NervaAdapter
 from harness.runner import run
 from harness.state import initial_state
 
@@ -44,10 +50,41 @@ def bare(scenario, state, data) -> float:
     return time.perf_counter() - start
 
 
-def harness(scenario) -> tuple[float, bool]:
+# seconds per phase of the harness (filled by the wrappers of `timed`)
+PHASES = {
+    "backends' traced steps": (NervaAdapter, "step"),
+    "backends' state reads": (NervaAdapter, "get_state"),
+    "rounding bound": (runner, "step_bounds"),
+    "reference (consensus of traces)": (runner, "reference_trace"),
+    "judgement (ratios, kinks, ulps)": (runner, "judge"),
+    "parameters' consensus": (runner, "consensus"),
+    "parameters' spread": (runner, "_pairwise_spread"),
+}
+
+
+def timed(spent: dict[str, float]) -> None:
+    """Wrap each phase's function so that its wall time is added to ``spent``."""
+    for phase, (owner, name) in PHASES.items():
+        f = getattr(owner, name)
+        f = getattr(f, "__wrapped__", f)
+
+        def wrapper(*args, _f=f, _phase=phase, **kwargs):
+            start = time.perf_counter()
+            try:
+                return _f(*args, **kwargs)
+            finally:
+                spent[_phase] += time.perf_counter() - start
+
+        wrapper.__wrapped__ = f
+        setattr(owner, name, wrapper)
+
+
+def harness(scenario) -> tuple[float, bool, dict[str, float]]:
+    spent: dict[str, float] = defaultdict(float)
+    timed(spent)
     start = time.perf_counter()
     result = run(scenario, BACKENDS)
-    return time.perf_counter() - start, result.passed
+    return time.perf_counter() - start, result.passed, dict(spent)
 
 
 def main() -> None:
@@ -61,16 +98,22 @@ def main() -> None:
     for name in BACKENDS:  # import every framework before any timing
         adapters.load(name).setup()
     bare(sc.with_(steps=1), state, data[:1])  # warm-up (first-call costs in every framework)
-    t_bare, t_harness = [], []
+    t_bare, t_harness, phases = [], [], []
     for _ in range(args.repeat):
         t_bare.append(bare(sc, state, data))
-        seconds, passed = harness(sc)
+        seconds, passed, spent = harness(sc)
         t_harness.append(seconds)
+        phases.append(spent)
     b, h = min(t_bare), min(t_harness)
     print(f"upstream, {sc.steps} steps, 4 backends, seed {sc.seed}, best of {args.repeat}")
     print(f"bare Nerva loops : {b:7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in t_bare)})")
     print(f"harness          : {h:7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in t_harness)}; passed: {passed})")
     print(f"ratio harness/bare: {h / b:.2f}  (target <= 1.2)")
+    spent = phases[t_harness.index(h)]
+    print(f"the harness's fastest run, per step (bare loops: {1e3 * b / sc.steps:.1f} ms per step, four backends):")
+    for phase in PHASES:
+        thread = "main" if phase.startswith("backends") else "judge"
+        print(f"  {phase:<33} {1e3 * spent.get(phase, 0.0) / sc.steps:8.1f} ms   ({thread} thread)")
 
 
 if __name__ == "__main__":
