@@ -317,14 +317,20 @@ def _evaluate(exprs: Sequence[sp.Expr], env: dict[sp.Symbol, Pair], ar: Arithmet
     memo: dict[Any, Any] = {_SOURCES: sources}
     for sym, sub in replacements:
         sources[sym] = _sources_of(sub, sources)
-    tracked = _NAN_SEEN.get() is not None  # inside step_bounds: keep reporting NaN to its callback
-    with np.errstate(over="ignore", divide="ignore", under="ignore", invalid="call" if tracked else "ignore"):
+    with _arithmetic_errstate():
         for sym, sub in replacements:
             env[sym] = _node(sub, env, ar, memo)
         return [_node(e, env, ar, memo) for e in reduced]
 
 
 _SOURCES = object()  # the key of the sources map in evaluate's memo
+
+
+def _arithmetic_errstate() -> np.errstate:
+    """Overflow, division by zero and underflow are handled where they arise; an invalid
+    operation (a NaN made) is reported to step_bounds's callback when inside it."""
+    tracked = _NAN_SEEN.get() is not None
+    return np.errstate(over="ignore", divide="ignore", under="ignore", invalid="call" if tracked else "ignore")
 
 
 def _sources_of(e: Any, sources: dict) -> frozenset:
@@ -677,6 +683,12 @@ def _rows(ar: Arithmetic, symbols: Sequence[sp.Symbol], M: Pair, shift: bool) ->
 
 
 @functools.lru_cache(maxsize=None)
+def _numeric(exprs: tuple, symbols: tuple) -> Any:
+    """The float64 NumPy values of expressions, without their errors (``sp.lambdify``)."""
+    return sp.lambdify(list(symbols), list(exprs), modules="numpy", cse=True)
+
+
+@functools.lru_cache(maxsize=None)
 def _ratio_of_derivatives(g: sp.Expr, h: sp.Expr, x: sp.Symbol) -> sp.Expr:
     """(dg/dx) / (dh/dx): how much g moves per unit of h, both functions of x."""
     return sp.diff(g, x) / sp.diff(h, x)
@@ -695,7 +707,9 @@ def from_rounded_value(ar: Arithmetic, g: sp.Expr, h: sp.Expr, x: sp.Symbol, env
     expr = _ratio_of_derivatives(g, h, x)
     if expr == 0 or (isinstance(expr, sp.Piecewise) and all(e == 0 or e is sp.nan for e, _ in expr.args)):
         return NO_ERROR  # piecewise-linear: the derivative does not depend on the value
-    (ratio, _), (hv, _) = evaluate([expr, h], env, ar)
+    symbols = tuple(sorted(expr.free_symbols | h.free_symbols, key=str))
+    with _arithmetic_errstate():  # only values are needed here: no error arithmetic
+        ratio, hv = _numeric((expr, h), symbols)(*[env[s][0] for s in symbols])
     ratio = np.where(np.isfinite(ratio), np.abs(ratio), 0.0)
     return ar.function(hv).scaled(ratio)  # h computed to within its library error
 
