@@ -761,6 +761,25 @@ def _row_function(name: str, K: int) -> S._Graph:
     return S._row_graph(f"stable_{name}", K)
 
 
+@functools.lru_cache(maxsize=None)
+def _jacobian_of_outputs(kind: str, K: int) -> tuple[tuple, tuple]:
+    """(q1..qK, dF_k/dz_j for k, j) of a row function written in its outputs q, as
+    backpropagation evaluates it: q_k (delta_kj - q_j) for Softmax (diag(q) - q q^T), and
+    delta_kj - exp(q_j) for LogSoftmax (its outputs are log-probabilities)."""
+    q = sp.symbols(f"q1:{K + 1}", real=True)
+    if kind == "Softmax":
+        J = tuple(q[k] * (int(k == j) - q[j]) for k in range(K) for j in range(K))
+    else:
+        J = tuple(int(k == j) - sp.exp(q[j]) for k in range(K) for j in range(K))
+    return q, J
+
+
+def _larger(a: Err, b: Err) -> Err:
+    """The elementwise larger of two errors of the same value (worst cases and variances)."""
+    var = None if a.var is None or b.var is None else np.fmax(a.var, b.var)
+    return Err(np.fmax(a.worst, b.worst), var)
+
+
 def _graph_env(graph: S._Graph, env: dict, ar: Arithmetic) -> dict:
     env = dict(env)
     for sym, expr in graph.nodes:
@@ -843,7 +862,7 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
                 env = _graph_env(g, env, ar)
                 y = _stack(evaluate(g.outputs, env, ar), (N,))
                 probabilities = y[0] if spec.kind == "Softmax" else np.exp(y[0])
-                keep.update(rows=(g, env), probabilities=probabilities)
+                keep.update(rows=(g, env), probabilities=probabilities, outputs=y)
             else:
                 act = S.Activation(spec.kind, spec.arg)
                 env = _activation_env(act, ar, Z, P.get(f"srelu{i}"))
@@ -889,17 +908,23 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
                 g, env = keep["rows"]
                 K = spec.units
                 J = evaluate([e for row in g.jacobian_exprs for e in row], env, ar)  # J[k][j], per row
+                # Backpropagation evaluates the Jacobian from the rounded outputs: where their
+                # error moves it more than the error of Z does (a single output, whose SymPy
+                # Jacobian is exactly 0), that error is the Jacobian's
+                q, from_q = _jacobian_of_outputs(spec.kind, K)
+                J = [(v, _larger(e, eq)) for (v, e), (_, eq) in zip(J, evaluate(from_q, _rows(ar, q, keep["outputs"], False), ar))]
                 dy_v, dy_e = DY[0], DY[1].full(DY[0].shape)
                 columns = []
                 for j in range(K):  # DZ[:, j] = sum_k DY[:, k] J[k][j], per row
                     absdot, err = contract(ar, [J[k * K + j] for k in range(K)], [(dy_v[:, k], dy_e[:, k]) for k in range(K)])
                     columns.append(ar.combine(err, ar.local(absdot, K)))
-                # The Jacobian computed from the rounded outputs (diag(p) - p p^T, or 1 - p for
-                # log_softmax): one rounding of each of its terms, even where SymPy's form of it
-                # is exactly 0 (a single output).
+                # The product computed in that form (diag(p) - p p^T, or 1 - p for log_softmax):
+                # one rounding of each of its terms, even where SymPy's form of the Jacobian is
+                # exactly 0, each of the size of the computed DY (its value and its error)
                 p = keep["probabilities"]
-                from_outputs = ar.local(np.abs(dy_v) * (1 if spec.kind == "LogSoftmax" else p)
-                                        + p * np.sum(np.abs(dy_v) * (1 if spec.kind == "LogSoftmax" else p), axis=1, keepdims=True))
+                dy_m = np.abs(dy_v) + dy_e.worst
+                from_outputs = ar.local(dy_m * (1 if spec.kind == "LogSoftmax" else p)
+                                        + p * np.sum(dy_m * (1 if spec.kind == "LogSoftmax" else p), axis=1, keepdims=True))
                 DZ = (ref[f"DZ{i}"], ar.combine(Err.stack(columns, (N,), axis=1), from_outputs))
             else:
                 act, env = keep["act"]
