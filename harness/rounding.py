@@ -29,9 +29,11 @@ product rule. docs/rounding.md justifies the choices and shows the checks of the
 
 Where the reference is the backends' consensus instead of the exact value (no oracle), two correct
 backends can be off in opposite directions, so the comparator allows twice the bound. In
-trajectory mode the bound on each parameter after the update is carried into the next step as the
-error of that parameter (``carried``): the growth of the tolerance over the steps is this
-propagation, not an assumed law; a re-anchoring resets it to zero.
+trajectory mode the bound of each step is taken at the backends' consensus parameters, and their
+measured spread there enters as the parameters' error (``carried``): the growth of the tolerance
+over the steps is the propagation of that spread through the step, not an assumed law (carrying
+the bound itself from step to step grows geometrically: docs/rounding.md); a re-anchoring resets
+it to zero.
 """
 
 from __future__ import annotations
@@ -77,8 +79,13 @@ class Err(NamedTuple):
     var: Any
 
     def scaled(self, c: Any) -> "Err":
-        """The error of ``c x`` for a coefficient ``c >= 0`` (c (c var): no premature underflow)."""
-        return Err(self.worst * c, None if self.var is None else self.var * c * c)
+        """The error of ``c x`` for a coefficient ``c >= 0``: ``c**2 var`` as one product where
+        ``c**2`` is a normal number, else as ``c (c var)`` (no premature underflow)."""
+        if self.var is None:
+            return Err(self.worst * c, None)
+        if np.ndim(c) == 0 and _NORMAL_MIN <= c * c < math.inf:
+            return Err(self.worst * c, self.var * (c * c))
+        return Err(self.worst * c, self.var * c * c)
 
     def full(self, shape: tuple) -> "Err":
         return Err(np.broadcast_to(self.worst, shape), _map(self.var, np.broadcast_to, shape))
@@ -97,6 +104,9 @@ class Err(NamedTuple):
         if any(e.var is None for e in errors):
             return Err(worst, None)
         return Err(worst, np.stack([np.broadcast_to(e.var, shape) for e in errors], axis=axis))
+
+
+_NORMAL_MIN = float(np.finfo(np.float64).tiny)
 
 
 def _map(x: Any, f: Any, *args: Any) -> Any:
@@ -195,9 +205,16 @@ class Arithmetic:
         if errors.var is None:
             return worst.copy()
         var = np.asarray(errors.var, dtype=np.float64)
+        shape = np.broadcast_shapes(worst.shape, var.shape)
         with np.errstate(invalid="ignore"):
-            probable = np.where(var >= VAR_MIN, np.fmin(worst, LAMBDA * np.sqrt(var)), worst)
-            return np.fmax(probable, np.fmin(worst, self.tiny))
+            out = np.sqrt(var)  # in place from here: these are the largest arrays of a step
+            if not isinstance(out, np.ndarray) or out.shape != shape:
+                out = np.array(np.broadcast_to(out, shape))
+            out *= LAMBDA
+            np.fmin(out, worst, out=out)
+            np.copyto(out, np.broadcast_to(worst, shape), where=~(var >= VAR_MIN))
+            np.fmax(out, np.fmin(worst, self.tiny), out=out)
+            return out
 
     def exact_in_dtype(self, x: float) -> bool:
         return bool(np.isfinite(x)) and float(self.dtype.type(x)) == x
@@ -217,9 +234,14 @@ class Arithmetic:
         its standard deviation is the error itself. A subnormal input may be read as 0 (XLA and
         TensorFlow do: docs/findings.md #4), an error the size of the value."""
         v = np.asarray(value, dtype=np.float64)
-        e = np.where(np.abs(v) < self.tiny, np.abs(v), 0.0)
-        if error is not None:
-            e = np.broadcast_to(np.asarray(error, dtype=np.float64) + e, v.shape)
+        subnormal = (np.abs(v) < self.tiny) & (v != 0)
+        if error is None and not subnormal.any():
+            return v, NO_ERROR  # exact: no error to carry (and no products of zeros to form)
+        if error is None:
+            e = np.where(subnormal, np.abs(v), 0.0)
+        else:
+            e = np.asarray(error, dtype=np.float64)
+            e = np.broadcast_to(e + np.where(subnormal, np.abs(v), 0.0) if subnormal.any() else e, v.shape)
         return v, Err(e, e * e)
 
 
@@ -599,26 +621,27 @@ def dot(ar: Arithmetic, A: Pair, B: Pair, n: int, value: np.ndarray | None = Non
 
     Short products (n <= LAMBDA**2) carry both the worst case and the variance as every other
     operation. Long ones (the wide layers, where this is nearly all the work) take the worst
-    case for the errors carried in and Higham & Mary's ``LAMBDA sqrt(n) u |A||B|`` for their own
-    rounding (and E_A E_B, second order): products of non-negative matrices, no squares; the variance is then that
-    bound over LAMBDA, squared, so the bound is the same either way.
+    case for the errors carried in and Higham & Mary's ``c |A||B|``, ``c = LAMBDA sqrt(n) u``,
+    for their own rounding (and E_A E_B, second order), all in two products of non-negative
+    matrices, ``|A| (c |B| + E_B) + E_A (|B| + E_B)``, one where an operand is exact; the
+    variance is then that bound over LAMBDA, squared, so the bound is the same either way.
+    ``value``: A @ B where the caller has it (the reference's tensor), else it is computed.
     """
     (a, ea), (b, eb) = A, B
     aa, ab = np.abs(a), np.abs(b)
     v = a @ b if value is None else value
-    second = None
-    if ea is not NO_ERROR and eb is not NO_ERROR:
-        # E_A E_B: second order, but not negligible around values that are 0 at the reference
-        # while their errors are not (:func:`_product_error`)
-        second = _matmul(np.broadcast_to(ea.worst, np.shape(a)), np.broadcast_to(eb.worst, np.shape(b)), left=True)
     if n > LAMBDA ** 2:
-        worst = LAMBDA * math.sqrt(n) * (ar.u * (aa @ ab) + ar.tiny)
-        if eb is not NO_ERROR:
-            worst = worst + _matmul(aa, np.broadcast_to(eb.worst, np.shape(b)), left=True)
+        c = LAMBDA * math.sqrt(n) * ar.u
+        if eb is NO_ERROR:
+            worst = _matmul(aa, ab * c, left=True)
+        else:
+            eb_worst = np.broadcast_to(eb.worst, np.shape(b))
+            worst = _matmul(aa, ab * c + eb_worst, left=True)
         if ea is not NO_ERROR:
-            worst = worst + _matmul(ab, np.broadcast_to(ea.worst, np.shape(a)), left=False)
-        if second is not None:
-            worst = worst + second
+            # E_A E_B: second order, but not negligible around values that are 0 at the reference
+            # while their errors are not (:func:`_product_error`)
+            worst += _matmul(np.broadcast_to(ea.worst, np.shape(a)), ab if eb is NO_ERROR else ab + eb_worst, left=True)
+        worst += LAMBDA * math.sqrt(n) * ar.tiny
         if (eb is not NO_ERROR and eb.var is None) or (ea is not NO_ERROR and ea.var is None):
             return v, Err(worst, None)
         sd = worst / LAMBDA
@@ -629,7 +652,8 @@ def dot(ar: Arithmetic, A: Pair, B: Pair, n: int, value: np.ndarray | None = Non
         terms.append(_carried(aa, eb.full(np.shape(b)), left=True))
     if ea is not NO_ERROR:
         terms.append(_carried(ab, ea.full(np.shape(a)), left=False))
-    if second is not None:
+    if ea is not NO_ERROR and eb is not NO_ERROR:
+        second = _matmul(np.broadcast_to(ea.worst, np.shape(a)), np.broadcast_to(eb.worst, np.shape(b)), left=True)
         terms.append(Err(second, second * second))
     return v, ar.combine(*terms)
 
@@ -795,14 +819,17 @@ def _stack(pairs: list[Pair], shape: tuple, axis: int = 1) -> Pair:
 
 
 def step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str, np.ndarray],
-                carried: dict[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Bounds for every tensor of one training step, and for the state it ends in.
+                carried: dict[str, np.ndarray] | None = None,
+                new_state: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Bounds for every tensor of one training step, and (``new_state``) for the state it ends in.
 
     ``ref``: the step's values (the oracle's trace, or the consensus); ``state``: parameters and
     velocities (``W1.v``) at the start of the step; ``carried``: their errors (trajectory mode;
     None: exact, as in lockstep). Returns (bounds by trace key, bounds of the new state by state
-    key, velocities included). Each bound is ``min(worst case, LAMBDA * standard deviation)``
-    (:class:`Arithmetic`).
+    key, velocities included; empty unless ``new_state``: the runner judges the updated
+    parameters through the trace and takes the next step's ``carried`` from the backends' spread,
+    so only the tests of the propagation ask for them). Each bound is
+    ``min(worst case, LAMBDA * standard deviation)`` (:class:`Arithmetic`).
     """
     ar = Arithmetic(scenario.dtype)
     seen = [any(np.isnan(np.sum(v)) for d in (ref, state, carried or {}) for v in d.values())]
@@ -818,11 +845,15 @@ def step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str,
         _NAN_SEEN.reset(token)
     shapes = {**{k: np.shape(v) for k, v in ref.items()}, **{k: np.shape(v) for k, v in state.items()}}
     bounds = {k: _bound(ar, e, shapes[k]) for k, e in errors.items()}
-    return bounds, {k: _bound(ar, e, shapes[k.removesuffix(".v")]) for k, e in new_errors.items()}
+    if not new_state:
+        return bounds, {}
+    return bounds, {k: bounds[k] if k in bounds else _bound(ar, e, shapes[k.removesuffix(".v")])
+                    for k, e in new_errors.items()}
 
 
 def _bound(ar: Arithmetic, e: Err, shape: tuple) -> np.ndarray:
-    return np.array(np.broadcast_to(ar.bound(e), shape))
+    b = ar.bound(e)  # a new array
+    return b if b.shape == shape else np.array(np.broadcast_to(b, shape))
 
 
 def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str, np.ndarray],
@@ -941,9 +972,9 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
             if LAYERS[spec.kind].has_z:
                 E[f"DZ{i}"] = DZ[1]
             W = P[f"W{i}"]
-            E[f"DW{i}"] = dot(ar, (DZ[0].T, DZ[1].full(DZ[0].shape).T), X, n=N)[1]
+            E[f"DW{i}"] = dot(ar, (DZ[0].T, DZ[1].full(DZ[0].shape).T), X, n=N, value=ref[f"DW{i}"])[1]
             E[f"Db{i}"] = colsum(ar, DZ)[1]
-            DX = (ref[f"DX{i}"], dot(ar, DZ, W, n=spec.units)[1])
+            DX = (ref[f"DX{i}"], dot(ar, DZ, W, n=spec.units, value=ref[f"DX{i}"])[1])
         E[f"DX{i}"] = DX[1]
         DY = DX
 

@@ -110,7 +110,7 @@ def test_blocks_of_a_large_evaluation_give_the_whole_evaluations_bound(name, mon
     sc = _scenario(name, "float32")
     exact, state = _exact_step(sc)
     carried = {k: np.abs(v) * 1e-6 for k, v in state.items()}  # parameters with errors: every rule in use
-    whole, whole_new = step_bounds(sc, exact, state, carried)
+    whole, whole_new = step_bounds(sc, exact, state, carried, new_state=True)
     split = {"evaluations": 0}
     original = rounding._join
 
@@ -121,7 +121,7 @@ def test_blocks_of_a_large_evaluation_give_the_whole_evaluations_bound(name, mon
     monkeypatch.setattr(rounding, "_join", counted)
     for block in (8, 10, 16):
         monkeypatch.setattr(rounding, "BLOCK", block)
-        blocks, blocks_new = step_bounds(sc, exact, state, carried)
+        blocks, blocks_new = step_bounds(sc, exact, state, carried, new_state=True)
         for key in whole:
             np.testing.assert_allclose(blocks[key], whole[key], rtol=1e-12, atol=0, err_msg=key)
         for key in whole_new:
