@@ -355,9 +355,15 @@ def _arithmetic_errstate() -> np.errstate:
     return np.errstate(over="ignore", divide="ignore", under="ignore", invalid="call" if tracked else "ignore")
 
 
+@functools.lru_cache(maxsize=4096)
+def _free_symbols(e: Any) -> frozenset:
+    """SymPy recomputes ``free_symbols`` on every access; every block of an evaluation asks again."""
+    return frozenset(e.free_symbols)
+
+
 def _sources_of(e: Any, sources: dict) -> frozenset:
     """The input symbols an expression's error comes from (common subexpressions expanded)."""
-    return frozenset().union(*(sources.get(s, frozenset((s,))) for s in e.free_symbols))
+    return frozenset().union(*(sources.get(s, frozenset((s,))) for s in _free_symbols(e)))
 
 
 def _groups(args: Sequence[Any], errors: Sequence[Err], sources: dict) -> list[Err]:

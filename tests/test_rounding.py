@@ -228,6 +228,30 @@ def test_a_product_of_two_errors_around_zero_is_bounded_to_second_order():
     assert ar.bound(e)[0, 0] >= 3 * corner
 
 
+def test_a_long_product_bounds_every_corner_and_is_unknown_only_where_an_error_is():
+    """A product of n > LAMBDA**2 terms: Higham & Mary's c |A||B| for its own rounding, and the
+    errors carried in to second order, |A| E_B + E_A |B| + E_A E_B, whatever way the sum is
+    formed; the largest change any corner of the operands' errors makes sits inside. An unknown
+    (infinite) error makes an output unknown only where it meets a non-zero partner."""
+    ar, n = Arithmetic("float32"), 100
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((3, n)), rng.standard_normal((n, 4))
+    ea, eb = np.abs(a) * 1e-3 * rng.random((3, n)), np.abs(b) * 1e-3 * rng.random((n, 4))
+    c = rounding.LAMBDA * math.sqrt(n) * ar.u
+    carried = np.abs(a) @ eb + ea @ np.abs(b) + ea @ eb
+    v, e = rounding.dot(ar, ar.given(a, ea), ar.given(b, eb), n=n)
+    np.testing.assert_allclose(ar.bound(e), c * (np.abs(a) @ np.abs(b)) + carried + rounding.LAMBDA * math.sqrt(n) * ar.tiny, rtol=1e-12)
+    corner = (a + np.sign(a) * ea) @ (b + np.sign(b) * eb) - a @ b
+    assert np.all(np.abs(corner) <= ar.bound(e))
+    v, e = rounding.dot(ar, ar.given(a), ar.given(b, eb), n=n)  # an exact operand adds nothing
+    np.testing.assert_allclose(ar.bound(e), c * (np.abs(a) @ np.abs(b)) + np.abs(a) @ eb + rounding.LAMBDA * math.sqrt(n) * ar.tiny, rtol=1e-12)
+    a[0, :], ea[1, 7], b[7, 2], eb[7, 2] = 0.0, np.inf, 0.0, 0.0
+    ea[0, :] = 0.0
+    v, e = rounding.dot(ar, ar.given(a, ea), ar.given(b, eb), n=n)
+    unknown = np.isinf(ar.bound(e))
+    assert unknown[1].tolist() == [True, True, False, True] and not unknown[[0, 2]].any()
+
+
 def test_an_overflow_inside_a_definition_drops_its_term_not_the_bound():
     """Sigmoid(-722) in float64: exp(722) overflows in the float64 evaluation, so the derivative
     terms are 0 * inf (NaN); they carry nothing, but the value's own underflow (a correct backend
