@@ -766,8 +766,9 @@ def _unjudged_where_undefined(pair: Pair) -> Pair:
 def loss(ar: Arithmetic, name: str, Y: Pair, T: Pair) -> tuple[Err, Pair]:
     """(error of the loss L = sum over rows, (dL/dY, its error)) at Y, T (rows of K).
 
-    The softmax cross-entropy may shift each row by its maximum; LogisticCrossEntropy's gradient
-    may be computed from the rounded Sigmoid(Y) (``LossKind.link``, :func:`from_rounded_value`).
+    The softmax cross-entropy may shift each row by its maximum, and its gradient may be computed
+    from the rounded probabilities, ``p sum(t) - t``; LogisticCrossEntropy's gradient may be
+    computed from the rounded Sigmoid(Y) (``LossKind.link``, :func:`from_rounded_value`).
     """
     N, K = np.shape(Y[0])
     L = S.Loss(name, K)
@@ -778,6 +779,16 @@ def loss(ar: Arithmetic, name: str, Y: Pair, T: Pair) -> tuple[Err, Pair]:
     per_row = _unjudged_where_undefined(evaluate([L.expr], env, ar)[0])
     value_error = ar.combine(ar.total(per_row[1].full((N,))), ar.local(np.sum(np.abs(per_row[0])), N))
     grad = _unjudged_where_undefined(_stack(evaluate(L.gradient_exprs, env, ar), (N,)))
+    if shift:
+        # Backpropagation computes p sum(t) - t from the rounded probabilities p = softmax(Y),
+        # each within a library exponential's error and the K roundings of its sum and quotient
+        # (exp(y - logsumexp(y)) included). Where that moves the gradient more than the error
+        # SymPy's form carries (a single output: log(exp(y)) is y, the gradient exactly 0, where
+        # a computed p of 1 - u is correct), that is the gradient's error.
+        e = np.exp(Y[0])
+        p = e / e.sum(axis=1, keepdims=True)
+        from_p = ar.combine(ar.function(p), ar.local(p, K)).scaled(np.abs(T[0].sum(axis=1, keepdims=True)))
+        grad = (grad[0], _larger(grad[1].full(grad[0].shape), from_p))
     link = LOSSES[name].link
     if link is not None:  # the gradient computed from the rounded link, T (Sigmoid(Y) - 1)
         f = S.Activation(link)

@@ -252,6 +252,20 @@ def test_a_long_product_bounds_every_corner_and_is_unknown_only_where_an_error_i
     assert unknown[1].tolist() == [True, True, False, True] and not unknown[[0, 2]].any()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_softmax_cross_entropy_gradient_from_rounded_probabilities_is_inside(dtype):
+    """With one output SymPy's gradient of the softmax cross-entropy is exactly 0 (log(exp(y))
+    is y), but backpropagation computes p - t from a rounded p = softmax(y): exp(y - logsumexp(y))
+    with a library exponential gives p = 1 - u, correctly (found by the nightly property profile:
+    TensorFlow, float32). That gradient is inside the bound; one a hundred units of u off is not."""
+    ar = Arithmetic(dtype)
+    Y, T = np.array([[0.0158], [3.0], [-40.0]]), np.ones((3, 1))
+    _, (g, e) = rounding.loss(ar, "SoftmaxCrossEntropy", ar.given(Y), ar.given(T))
+    bound = ar.bound(e)
+    one_below = float(np.nextafter(np.array(1.0, dtype=dtype), 0)) - 1.0  # p = 1 - u, t = 1
+    assert np.all(g == 0) and np.all(abs(one_below) <= bound) and np.all(100 * ar.u > bound)
+
+
 def test_an_overflow_inside_a_definition_drops_its_term_not_the_bound():
     """Sigmoid(-722) in float64: exp(722) overflows in the float64 evaluation, so the derivative
     terms are 0 * inf (NaN); they carry nothing, but the value's own underflow (a correct backend
