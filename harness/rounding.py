@@ -396,12 +396,17 @@ def _product_error(ar: Arithmetic, A: Pair, B: Pair, shared: bool = False) -> Er
     """
     (a, ea), (b, eb) = A, B
     if ea is NO_ERROR:
-        return eb.scaled(np.abs(a)) if eb is not NO_ERROR else NO_ERROR
+        return NO_ERROR if eb is NO_ERROR else eb if _unit(a) else eb.scaled(np.abs(a))
     if eb is NO_ERROR:
-        return ea.scaled(np.abs(b))
+        return ea if _unit(b) else ea.scaled(np.abs(b))
     both = Err(ea.worst * eb.worst, None if ea.var is None or eb.var is None else ea.var * eb.var)
     terms = (eb.scaled(np.abs(a)), ea.scaled(np.abs(b)), both)
     return ar.correlated(*terms) if shared else ar.combine(*terms)
+
+
+def _unit(c: Any) -> bool:
+    """Whether ``c`` is the scalar 1 or -1 (a sign: multiplying by it moves no error)."""
+    return np.ndim(c) == 0 and abs(float(c)) == 1.0
 
 
 def _random(pairs: Sequence[Pair]) -> bool:
