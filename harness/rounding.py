@@ -79,13 +79,8 @@ class Err(NamedTuple):
     var: Any
 
     def scaled(self, c: Any) -> "Err":
-        """The error of ``c x`` for a coefficient ``c >= 0``: ``c**2 var`` as one product where
-        ``c**2`` is a normal number, else as ``c (c var)`` (no premature underflow)."""
-        if self.var is None:
-            return Err(self.worst * c, None)
-        if np.ndim(c) == 0 and _NORMAL_MIN <= c * c < math.inf:
-            return Err(self.worst * c, self.var * (c * c))
-        return Err(self.worst * c, self.var * c * c)
+        """The error of ``c x`` for a coefficient ``c >= 0`` (c (c var): no premature underflow)."""
+        return Err(self.worst * c, None if self.var is None else self.var * c * c)
 
     def full(self, shape: tuple) -> "Err":
         return Err(np.broadcast_to(self.worst, shape), _map(self.var, np.broadcast_to, shape))
@@ -104,9 +99,6 @@ class Err(NamedTuple):
         if any(e.var is None for e in errors):
             return Err(worst, None)
         return Err(worst, np.stack([np.broadcast_to(e.var, shape) for e in errors], axis=axis))
-
-
-_NORMAL_MIN = float(np.finfo(np.float64).tiny)
 
 
 def _map(x: Any, f: Any, *args: Any) -> Any:
@@ -237,11 +229,9 @@ class Arithmetic:
         subnormal = (np.abs(v) < self.tiny) & (v != 0)
         if error is None and not subnormal.any():
             return v, NO_ERROR  # exact: no error to carry (and no products of zeros to form)
-        if error is None:
-            e = np.where(subnormal, np.abs(v), 0.0)
-        else:
-            e = np.asarray(error, dtype=np.float64)
-            e = np.broadcast_to(e + np.where(subnormal, np.abs(v), 0.0) if subnormal.any() else e, v.shape)
+        e = np.where(subnormal, np.abs(v), 0.0) if subnormal.any() else 0.0
+        if error is not None:
+            e = np.broadcast_to(np.asarray(error, dtype=np.float64) + e, v.shape)
         return v, Err(e, e * e)
 
 
@@ -789,11 +779,10 @@ def loss(ar: Arithmetic, name: str, Y: Pair, T: Pair) -> tuple[Err, Pair]:
         # each within a library exponential's error and the K roundings of its sum and quotient
         # (exp(y - logsumexp(y)) included). Where that moves the gradient more than the error
         # SymPy's form carries (a single output: log(exp(y)) is y, the gradient exactly 0, where
-        # a computed p of 1 - u is correct), that is the gradient's error.
-        e = np.exp(Y[0])
-        p = e / e.sum(axis=1, keepdims=True)
-        from_p = ar.combine(ar.function(p), ar.local(p, K)).scaled(np.abs(T[0].sum(axis=1, keepdims=True)))
-        grad = (grad[0], _larger(grad[1].full(grad[0].shape), from_p))
+        # a computed p of 1 - u is correct), that is the gradient's error. p sum(t) is read off
+        # the gradient itself (g + t), so softmax is not written a second time.
+        pt = np.abs(grad[0] + T[0])
+        grad = (grad[0], _larger(grad[1].full(grad[0].shape), ar.combine(ar.function(pt), ar.local(pt, K))))
     link = LOSSES[name].link
     if link is not None:  # the gradient computed from the rounded link, T (Sigmoid(Y) - 1)
         f = S.Activation(link)
