@@ -1,4 +1,4 @@
-"""Backends behind one interface (:class:`harness.nerva_driver.NervaAdapter`).
+"""Backends behind one interface (:class:`adapters.nerva_driver.NervaAdapter`).
 
 The four Nerva libraries are registered under the entry-point group
 ``nerva_consistency.adapters`` (see pyproject.toml); a user can plug in their own MLP by
@@ -12,7 +12,7 @@ import importlib
 import importlib.util
 from importlib.metadata import entry_points
 
-from harness.errors import BackendUnavailable
+from harness.core.errors import BackendUnavailable
 
 BUILTIN = {
     "numpy": "adapters.numpy_adapter:NumpyAdapter",

@@ -3,7 +3,7 @@
 Only the FORWARD pass is written here, once, in torch float64, from the definitions below;
 every gradient in a trace comes from ``torch.autograd.grad`` of ``L / N``. No hand-written
 backward equation and no Nerva library is used, so a bug in a backend's backpropagation cannot
-be copied into the reference. It has the interface of :class:`harness.nerva_driver.NervaAdapter`
+be copied into the reference. It has the interface of :class:`adapters.nerva_driver.NervaAdapter`
 (``setup``, ``build``, ``get_state``, ``set_state``, ``step``, ``precision``, ``dtypes``) and
 its traces have exactly the keys of a Nerva backend's trace.
 
@@ -73,8 +73,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.platform import cpu_only
-from harness.spec import Scenario
+from harness.core.process import cpu_only
+from harness.spec.scenario import Scenario
 
 Trace = dict[str, np.ndarray]
 

@@ -4,8 +4,8 @@ import contextlib
 
 import numpy as np
 
-from harness.nerva_driver import NervaAdapter
-from harness.platform import cpu_only
+from adapters.nerva_driver import NervaAdapter
+from harness.core.process import cpu_only
 
 
 class JaxAdapter(NervaAdapter):

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from harness.nerva_driver import NervaAdapter
-from harness.platform import single_threaded_blas
+from adapters.nerva_driver import NervaAdapter
+from harness.core.process import single_threaded_blas
 
 
 class NumpyAdapter(NervaAdapter):

@@ -1,6 +1,6 @@
 """The exact oracle ("sympy"): the same interface and trace as a Nerva backend, every value exact.
 
-A thin driver over :mod:`harness.symbolic` (where all the mathematics lives): it runs Nerva's
+A thin driver over :mod:`harness.oracle.symbolic` (where all the mathematics lives): it runs Nerva's
 training step - feedforward, loss, ``DY = dL/dY / N``, backpropagation through every layer, then
 every parameter's optimizer update - on the SymPy-derived components, evaluated exactly at the
 given inputs and parameters (mpmath, 40 digits; nothing is ever rounded to float32 inside).
@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from harness import symbolic as S
-from harness.spec import Scenario
+from harness.oracle import symbolic as S
+from harness.spec.scenario import Scenario
 
 Trace = dict[str, np.ndarray]
 _GRADIENT = {"W": "DW", "b": "Db", "gamma": "Dgamma", "beta": "Dbeta", "srelu": "Dsrelu"}
@@ -28,7 +28,7 @@ _WITH_VELOCITY = ("Momentum", "Nesterov")
 
 class SympyOracle:
     name = "sympy"
-    package = "harness.symbolic"
+    package = "harness.oracle.symbolic"
     framework = "sympy"
 
     def __init__(self) -> None:

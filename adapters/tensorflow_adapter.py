@@ -6,8 +6,8 @@ import types
 
 import numpy as np
 
-from harness.nerva_driver import NervaAdapter
-from harness.platform import cpu_only, quiet_stderr
+from adapters.nerva_driver import NervaAdapter
+from harness.core.process import cpu_only, quiet_stderr
 
 
 class TensorflowAdapter(NervaAdapter):

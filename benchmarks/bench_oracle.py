@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def oracle_step() -> tuple[float, float]:
     from adapters.sympy_oracle import SympyOracle
-    from harness.data import batches
-    from harness.spec import build_scenario
-    from harness.state import initial_state
+    from harness.spec.data import batches
+    from harness.spec.scenario import build_scenario
+    from harness.spec.state import initial_state
 
     sc = build_scenario(name="bench", layers="ReLU;BatchNormalization;ReLU;Softmax", sizes="16,32,32,10",
                         optimizers="GradientDescent", init_weights="XavierNormal", loss="CrossEntropy",
@@ -69,8 +69,8 @@ def simplify_check(N: int, D: int, K: int) -> None:
 
 
 def exact_gradient(N: int, D: int, K: int) -> float:
-    """The same DW, exactly, at a point: harness.symbolic (derivatives of the forward definitions)."""
-    from harness import symbolic
+    """The same DW, exactly, at a point: harness.oracle.symbolic (derivatives of the forward definitions)."""
+    from harness.oracle import symbolic
 
     rng = np.random.default_rng(0)
     X, W, b = rng.normal(size=(N, D)), rng.normal(size=(K, D)), rng.normal(size=K)

@@ -53,10 +53,10 @@ from typing import Any, Callable
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter (only with --all-backends)
 
 import adapters  # noqa: E402
-from harness.data import batches  # noqa: E402
-from harness.runner import RunResult, run  # noqa: E402
-from harness.spec import BACKENDS, Scenario, build_scenario  # noqa: E402
-from harness.state import initial_state  # noqa: E402
+from harness.spec.data import batches  # noqa: E402
+from harness.run.runner import RunResult, run  # noqa: E402
+from harness.spec.scenario import BACKENDS, Scenario, build_scenario  # noqa: E402
+from harness.spec.state import initial_state  # noqa: E402
 
 # 1e-16, 3e-16, 1e-15, ..., 3e-2, 1e-1: 31 points.
 GRID = [float(f"{m}e{e}") for e in range(-16, -1) for m in (1, 3)] + [1e-1]

@@ -24,11 +24,11 @@ from collections import defaultdict
 
 import adapters
 import scenarios
-from harness.data import batches
-import harness.runner as runner
-from harness.nerva_driver import NervaAdapter
-from harness.runner import run
-from harness.state import initial_state
+from harness.spec.data import batches
+import harness.run.runner as runner
+from adapters.nerva_driver import NervaAdapter
+from harness.run.runner import run
+from harness.spec.state import initial_state
 
 BACKENDS = ["numpy", "torch", "jax", "tensorflow"]
 

@@ -6,7 +6,7 @@ A catalog entry uses the same keys as the command-line flags of ``nerva-consiste
 ``description``, ``check`` (part of the main job), ``variants`` (the dtype/mode pairs the main
 job runs it in, default all four) and ``base`` (start from another entry and change some keys).
 There are no tolerances to set: every element is judged in units of its rounding bound
-(harness.rounding).
+(harness.judge.rounding).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from harness.errors import SpecError
-from harness.spec import DataSpec, Scenario, build_scenario
+from harness.core.errors import SpecError
+from harness.spec.scenario import DataSpec, Scenario, build_scenario
 
 KEYS = {"layers", "sizes", "optimizers", "init-weights", "loss", "learning-rate", "batch-size", "steps",
         "dataset", "targets", "dtype", "mode", "seed", "description", "check", "known",

@@ -5,8 +5,8 @@ and the exact inputs and initial parameters, adversarial values included.
     @given(examples())
     def test_...(example): run(example.scenario, backends, state0=example.state0, data=example.data)
 
-An :class:`Example` holds the :class:`harness.spec.Scenario` (built by
-:func:`harness.spec.build_scenario`, name ``"hypothesis"``), the initial parameters ``state0``
+An :class:`Example` holds the :class:`harness.spec.scenario.Scenario` (built by
+:func:`harness.spec.scenario.build_scenario`, name ``"hypothesis"``), the initial parameters ``state0``
 (``W1``, ``b1``, ``gamma2``, ``beta2``, ``srelu3`` …) and one ``(X, T)`` per step, as explicit
 float64 arrays whose values are exact in the run's dtype (never a seed the harness expands).
 
@@ -14,7 +14,7 @@ What is drawn, in this order, so that Hypothesis's shrinking (integers towards t
 lists towards shorter) leads to few layers, narrow layers, a small batch and few steps:
 
 1. the batch size (1-32, mostly 1-4), dtype (float32 | float64), mode (trajectory | lockstep);
-2. the output layer: its kind (any of :data:`harness.components.LAYERS` but
+2. the output layer: its kind (any of :data:`harness.core.components.LAYERS` but
    BatchNormalization; Softmax three times as often), its parameters (LeakyReLU/AllReLU alpha
    in (0, 1), ELU alpha, SReLU al, tl, ar, tr with tl < tr), width (1-32, mostly 1-8), weight
    initializer, optimizer (per layer, sometimes per parameter:
@@ -55,9 +55,9 @@ import numpy as np
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from harness.components import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS
-from harness.spec import DTYPES, MODES, DataSpec, Scenario, build_scenario
-from harness.state import as_dtype
+from harness.core.components import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS
+from harness.spec.scenario import DTYPES, MODES, DataSpec, Scenario, build_scenario
+from harness.spec.state import as_dtype
 
 NAME = "hypothesis"
 KINDS = tuple(LAYERS)  # "Linear" first: kinds shrink towards it
@@ -277,7 +277,7 @@ def _array(recipe: Recipe, shape: tuple[int, ...], dtype: str, large: float,
     """The array a recipe makes for ``shape``, exact in ``dtype`` (see the module docstring)."""
     rng = np.random.default_rng(recipe.seed)
     pattern = recipe.pattern
-    if pattern == "init":  # the layer's weight initializer, as harness.state draws it
+    if pattern == "init":  # the layer's weight initializer, as harness.spec.state draws it
         dist, s = init or ("normal", 1.0)
         a = rng.normal(0.0, s, shape) if dist == "normal" else rng.uniform(-s, s, shape) if dist == "uniform" \
             else np.zeros(shape)

@@ -19,8 +19,8 @@ import numpy as np
 
 import adapters
 import scenarios
-from harness.data import batches
-from harness.state import initial_state
+from harness.spec.data import batches
+from harness.spec.state import initial_state
 
 BACKENDS = ["numpy", "torch", "jax", "tensorflow"]
 

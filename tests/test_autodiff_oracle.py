@@ -5,11 +5,11 @@ import pytest
 
 import adapters
 from adapters.autodiff_oracle import AutodiffOracle
-from harness.compare import key_name, tensor_order
-from harness.components import LAYERS, LOSSES
-from harness.data import batches
-from harness.spec import DataSpec, build_scenario
-from harness.state import initial_state
+from harness.judge.compare import key_name, tensor_order
+from harness.core.components import LAYERS, LOSSES
+from harness.spec.data import batches
+from harness.spec.scenario import DataSpec, build_scenario
+from harness.spec.state import initial_state
 
 pytest.importorskip("torch")
 

@@ -7,9 +7,9 @@ import pytest
 
 import adapters
 import scenarios
-from harness.compare import key_name, tensor_order
-from harness.runner import run
-from harness.spec import build_scenario
+from harness.judge.compare import key_name, tensor_order
+from harness.run.runner import run
+from harness.spec.scenario import build_scenario
 
 pytestmark = pytest.mark.backends
 
@@ -38,8 +38,8 @@ def test_trace_has_every_tensor_of_every_layer(installed):
     state_names = {key_name(k) for k in tensor_order(sc)}
     for name in installed:
         a = adapters.load(name)
-        from harness.state import initial_state
-        from harness.data import batches
+        from harness.spec.state import initial_state
+        from harness.spec.data import batches
 
         a.build(sc, initial_state(sc))
         X, T = batches(sc)[0]
@@ -67,8 +67,8 @@ def test_every_buffer_is_in_the_requested_dtype(dtype, installed):
 
 def test_float64_agrees_far_more_tightly_than_float32(installed):
     """float32 backends differ by rounding (> 1e-9 somewhere); float64 ones by ~1e-16."""
-    from harness.data import batches
-    from harness.state import initial_state
+    from harness.spec.data import batches
+    from harness.spec.state import initial_state
 
     spread = {}
     for dtype in ("float32", "float64"):
@@ -105,7 +105,7 @@ def test_a_backend_that_raises_is_reported_and_the_others_go_on(installed, monke
 
 
 def test_ad_hoc_flags_run_end_to_end(installed, capsys, tmp_path):
-    from harness.cli import main
+    from harness.cli.main import main
 
     report = tmp_path / "r.json"
     code = main(["run", "--layers", "ReLU;Softmax", "--sizes", "8,16,4", "--optimizers", "Momentum(0.9);Nesterov(0.5)",
@@ -127,8 +127,8 @@ def test_tiny_network_step_matches_a_hand_computation(installed):
     sc = build_scenario(name="hand", layers="Linear", sizes="3,2", optimizers="GradientDescent",
                         init_weights="XavierNormal", loss="SquaredError", lr=0.5, batch_size=4, steps=1,
                         dtype="float64")
-    from harness.data import batches
-    from harness.state import initial_state
+    from harness.spec.data import batches
+    from harness.spec.state import initial_state
 
     state = initial_state(sc)
     X, T = batches(sc)[0]
@@ -261,7 +261,7 @@ def test_a_tie_at_the_elu_kink_against_an_oracle_is_recorded_and_a_flip_excused(
     each tied element is a flip by construction, recorded and excused, and the run passes
     (torch.autograd takes alpha too: recorded, no flip)."""
     if oracle == "sympy":
-        pytest.importorskip("harness.symbolic")
+        pytest.importorskip("harness.oracle.symbolic")
     site = "ELU layer 1"
     sc, state0, data = tied(site, mode="lockstep", steps=2)
     result = run(sc, installed, oracle=oracle, state0=state0, data=data)
@@ -286,7 +286,7 @@ def test_one_sided_derivatives_closer_than_any_tolerance_are_still_a_flip(dtype,
     """ELU(alpha = 1 - 1e-5) tied at 0 against the exact oracle: the backends take alpha, the
     oracle 1, derivatives 1e-5 apart, far inside a relative tolerance of 1e-3 and far outside
     the rounding of a product in either dtype. A convention, recorded as a flip, not a finding."""
-    pytest.importorskip("harness.symbolic")
+    pytest.importorskip("harness.oracle.symbolic")
     site = "ELU layer 1"
     sc, state0, data = tied(site, mode="lockstep", steps=1, dtype=dtype, alpha=0.99999)
     result = run(sc, installed, oracle="sympy", state0=state0, data=data)
@@ -302,10 +302,10 @@ def test_one_sided_derivatives_closer_than_any_tolerance_are_still_a_flip(dtype,
 
 def test_conventions_table(installed, tmp_path, capsys):
     """One command prints each backend's derivative at each kink beside the exact one-sided limits."""
-    pytest.importorskip("harness.symbolic")
+    pytest.importorskip("harness.oracle.symbolic")
     import json
 
-    from harness.cli import main
+    from harness.cli.main import main
 
     out = tmp_path / "conventions.json"
     assert main(["conventions", "--json", str(out)]) == 0
@@ -325,7 +325,7 @@ def test_frameworks_are_imported_only_when_their_backend_is_used(installed):
     import subprocess
     import sys
 
-    code = ("import sys; from harness.cli import main; "
+    code = ("import sys; from harness.cli.main import main; "
             "c = main(['run', '--scenario', 'relu-softmax', '--backends', 'numpy,torch', '--steps', '1', '--quiet']); "
             "print(c, 'tensorflow' in sys.modules, 'jax' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

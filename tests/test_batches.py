@@ -1,6 +1,6 @@
 """Batches made as the steps need them give, bit for bit, the batches the eager construction made.
 
-``eager`` below is harness/data.py's ``batches`` as it was before batches were streamed (issue
+``eager`` below is harness/spec/data.py's ``batches`` as it was before batches were streamed (issue
 11), with its dataset reader (``eager_dataset``), verbatim but for the error checks: it read the
 file with NumPy's own loader and built every batch of every step first.
 Pure NumPy: no backend is built or imported here.
@@ -13,10 +13,10 @@ import time
 import numpy as np
 import pytest
 
-from harness.data import Batches, batches
-from harness.errors import SpecError
-from harness.spec import DataSpec, build_scenario
-from harness.state import as_dtype, rng_for
+from harness.spec.data import Batches, batches
+from harness.core.errors import SpecError
+from harness.spec.scenario import DataSpec, build_scenario
+from harness.spec.state import as_dtype, rng_for
 
 
 def eager_dataset(scenario):
@@ -25,7 +25,7 @@ def eager_dataset(scenario):
     if src == "synthetic":
         return None
     if src in ("digits", "digits784"):
-        from harness.data import _digits
+        from harness.spec.data import _digits
 
         X, labels = _digits(64 if src == "digits" else 784)
         return X, np.eye(10)[np.asarray(labels).astype(np.int64).ravel()]

@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from harness.classify import RED, Finding, classify, is_red
-from harness.compare import StepVerdict, TensorVerdict
-from harness.runner import RunResult
-from harness.spec import build_scenario
+from harness.run.findings import RED, Finding, classify, is_red
+from harness.judge.compare import StepVerdict, TensorVerdict
+from harness.run.runner import RunResult
+from harness.spec.scenario import build_scenario
 
 SC = build_scenario(name="c", layers="ReLU;Linear", sizes="3,4,2", optimizers="GradientDescent",
                     init_weights="XavierNormal", loss="SquaredError", lr=0.1, batch_size=2, steps=2)
@@ -88,7 +88,7 @@ def test_signature_ignores_step_and_element_so_duplicates_collapse():
 
 def test_unstable_is_red_with_its_own_signature_and_classify_alone_says_bug():
     """``unstable`` (a float32 bug that float64 does not show) needs a float64 rerun, so only
-    harness.explore names it; classify judges one run. It is red, and a defect of its own."""
+    harness.search.explore names it; classify judges one run. It is red, and a defect of its own."""
     r = result([failing({"numpy": 1.0, "torch": 1.0, "jax": 1.1, "tensorflow": 1.0, "consensus": 1.0})])
     (f,) = classify(r)
     assert f.cls == "bug"

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from harness import cli
-from harness.cli import main
+from harness.cli import main as cli
+from harness.cli.main import main
 
 FRAMEWORKS = ("torch", "jax", "tensorflow", "nerva_torch", "nerva_jax", "nerva_tensorflow")
 ADHOC = ["run", "--backends", "numpy,torch", "--quiet"]
@@ -96,7 +96,7 @@ def test_missing_dataset_file_with_named_scenario(capsys, tmp_path, monkeypatch)
         raise AssertionError(f"backend {name} loaded")
 
     def run_one(scenario, backends, args, out, err):
-        from harness.runner import run
+        from harness.run.runner import run
 
         return run(scenario, backends)
 
@@ -215,12 +215,12 @@ EXPLORE = ["explore", "--backends", "numpy,torch", "--quiet"]
 @pytest.fixture
 def no_search(monkeypatch):
     """A tripwire for explore's search, like the one for runs."""
-    import harness.explore
+    import harness.search.explore
 
     def tripwire(*args, **kw):
         raise RunStarted("explore")
 
-    monkeypatch.setattr(harness.explore, "explore", tripwire)
+    monkeypatch.setattr(harness.search.explore, "explore", tripwire)
 
 
 def test_explore_without_examples(capsys, no_search):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.compare import (
+from harness.judge.compare import (
     allowed,
     compare_step,
     consensus,
@@ -25,7 +25,7 @@ from harness.compare import (
     scan_kinks,
     tensor_order,
 )
-from harness.spec import build_scenario
+from harness.spec.scenario import build_scenario
 
 BACKENDS = ("numpy", "torch", "jax", "tensorflow")
 N = 5  # batch size
@@ -361,7 +361,7 @@ def test_ulps_against_the_oracle_at_the_tensors_scale():
 
 def test_carried_bounds_pass_what_an_exact_start_fails():
     """Trajectory mode has no growth law: the parameters' error carried from earlier steps makes
-    the bounds larger (harness.rounding), and the comparator judges whatever bounds it is given."""
+    the bounds larger (harness.judge.rounding), and the comparator judges whatever bounds it is given."""
     sc = scenario()
     assert sc.mode == "trajectory"
     base = base_trace(sc)

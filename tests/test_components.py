@@ -4,13 +4,13 @@ Activations (value and derivative), the four softmax functions, the six losses (
 gradient, one-hot and soft targets) and every layer kind (feedforward output and every
 gradient), in float32 and float64, at points that include values on and next to kinks, large
 magnitudes (large logits), a batch of one, constant and nearly constant columns under
-BatchNormalization. Exact values come from harness.symbolic (SymPy derivatives of the forward
+BatchNormalization. Exact values come from harness.oracle.symbolic (SymPy derivatives of the forward
 definitions, evaluated at exactly the points the backend used, at 40 digits).
 
-Every element is judged in units of its rounding bound (harness.rounding: the error a correct
-implementation of the definitions in harness.symbolic can make in the dtype at that point,
+Every element is judged in units of its rounding bound (harness.judge.rounding: the error a correct
+implementation of the definitions in harness.oracle.symbolic can make in the dtype at that point,
 ``min(worst case, LAMBDA * sd)``), computed here from the same SymPy expressions with the inputs
-exact (error 0); whole layers take harness.rounding.step_bounds on the exact trace. The bound
+exact (error 0); whole layers take harness.judge.rounding.step_bounds on the exact trace. The bound
 carries the conditioning of the computation (a nearly constant BatchNormalization column
 amplifies the rounding of x - mean by max|x| / sqrt(var + eps), and so does its bound): there is
 no tolerance and no factor. Two things are not failures, and each is stated where it happens:
@@ -36,14 +36,14 @@ import numpy as np
 import pytest
 
 import adapters
-from harness import rounding
-from harness.rounding import evaluate
-from harness.spec import build_scenario
-from harness.state import as_dtype, initial_state
-from harness.symbolic import to_float64
+from harness.judge import rounding
+from harness.judge.rounding import evaluate
+from harness.spec.scenario import build_scenario
+from harness.spec.state import as_dtype, initial_state
+from harness.oracle.symbolic import to_float64
 from exact import assert_exact, ratios, rounding_bound
 
-symbolic = pytest.importorskip("harness.symbolic")
+symbolic = pytest.importorskip("harness.oracle.symbolic")
 
 pytestmark = pytest.mark.symbolic
 
@@ -238,7 +238,7 @@ def loss_points(loss: str, targets: str, dtype: str) -> tuple[np.ndarray, np.nda
 
 def loss_bounds(loss: str, Y: np.ndarray, T: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """The rounding bounds of the loss (the sum of the rows' values) and of its gradient dL/dY
-    (not divided by N) at exact Y, T, as harness.rounding.step_bounds computes them: the softmax
+    (not divided by N) at exact Y, T, as harness.judge.rounding.step_bounds computes them: the softmax
     cross-entropy may shift a row by its maximum (u max|row| in every element)."""
     def compute(ar):
         value_error, grad = rounding.loss(ar, loss, ar.given(Y), ar.given(T))
@@ -325,7 +325,7 @@ def exact_layer(layer: str, state, X, DY) -> dict:
 
 
 def layer_bounds(sc, state, X, DY, exact: dict) -> dict[str, np.ndarray]:
-    """The rounding bound of every tensor of the layer, from harness.rounding.step_bounds on the
+    """The rounding bound of every tensor of the layer, from harness.judge.rounding.step_bounds on the
     exact trace. The test feeds an upstream gradient DY exact in the dtype, where step_bounds
     derives DY's bound from the loss: the bound is taken with AbsoluteError, whose gradient
     sign(Y - T) is exact, so that DY carries only the rounding of the division by N (u |DY|, 0

@@ -13,7 +13,7 @@ import pytest
 
 import adapters
 
-symbolic = pytest.importorskip("harness.symbolic")
+symbolic = pytest.importorskip("harness.oracle.symbolic")
 
 
 def load(name):
@@ -88,7 +88,7 @@ def test_run_flags_tensorflow_float64_alpha_and_blames_tensorflow_alone(installe
     leaky-logsoftmax against the exact oracle fails at the first tensor alpha touches, blamed on
     tensorflow alone, by orders of magnitude (the fixed float64 tolerance of 1e-7 passed it)."""
     import scenarios
-    from harness.runner import run
+    from harness.run.runner import run
 
     if "tensorflow" not in installed:
         pytest.skip("needs nerva-tensorflow")
@@ -104,7 +104,7 @@ def test_run_flags_tensorflow_float64_alpha_and_blames_tensorflow_alone(installe
 # must replay with its expected verdict, on any CPU. The numbers are not compared: their last
 # bits depend on the kernels BLAS, oneDNN and XLA pick by CPU. What is compared is what must
 # hold on any machine - passed or not, where the first divergence is (step, tensor, layer),
-# each finding's class and the backends it blames, how it is triaged (harness.explore.evaluate)
+# each finding's class and the backends it blames, how it is triaged (harness.search.explore.evaluate)
 # and bounds on the blamed backends' worst error / bound there.
 #
 # The expected verdict of each bundle is written here, keyed by the start of its file name (a
@@ -146,7 +146,7 @@ def expected(path: Path) -> dict:
 
 
 def as_verdict(row: dict) -> dict:
-    """A row as harness.repro.verdict() writes a verdict."""
+    """A row as harness.reports.bundle.verdict() writes a verdict."""
     at = row["at"]
     return {"passed": row["passed"], "findings": [{"class": c, "backends": list(b)} for c, b in row["findings"]],
             "first_divergence": None if at is None else dict(zip(("step", "tensor", "layer"), at))}
@@ -161,7 +161,7 @@ def test_every_row_names_a_bundle():
 def test_every_row_says_what_its_bundle_recorded(path):
     """The table and the bundles go together: a bundle regenerated after a change of the
     comparator must come with its row (no backend runs here)."""
-    from harness.repro import compare_verdicts, load as load_bundle, recorded_verdict
+    from harness.reports.bundle import compare_verdicts, load as load_bundle, recorded_verdict
 
     meta = load_bundle(path)[0]
     row = expected(path)
@@ -172,8 +172,8 @@ def test_every_row_says_what_its_bundle_recorded(path):
 @pytest.mark.backends
 @pytest.mark.parametrize("path", BUNDLES, ids=bundle_id)
 def test_a_search_finding_replays_with_its_verdict_class_and_blame(path, installed):
-    from harness.explore import evaluate
-    from harness.repro import compare_verdicts, describe_verdict, load as load_bundle, replay, verdict
+    from harness.search.explore import evaluate
+    from harness.reports.bundle import compare_verdicts, describe_verdict, load as load_bundle, replay, verdict
     from scenarios.strategies import Example
 
     row = expected(path)

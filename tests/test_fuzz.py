@@ -22,10 +22,12 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.extra import numpy as hnp
 
-from harness import cli, validate
-from harness.components import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS
-from harness.data import batches
-from harness.state import initial_state
+from harness.cli import main as cli
+from harness.reports.bundle import bundle as load_bundle
+from harness.spec.memory import model_size
+from harness.core.components import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS
+from harness.spec.data import batches
+from harness.spec.state import initial_state
 
 FRAMEWORKS = ("torch", "jax", "tensorflow", "nerva_torch", "nerva_jax", "nerva_tensorflow")
 EXAMPLES = max(int(os.environ.get("FUZZ_EXAMPLES", 150)), settings().max_examples)  # cheap examples: more than the profile's default
@@ -42,7 +44,7 @@ def run_stops(monkeypatch):
     before = {m for m in FRAMEWORKS if m in sys.modules}
 
     def start(scenario, backends, *args, **kw):
-        params, _ = validate.model_size(scenario)
+        params, _ = model_size(scenario)
         if params <= 10**6:  # a model this command line may really build
             initial_state(scenario)
         X, T = next(iter(batches(scenario)))
@@ -222,8 +224,9 @@ def test_a_bundle_with_random_meta_is_damaged_or_replayable(bundle_meta, scratch
     everything a replay reads from the meta works and the arrays fit the spec."""
     import json
 
-    from harness import platform, repro
-    from harness.errors import SpecError
+    from harness.reports import machine as platform
+    from harness.reports import bundle as repro
+    from harness.core.errors import SpecError
 
     path, arrays = bundle_meta
     meta = json.loads(str(arrays["meta"]))
@@ -245,7 +248,7 @@ def test_a_bundle_with_random_meta_is_damaged_or_replayable(bundle_meta, scratch
     out = scratch / f"m{data.draw(st.integers(0, 10**9))}.npz"
     np.savez(out, **{**arrays, "meta": np.array(json.dumps(meta))})
     try:
-        meta, scenario, state0, batches_ = validate.bundle(str(out))
+        meta, scenario, state0, batches_ = load_bundle(str(out))
     except SpecError as e:
         assert "\n" not in str(e) and str(out) in str(e)
         note("refused")

@@ -2,7 +2,7 @@
 
 Every case of :data:`CASES` must end with exit code 2 and exactly one line on stderr, no
 traceback, and that line must name the offending input. They are all refused by the validation
-layer (harness/validate.py) before a framework is imported, so each takes well under a second.
+layer (harness/spec/rules.py) before a framework is imported, so each takes well under a second.
 The few runs that get past it use numpy and torch on a 4-8-3 network: a run whose backends all
 overflow to Inf fails (exit 1, the non-finite verdict), and Ctrl-C prints what was judged and exits 130.
 """
@@ -20,11 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import repro, validate
-from harness.data import batches
-from harness.runner import RunResult
-from harness.spec import build_scenario
-from harness.state import initial_state
+from harness.reports import bundle as repro
+from harness.core.errors import SpecError
+from harness.reports.bundle import bundle as load_bundle
+from harness.spec import memory
+from harness.spec.data import batches
+from harness.run.runner import RunResult
+from harness.spec.scenario import build_scenario
+from harness.spec.state import initial_state
 
 FRAMEWORKS = ("torch", "jax", "tensorflow", "nerva_torch", "nerva_jax", "nerva_tensorflow")
 ADHOC = ["run", "--layers", "ReLU;Linear", "--sizes", "4,8,3", "--backends", "numpy,torch", "--quiet"]
@@ -244,10 +247,10 @@ def test_malformed_input_is_one_line_and_exit_2(files, name, argv, named):
 
 def test_validation_imports_no_framework(files):
     """The checks of a bundle, a dataset and the memory estimate need no framework."""
-    code = ("import sys; from harness import validate; from harness.spec import build_scenario; "
-            f"validate.bundle({files['bundle']!r}); validate.dataset_file({files['good']!r}, 4, 3, 16); "
+    code = ("import sys; from harness.reports.bundle import bundle; from harness.spec import memory, rules; from harness.spec.scenario import build_scenario; "
+            f"bundle({files['bundle']!r}); rules.dataset_file({files['good']!r}, 4, 3, 16); "
             "sc = build_scenario(name='x', layers='ReLU;Linear', sizes='4,8,3', optimizers='GradientDescent', "
-            "init_weights=None, loss='SquaredError', lr=0.01, batch_size=16, steps=3); validate.memory(sc, 4, 'sympy'); "
+            "init_weights=None, loss='SquaredError', lr=0.01, batch_size=16, steps=3); memory.memory(sc, 4, 'sympy'); "
             f"print(sorted(m for m in {FRAMEWORKS!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -255,7 +258,7 @@ def test_validation_imports_no_framework(files):
 
 
 def test_a_valid_bundle_passes_validation_with_its_batches(files):
-    meta, scenario, state0, data = validate.bundle(files["bundle"])
+    meta, scenario, state0, data = load_bundle(files["bundle"])
     assert scenario.sizes == (4, 8, 3) and len(data) == 1  # the steps judged (none): one batch is kept
     assert set(state0) == {"W1", "b1", "W2", "b2"}
 
@@ -263,14 +266,14 @@ def test_a_valid_bundle_passes_validation_with_its_batches(files):
 def test_memory_estimate_grows_with_the_model_and_is_refused_with_the_numbers(monkeypatch):
     sc = build_scenario(name="x", layers="ReLU;Linear", sizes="4,8,3", optimizers="GradientDescent", init_weights=None,
                         loss="SquaredError", lr=0.01, batch_size=16, steps=3)
-    small = validate.estimate(sc, 2, None)
-    assert small < validate.estimate(sc.with_(batch_size=1600), 2, None) < validate.estimate(sc, 2, None) * 1000
-    assert validate.estimate(sc, 4, "sympy") > validate.estimate(sc, 2, None)
-    monkeypatch.setattr(validate, "available_memory", lambda: small - 1)
-    with pytest.raises(validate.SpecError, match=r"sizes 4,8,3 with batch size 16 .* needs about .* available"):
-        validate.memory(sc, 2, None)
-    monkeypatch.setattr(validate, "available_memory", lambda: small)
-    validate.memory(sc, 2, None)
+    small = memory.estimate(sc, 2, None)
+    assert small < memory.estimate(sc.with_(batch_size=1600), 2, None) < memory.estimate(sc, 2, None) * 1000
+    assert memory.estimate(sc, 4, "sympy") > memory.estimate(sc, 2, None)
+    monkeypatch.setattr(memory, "available_memory", lambda: small - 1)
+    with pytest.raises(SpecError, match=r"sizes 4,8,3 with batch size 16 .* needs about .* available"):
+        memory.memory(sc, 2, None)
+    monkeypatch.setattr(memory, "available_memory", lambda: small)
+    memory.memory(sc, 2, None)
 
 
 # ------------------------------------------------------------------------------------ runs that start
@@ -351,7 +354,7 @@ def test_an_internal_error_is_one_line_exit_3_and_debug_shows_the_traceback(tmp_
 # ------------------------------------------------------------------------------------ bounded memory
 
 def _verdict(step: int, worst: float, failed: bool = False, flips: int = 0):
-    from harness.compare import StepVerdict, TensorVerdict
+    from harness.judge.compare import StepVerdict, TensorVerdict
 
     tensors = [TensorVerdict(("Y", None), {"numpy": worst, "torch": worst / 2}, {"numpy": 1, "torch": 0},
                              blamed=["numpy"] if failed else []),
@@ -362,8 +365,8 @@ def _verdict(step: int, worst: float, failed: bool = False, flips: int = 0):
 def test_a_long_run_keeps_its_first_steps_whole_and_folds_the_rest(monkeypatch):
     """Beyond KEEP_STEPS a verdict is merged into one (worst ratios, kink counts), unless it is
     the first to fail or to flip: the table and the first divergence stay right, memory flat."""
-    from harness import runner
-    from harness.report import summary
+    from harness.run import runner
+    from harness.reports.report import summary
 
     monkeypatch.setattr(runner, "KEEP_STEPS", 3)
     sc = build_scenario(name="x", layers="ReLU;Linear", sizes="4,8,3", optimizers="GradientDescent",

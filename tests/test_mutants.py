@@ -3,7 +3,7 @@ verdict, every benign change passes, the corpus is what the issue asks for, and
 ``nerva-consistency mutants`` reports it.
 
 The verdict test runs each mutant the way ``nerva-consistency mutants`` does
-(:func:`harness.mutants.run_mutant`) and asserts the real outcome: caught or not, the blamed
+(:func:`harness.search.mutants.run_mutant`) and asserts the real outcome: caught or not, the blamed
 backends, the first divergence's step, tensor and layer. The measured table and the reasons are
 in docs/mutants.md.
 """
@@ -21,9 +21,9 @@ import pytest
 
 import mutants
 import scenarios
-from harness.cli import main
-from harness.mutants import Row, run_mutant, select, summarize
-from harness.runner import run
+from harness.cli.main import main
+from harness.search.mutants import Row, run_mutant, select, summarize
+from harness.run.runner import run
 
 CORPUS = mutants.corpus()
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "mutants.md"
@@ -124,7 +124,7 @@ def test_every_uncaught_bug_is_explained_in_the_docs():
 
 
 def test_the_coverage_table_names_every_catalog_scenario_and_every_component():
-    from harness.components import LAYERS, LOSSES
+    from harness.core.components import LAYERS, LOSSES
 
     section = _section(DOCS.read_text(), "## Coverage")
     rows = [line for line in section.splitlines() if line.startswith("| `")]
@@ -189,10 +189,10 @@ def test_cli_prints_the_table_and_writes_one_row_per_mutant(installed, tmp_path,
 
 @pytest.mark.backends
 def test_cli_exit_1_when_a_verdict_is_not_the_expected_one(installed, monkeypatch, capsys):
-    import harness.mutants
+    import harness.search.mutants
 
     wrong = dataclasses.replace(mutants.REGISTRY["srelu-dtr-uses-al"], expect=mutants.caught(0, "DW", 1))
     monkeypatch.setattr(mutants, "corpus", lambda: [wrong])
-    monkeypatch.setattr(harness.mutants, "load_corpus", lambda: mutants)
+    monkeypatch.setattr(harness.search.mutants, "load_corpus", lambda: mutants)
     assert main(["mutants"]) == 1
     assert "not as expected: srelu-dtr-uses-al" in capsys.readouterr().out

@@ -18,7 +18,7 @@ import pytest
 
 import scenarios
 from mutants import break_bias_gradient
-from harness.runner import run
+from harness.run.runner import run
 
 pytestmark = pytest.mark.backends
 TRAJECTORY_FACTOR = 1.05
@@ -53,7 +53,7 @@ def test_same_wrong_formula_in_three_backends_leaves_no_majority_for_the_right_o
 def test_cli_exit_1_names_the_backend_and_prints_the_reproduction(installed, monkeypatch, capsys, tmp_path):
     import json
 
-    from harness.cli import main
+    from harness.cli.main import main
 
     break_bias_gradient(monkeypatch, "jax", factor=TRAJECTORY_FACTOR)
     report = tmp_path / "r.json"
@@ -75,7 +75,7 @@ def test_cli_exit_1_names_the_backend_and_prints_the_reproduction(installed, mon
 
 
 def test_a_bundle_replays_bit_for_bit_without_any_rng(installed, monkeypatch, tmp_path):
-    from harness.repro import load, replay, save
+    from harness.reports.bundle import load, replay, save
 
     original = break_bias_gradient(monkeypatch, "tensorflow", factor=TRAJECTORY_FACTOR)
     layers = importlib.import_module("nerva_tensorflow.layers")
@@ -86,9 +86,9 @@ def test_a_bundle_replays_bit_for_bit_without_any_rng(installed, monkeypatch, tm
     assert meta["findings"][0]["cls"] == "bug" and meta["findings"][0]["backends"] == ["tensorflow"]
     assert set(meta["versions"]) >= {"python", "numpy", "torch", "jax", "tensorflow", "nerva-numpy", "hypothesis"}
     assert all(np.array_equal(state0[k], result.inputs[0][k]) for k in state0)
-    import harness.data
+    import harness.spec.data
 
-    monkeypatch.setattr(harness.data, "batches", lambda *a: pytest.fail("a replay must not draw data"))
+    monkeypatch.setattr(harness.spec.data, "batches", lambda *a: pytest.fail("a replay must not draw data"))
     again, differences = replay(path)
     assert differences == []  # the same numbers, bit for bit
     assert again.first_divergence[1].key == result.first_divergence[1].key

@@ -1,7 +1,7 @@
-"""Hypothesis over whole random networks: scenarios/strategies.py draws them, harness/explore.py searches.
+"""Hypothesis over whole random networks: scenarios/strategies.py draws them, harness/search/explore.py searches.
 
 - the property: on the released backends no example shows a red finding (known defects of
-  docs/findings.md are sorted out by harness.explore.evaluate; nothing else is excused); runs
+  docs/findings.md are sorted out by harness.search.explore.evaluate; nothing else is excused); runs
   under the active profile (tests/conftest.py: dev | ci | nightly);
 - the ``unstable`` rule: a float32 ``bug`` that float64 does not show is ``unstable`` (red),
   one that float64 shows too stays ``bug`` (planted on an explicit example);
@@ -23,14 +23,14 @@ from hypothesis import Phase, find, given, settings
 from mutants import break_bias_gradient
 from profiles import HEALTH, PROFILE
 
-from harness.components import LAYERS, LOSSES, OPTIMIZERS
-from harness.classify import RED
-from harness.cli import main
-from harness.explore import evaluate, example_from_blob, explore, fingerprint, stable_generation
-from harness.repro import load, replay
-from harness.report import flags
-from harness.spec import DTYPES, MODES, build_scenario
-from harness.state import as_dtype
+from harness.core.components import LAYERS, LOSSES, OPTIMIZERS
+from harness.run.findings import RED
+from harness.cli.main import main
+from harness.search.explore import evaluate, example_from_blob, explore, fingerprint, stable_generation
+from harness.reports.bundle import load, replay
+from harness.reports.report import flags
+from harness.spec.scenario import DTYPES, MODES, build_scenario
+from harness.spec.state import as_dtype
 from scenarios.strategies import LOSSES_FOR, TRICKS, Example, examples
 
 
@@ -55,7 +55,7 @@ def test_no_red_finding_on_the_released_backends(example, installed, request):
     ev = evaluate(example, installed)
     message = ev.report()
     if ev.red and ev.result is not None and _final_run():
-        from harness.repro import save
+        from harness.reports.bundle import save
 
         test = request.node.nodeid.split("[")[0]
         seed = request.config.getoption("hypothesis_seed", None)

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, merge
-from harness.compare import StepVerdict, TensorVerdict
-from harness.runner import RunResult
+from harness.cli import main as cli
+from harness.reports import merge
+from harness.judge.compare import StepVerdict, TensorVerdict
+from harness.run.runner import RunResult
 
 BACKENDS = "numpy,torch,tensorflow"
 FRAMEWORKS = ("torch", "jax", "tensorflow", "nerva_torch", "nerva_jax", "nerva_tensorflow")
@@ -202,7 +203,7 @@ def test_rendering_imports_no_framework_and_plots_lazily(fake_check, tmp_path):
     fake_check("--json", str(tmp_path / "json"), "--shard", "1/12")
     code = (
         "import sys\n"
-        "from harness.cli import main\n"
+        "from harness.cli.main import main\n"
         f"main(['report', '--merge', {str(tmp_path / 'json')!r}, '--out', {str(tmp_path / 'o')!r}, '--no-plots'])\n"
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported without a plot'\n"
         f"main(['report', '--merge', {str(tmp_path / 'json')!r}, '--out', {str(tmp_path / 'p')!r}])\n"

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import adapters
-from harness import platform as hp
-from harness import repro
-from harness.spec import build_scenario
+from harness.reports import machine as hp
+from harness.reports import bundle as repro
+from harness.spec.scenario import build_scenario
 
 BLAS = [{"user_api": "blas", "internal_api": "openblas", "num_threads": 2, "prefix": "libscipy_openblas",
          "filepath": "/a/libscipy_openblas64_.so", "version": "0.3.31", "threading_layer": "pthreads",
@@ -62,13 +62,13 @@ def test_cpuinfo_x86_and_arm(tmp_path, monkeypatch):
 
 
 def test_describe_imports_no_framework_and_reads_torch_only_when_imported():
-    code = ("import sys, json; from harness.platform import describe; d = describe(); "
+    code = ("import sys, json; from harness.reports.machine import describe; d = describe(); "
             "print(json.dumps([d['torch_cpu_capability'], [m for m in ('torch', 'jax', 'tensorflow') if m in sys.modules]]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(out.stdout.splitlines()[-1]) == [None, []]
     if adapters.why_unavailable("torch"):
         return
-    code = ("import json, torch; from harness.platform import describe; "
+    code = ("import json, torch; from harness.reports.machine import describe; "
             "print(json.dumps([describe()['torch_cpu_capability'], torch.backends.cpu.get_cpu_capability()]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     got, capability = json.loads(out.stdout.splitlines()[-1])
@@ -133,7 +133,7 @@ def two_backends():
         reason = adapters.why_unavailable(name)
         if reason:
             pytest.skip(reason)
-    pytest.importorskip("harness.symbolic")
+    pytest.importorskip("harness.oracle.symbolic")
     return BACKENDS
 
 
@@ -141,7 +141,7 @@ def two_backends():
 def bundle(two_backends, tmp_path, monkeypatch):
     """A failing run's bundle: torch's Db off by 0.1% in a tiny lockstep run against the exact
     oracle (so torch alone is blamed); the bug stays planted while the test replays it."""
-    from harness.runner import run
+    from harness.run.runner import run
     from mutants import break_bias_gradient
 
     break_bias_gradient(monkeypatch, "torch", "LinearLayer")
@@ -235,7 +235,7 @@ def test_a_schema_1_bundle_has_no_platform_and_is_judged_by_its_verdict(bundle, 
 
 
 def test_replay_command_says_which_comparison_and_why(bundle, monkeypatch, capsys):
-    from harness.cli import main
+    from harness.cli.main import main
 
     assert main(["replay", str(bundle), "--quiet"]) == 0
     out = capsys.readouterr().out

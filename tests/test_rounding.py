@@ -1,4 +1,4 @@
-"""The rounding bound itself (harness.rounding): its rules, and three checks of what it claims.
+"""The rounding bound itself (harness.judge.rounding): its rules, and three checks of what it claims.
 
 - an exact computation sits inside it (the exact values rounded once to the dtype);
 - a deliberately rounded computation sits inside it: the exact oracle's own step evaluated with
@@ -20,12 +20,13 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from harness import rounding, symbolic as S
-from harness.compare import allowed, ratio
-from harness.data import batches
-from harness.rounding import Arithmetic, Err, evaluate, step_bounds
-from harness.spec import build_scenario
-from harness.state import as_dtype, initial_state
+from harness.judge import rounding
+from harness.oracle import symbolic as S
+from harness.judge.compare import allowed, ratio
+from harness.spec.data import batches
+from harness.judge.rounding import Arithmetic, Err, evaluate, step_bounds
+from harness.spec.scenario import build_scenario
+from harness.spec.state import as_dtype, initial_state
 
 pytestmark = pytest.mark.symbolic
 
@@ -48,7 +49,7 @@ NETWORKS = {
 
 def _scenario(name: str, dtype: str):
     spec = dict(NETWORKS[name])
-    from harness.spec import DataSpec
+    from harness.spec.scenario import DataSpec
 
     targets = spec.pop("targets", "onehot")
     return build_scenario(name=name, init_weights=None, lr=0.1, steps=1, dtype=dtype, mode="lockstep",
@@ -331,7 +332,7 @@ def test_a_jacobian_computed_from_rounded_outputs_carries_their_error(dtype):
     Here the worst corner that a correct implementation may compute must sit inside DZ's bound."""
     spec = dict(layers="LogSoftmax;Softmax", sizes="2,1,1", loss="CrossEntropy",
                 optimizers="GradientDescent;GradientDescent", batch_size=1)
-    from harness.spec import DataSpec
+    from harness.spec.scenario import DataSpec
 
     sc = build_scenario(name="one-unit", init_weights=None, lr=0.01, steps=1, dtype=dtype, mode="lockstep",
                         seed=11, data=DataSpec("synthetic", "onehot"), **spec)

@@ -1,6 +1,6 @@
 """The plan of ``check`` and its shards: deterministic, disjoint, and together the whole plan.
 
-No backend runs here: the plan is data (harness.shard), and ``check --shard`` is driven with
+No backend runs here: the plan is data (harness.run.plan), and ``check --shard`` is driven with
 ``_run_one`` replaced by a recorder that answers every run with an empty, passing result.
 """
 
@@ -12,9 +12,10 @@ import sys
 import pytest
 
 import scenarios
-from harness import cli, shard as sharding
-from harness.errors import SpecError
-from harness.runner import RunResult
+from harness.cli import main as cli
+from harness.run import plan as sharding
+from harness.core.errors import SpecError
+from harness.run.runner import RunResult
 
 FRAMEWORKS = ("torch", "jax", "tensorflow", "nerva_torch", "nerva_jax", "nerva_tensorflow")
 

@@ -1,4 +1,4 @@
-"""Spec strings (harness.spec, scenarios), data batches (harness.data), initial state (harness.state).
+"""Spec strings (harness.spec.scenario, scenarios), data batches (harness.spec.data), initial state (harness.spec.state).
 
 Pure NumPy: no backend is built or imported here.
 """
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import scenarios
-from harness.components import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS
-from harness.data import batches
-from harness.errors import SpecError
-from harness.spec import (
+from harness.core.components import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS
+from harness.spec.data import batches
+from harness.core.errors import SpecError
+from harness.spec.scenario import (
     DataSpec,
     build_scenario,
     parse_layer,
@@ -20,7 +20,7 @@ from harness.spec import (
     parse_learning_rate,
     parse_optimizer,
 )
-from harness.state import initial_state
+from harness.spec.state import initial_state
 
 
 def build(**kw):
@@ -402,7 +402,7 @@ def test_catalog_unknown_key_rejected(monkeypatch, tmp_path):
 @pytest.mark.parametrize("line", ["tolerance = { DW = [1e-3, 1e-3] }", "tolerance-growth = 1"])
 def test_catalog_tolerance_key_is_rejected_as_unknown(monkeypatch, tmp_path, line):
     """Fixed tolerances are gone (every element is judged in units of its rounding bound,
-    harness.rounding): a catalog entry that still sets one is an error, not silently ignored."""
+    harness.judge.rounding): a catalog entry that still sets one is an error, not silently ignored."""
     _fake_catalog(monkeypatch, tmp_path, f'[a]\nlayers = "ReLU;Linear"\n{line}\n')
     message = spec_error(scenarios.catalog)  # one line (spec_error checks)
     assert "'a'" in message and "unknown key" in message and line.split(" =")[0] in message

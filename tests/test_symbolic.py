@@ -1,4 +1,4 @@
-"""The exact oracle tested itself (harness.symbolic, adapters.sympy_oracle).
+"""The exact oracle tested itself (harness.oracle.symbolic, adapters.sympy_oracle).
 
 Two independent references:
 
@@ -22,11 +22,11 @@ import sympy as sp
 torch = pytest.importorskip("torch")
 
 from adapters.sympy_oracle import SympyOracle  # noqa: E402
-from harness import symbolic as S  # noqa: E402
-from harness.compare import key_name, tensor_order  # noqa: E402
-from harness.data import batches  # noqa: E402
-from harness.spec import DataSpec, build_scenario  # noqa: E402
-from harness.state import initial_state  # noqa: E402
+from harness.oracle import symbolic as S  # noqa: E402
+from harness.judge.compare import key_name, tensor_order  # noqa: E402
+from harness.spec.data import batches  # noqa: E402
+from harness.spec.scenario import DataSpec, build_scenario  # noqa: E402
+from harness.spec.state import initial_state  # noqa: E402
 
 pytestmark = pytest.mark.symbolic  # the oracle's own tests run with the component suite
 

@@ -27,7 +27,7 @@ and the scenario that exercises the component are shared by every backend's bugs
 reader checking coverage asks "what is planted in BatchNormalization", not "in nerva-jax". Each
 module spreads its bugs over the four backends.
 
-``harness/mutants.py`` runs the corpus (``nerva-consistency mutants``);
+``harness/search/mutants.py`` runs the corpus (``nerva-consistency mutants``);
 ``tests/test_mutants.py`` asserts every expectation; docs/mutants.md has the measured table,
 the coverage of the catalog and the explanation of every mutant that is not caught.
 """

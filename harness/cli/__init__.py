@@ -1,0 +1,1 @@
+"""The ``nerva-consistency`` command: its parser, the whole-command input checks and one function per command."""

@@ -1,0 +1,1 @@
+"""The bottom layer: errors, the component catalogue, process settings. Imports nothing of the harness."""

@@ -1,0 +1,135 @@
+"""JUnit XML from JSON reports: what CI dashboards (GitHub test reporters, GitLab, Jenkins) read.
+
+One ``<testsuite>`` per run (scenario x variant x seed), one ``<testcase>`` per backend in it:
+
+- a backend the comparator blamed at the first divergence gets a ``<failure>`` whose message is
+  the first divergence (step, tensor, element, how far outside the bound) and whose text adds
+  every backend's value there and the commands that reproduce the run;
+- a backend that raised gets an ``<error>`` with its message;
+- the backends a documented defect (``known`` in the catalog) blames, when ``check`` saw exactly
+  that defect, are ``<skipped>`` with the finding's name: not a failure, but visible;
+- when ``check`` expected a known defect that did not show, its backends get a ``<failure>``
+  saying so (fixed upstream, or the harness lost sensitivity);
+- every other backend passes.
+
+Input is the JSON report (:func:`harness.reports.report.to_json`, with the ``check`` entry ``check``
+adds), so a saved report gives the same XML as the run that wrote it. Only the standard
+library is used.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any, Iterable
+
+
+def divergence_text(report: dict[str, Any]) -> str | None:
+    """One line: where the run first left the bound, or None when it did not."""
+    fd = report.get("first_divergence")
+    if not fd:
+        return None
+    name = fd["tensor"] + ("" if fd.get("layer") is None else f" of layer {fd['layer']}")
+    ratios = [r for b, r in fd.get("ratio", {}).items() if b in fd["backends"] and isinstance(r, (int, float))]
+    worst = f"{max(ratios):.3g}x" if ratios else "non-finite x"
+    who = ", ".join(fd["backends"]) + ("" if fd.get("majority", True) else " (no majority: cannot tell who is right)")
+    allowed = fd.get("allowed")
+    there = f" (bound there {allowed:.3g})" if isinstance(allowed, (int, float)) else ""
+    return (f"first divergence at step {fd['step']}, {name}, element {fd.get('index', [])}: "
+            f"{who} off by {worst} the rounding bound{there}")
+
+
+def reproduce_lines(report: dict[str, Any]) -> list[str]:
+    rep = report.get("reproduce") or {}
+    lines = [f"  {rep[k]}" for k in ("run", "tox") if k in rep]
+    bundle = (report.get("check") or {}).get("bundle")
+    if bundle:
+        lines.append(f"  nerva-consistency replay {bundle}")
+    return lines
+
+
+def run_name(report: dict[str, Any]) -> str:
+    return f"{report['scenario']} {report['dtype']}/{report['mode']} seed {report['seed']}"
+
+
+def _case(suite: ET.Element, report: dict[str, Any], backend: str) -> ET.Element:
+    n = max(1, len(report.get("backends", [])))
+    return ET.SubElement(suite, "testcase", {
+        "classname": f"nerva_consistency.{report['scenario']}",
+        "name": f"{report['dtype']}/{report['mode']} seed {report['seed']} [{backend}]",
+        "time": f"{float(report.get('seconds', 0.0)) / n:.3f}",
+    })
+
+
+def suite(report: dict[str, Any]) -> ET.Element:
+    """The ``<testsuite>`` of one run's JSON report."""
+    check = report.get("check") or {}
+    status = check.get("status") or ("pass" if report.get("passed") else "fail")
+    expected = check.get("expected") or {}
+    fd = report.get("first_divergence") or {}
+    blamed = set(fd.get("backends", []))
+    failures = report.get("failures") or {}
+    text = divergence_text(report)
+    how = "\n".join(["Reproduce with:", *reproduce_lines(report)])
+    values = ", ".join(f"{b} {v}" for b, v in (fd.get("values") or {}).items())
+
+    el = ET.Element("testsuite", {"name": run_name(report), "time": f"{float(report.get('seconds', 0.0)):.3f}"})
+    if check.get("started"):
+        el.set("timestamp", check["started"][:19])  # JUnit's timestamp has no zone (UTC here)
+    props = ET.SubElement(el, "properties")
+    for key in ("scenario", "dtype", "mode", "seed", "oracle"):
+        ET.SubElement(props, "property", {"name": key, "value": str(report.get(key))})
+    for key, value in (report.get("versions") or {}).items():
+        if value:
+            ET.SubElement(props, "property", {"name": f"version.{key}", "value": str(value)})
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for backend in report.get("backends", []):
+        case = _case(el, report, backend)
+        counts["tests"] += 1
+        if backend in failures:
+            err = ET.SubElement(case, "error", {"message": f"{backend} raised: {failures[backend]}",
+                                                "type": "BackendError"})
+            err.text = f"{backend} raised at {failures[backend]}\n{how}"
+            counts["errors"] += 1
+        elif status == "known" and backend in blamed:
+            ET.SubElement(case, "skipped", {
+                "message": f"known defect shown as expected: {expected.get('finding', '')}; {text}"})
+            counts["skipped"] += 1
+        elif status == "known-missing" and backend in expected.get("backends", []):
+            fail = ET.SubElement(case, "failure", {
+                "message": f"expected the known defect {expected.get('finding', '')} in {backend}; it did not "
+                           "show as expected (fixed upstream, or the harness lost sensitivity)",
+                "type": "KnownDefectMissing"})
+            fail.text = "\n".join(filter(None, [text, how]))
+            counts["failures"] += 1
+        elif backend in blamed and status != "known":
+            fail = ET.SubElement(case, "failure", {"message": text or "inconsistent", "type": "Inconsistency"})
+            fail.text = "\n".join(filter(None, [text, f"values there: {values}" if values else "", how]))
+            counts["failures"] += 1
+    for key, value in counts.items():
+        el.set(key, str(value))
+    return el
+
+
+def document(reports: Iterable[dict[str, Any]], name: str = "nerva-consistency") -> ET.ElementTree:
+    root = ET.Element("testsuites", {"name": name})
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    seconds = 0.0
+    for report in reports:
+        s = suite(report)
+        root.append(s)
+        for key in totals:
+            totals[key] += int(s.get(key, "0"))
+        seconds += float(s.get("time", "0"))
+    for key, value in totals.items():
+        root.set(key, str(value))
+    root.set("time", f"{seconds:.3f}")
+    ET.indent(root)
+    return ET.ElementTree(root)
+
+
+def write(reports: Iterable[dict[str, Any]], path: str | Path, name: str = "nerva-consistency") -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document(reports, name).write(path, encoding="utf-8", xml_declaration=True)
+    return path

@@ -1,0 +1,123 @@
+"""Classify what a run found, honestly, and say which findings make a run red.
+
+Classes (issue 4):
+
+- ``bug``        a backend outside the comparator's bound (error / bound above 1) of the exact
+                 oracle (or, without one, of the majority) outside any kink's influence — red;
+- ``unstable``   a float32 ``bug`` whose blamed backends are within the bound at that tensor when
+                 the same values run in float64: a numerically unstable formula — red. Only
+                 :func:`harness.search.explore.unstable` gives this class (it needs that rerun;
+                 :func:`classify` judges one run and says ``bug``);
+- ``non-finite`` a backend produced NaN/Inf where the reference is finite (the finding names the
+                 backend and the first tensor) — red when another backend stayed finite there;
+                 when every backend did (``everywhere``: a limitation they share, such as the
+                 unsafe log_softmax overflowing to -inf) it is reported, not red. Also a run
+                 whose backends all hold the same NaN/Inf (``RunResult.nonfinite``, nothing
+                 outside the bound): the run fails, the finding is ``everywhere``;
+- ``dtype``      a backend held a tensor in another dtype than the run asked for — red, unless it
+                 is a known finding (``KNOWN_DTYPE``, documented in docs/findings.md);
+- ``error``      a backend raised — red;
+- ``kink``       elements at or near a declared non-differentiable point where backends took
+                 different sides (a flip, excused) — reported, never red;
+- ``convention`` backends sitting exactly on a kink and returning different derivatives there —
+                 reported, never red.
+
+Rounding noise is never a finding: the comparator's bound is the rounding error a correct
+implementation may have at each element, so it stays inside by construction.
+A finding's ``signature`` (class, backends, tensor name without layer number, layer kind)
+identifies one defect across examples, for deduplication.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.run.runner import RunResult
+
+RED = ("bug", "unstable", "non-finite", "dtype", "error")
+
+# Known dtype findings (docs/findings.md #3): nerva-numpy's ReLU-family derivatives are
+# integer arrays, so in float32 runs DZ and DX of those layers (and what they feed) widen.
+KNOWN_DTYPE = {"numpy": ("DZ", "DX")}
+KNOWN_DTYPE_FINDING = "docs/findings.md #3"
+RELU_FAMILY = ("ReLU", "LeakyReLU", "AllReLU")
+
+
+def known_dtype(result: RunResult, backend: str) -> str | None:
+    """The documented finding that explains ``backend``'s dtype mismatches in this run, if one does."""
+    tensors = result.dtype_mismatches.get(backend, [])
+    known = tensors and backend in KNOWN_DTYPE and any(layer.kind in RELU_FAMILY for layer in result.scenario.layers) \
+        and all(t.rstrip("0123456789") in KNOWN_DTYPE[backend] for t in tensors)
+    return KNOWN_DTYPE_FINDING if known else None
+
+
+@dataclass(frozen=True)
+class Finding:
+    cls: str
+    backends: tuple[str, ...]
+    tensor: str | None = None  # "DW" (the layer number is in ``layer``)
+    layer: int | None = None
+    layer_kind: str | None = None
+    step: int | None = None
+    detail: str = ""
+    everywhere: bool = False  # non-finite: in every backend of the run (none stayed finite)
+
+    @property
+    def red(self) -> bool:
+        return self.cls in RED and not self.everywhere
+
+    @property
+    def signature(self) -> tuple:
+        return (self.cls, self.backends, self.tensor, self.layer_kind)
+
+
+def _kind(result: RunResult, layer: int | None) -> str | None:
+    return None if layer is None else result.scenario.layers[layer - 1].kind
+
+
+def classify(result: RunResult) -> list[Finding]:
+    sc = result.scenario
+    out: list[Finding] = []
+    for backend, message in result.failures.items():
+        out.append(Finding("error", (backend,), detail=message))
+    for backend, tensors in result.dtype_mismatches.items():
+        if not known_dtype(result, backend):
+            out.append(Finding("dtype", (backend,), tensors[0].rstrip("0123456789"),
+                               detail=f"held {', '.join(tensors)} in another dtype than {sc.dtype}"))
+    first = result.first_divergence
+    if first is not None:
+        step, tv = first
+        values = tv.values or {}
+        ref_name = result.oracle or "consensus"
+        ref = values.get(ref_name, float("nan"))
+        nonfinite = [b for b in tv.blamed if not np.isfinite(values.get(b, 0.0))]
+        cls = "non-finite" if nonfinite and np.isfinite(ref) else "bug"
+        who = tuple(sorted(nonfinite or tv.blamed))
+        against = f"the {result.oracle} oracle" if result.oracle else ("the majority" if tv.majority else "no majority")
+        everywhere = cls == "non-finite" and len(nonfinite) == len(result.backends)
+        out.append(Finding(cls, who, tv.key[0], tv.key[1], _kind(result, tv.key[1]), step,
+                           f"{tv.key[0]}{tv.key[1] or ''} at step {step}, element {list(tv.index or ())}: "
+                           f"{', '.join(f'{b} {values.get(b)!r}' for b in tv.blamed)} vs {ref!r} ({against})"
+                           + (" - in every backend" if everywhere else ""), everywhere=everywhere))
+    nf = result.nonfinite
+    if nf is not None and first is None:  # every backend agreed on it, so nothing was outside a bound
+        everywhere = set(nf.backends) == set(result.backends)
+        out.append(Finding("non-finite", tuple(sorted(nf.backends)), nf.key[0], nf.key[1], _kind(result, nf.key[1]),
+                           nf.step, f"{nf.name} at step {nf.step}: "
+                           f"{', '.join(f'{b} {v!r}' for b, v in nf.values.items())} (not compared: "
+                           + ("every backend holds it" if everywhere else "inside the bound") + ")",
+                           everywhere=everywhere))
+    flips = [e for v in result.steps for e in v.kink_events if e["flipped"]]
+    for event in flips[:1]:
+        on_kink = all(v == event["point"] for v in event["values"].values())
+        cls = "convention" if on_kink else "kink"
+        out.append(Finding(cls, tuple(sorted(event["values"])), event["tensor"].rstrip("0123456789"),
+                           step=event["step"], detail=f"{event['site']} at step {event['step']}: "
+                           f"values {event['values']}, gradients {event['gradient']}"))
+    return out
+
+
+def is_red(result: RunResult) -> bool:
+    return any(f.red for f in classify(result))

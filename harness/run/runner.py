@@ -1,0 +1,339 @@
+"""The runner: drive every backend through the same SGD steps and judge each step.
+
+Modes (docs/design.md, "Two ways to run steps"):
+
+- ``trajectory``: every backend follows its own trajectory from identical initial parameters,
+  as nerva-sympy's test did; rounding differences accumulate. The bound of each step is taken
+  at the backends' consensus parameters and carries their measured spread there as the
+  parameters' error (running error analysis: a posteriori, from the computed values), so the
+  tolerance grows exactly as far as the trajectories have actually parted, through the same
+  first-order propagation as every other error (:mod:`harness.judge.rounding`). When a step has a
+  kink *flip* (backends legitimately took different sides of a non-differentiable point),
+  their parameters differ by a legitimate, non-rounding amount from then on; the runner then re-anchors every backend to
+  the consensus parameters and optimizer velocities, records the step in ``resyncs`` and goes
+  on. Without a flip the trajectories are never touched.
+- ``lockstep``: before each step every backend is reset to the same reference state (the
+  oracle's state after the previous step, rounded to the run's dtype, or without an oracle the
+  consensus), so each step is checked at the same point. With an oracle (harness.run.choice) every
+  tensor is judged against its value, not the median.
+
+A backend that raises while building or stepping is reported as that backend's failure with
+its error message; the others go on. By default the run stops after the first step with a
+mismatch (what follows is a consequence); ``keep_going`` runs every step.
+
+Non-finite values never pass: the first tensor (in forward, backward, update order) in which a
+backend holds a NaN or Inf is recorded (``RunResult.nonfinite``: step, tensor, backends), and the
+run fails even when every backend agrees on it; it stops there unless ``keep_going``.
+
+Batches are taken from ``data`` one step at a time (:class:`harness.spec.data.Batches` makes them
+lazily), and the verdicts of a long run are kept whole only for its first :data:`KEEP_STEPS`
+steps (and, after them, the first failing and the first flipping step); the others are merged
+into ``RunResult.folded`` (worst ratio, kink counts, ulps per tensor and backend), so a run's
+memory does not grow with its number of steps. Ctrl-C stops the run after the judgement in
+flight: :class:`Interrupted` (a KeyboardInterrupt) carries what was judged.
+
+Speed: the judgement of a step (its reference, its rounding bound, every ratio) runs in a
+worker thread while the backends compute the next step (NumPy releases the GIL, and so do the
+frameworks' kernels); only the cheap kink scan, which decides re-anchoring, runs before the
+next step starts.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+import adapters
+from harness.judge.compare import StepVerdict, TensorVerdict, consensus, judge, key_name, reference as reference_trace, \
+    scan_kinks, tensor_order
+from harness.spec.data import batches
+from harness.run.choice import choose as choose_oracle
+from harness.judge.rounding import step_bounds
+from harness.spec.scenario import Scenario
+from harness.spec.state import as_dtype, initial_state
+
+
+KEEP_STEPS = 1000  # verdicts kept whole; later ones are folded unless they are the first to fail or to flip
+
+
+@dataclass(frozen=True)
+class NonFinite:
+    """The first tensor in which a backend held NaN or Inf: its step, (tensor, layer) and the
+    backends, each with its first non-finite value."""
+
+    step: int
+    key: tuple[str, int | None]
+    values: dict[str, float]
+
+    @property
+    def backends(self) -> list[str]:
+        return list(self.values)
+
+    @property
+    def name(self) -> str:
+        return key_name(self.key)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; ``result`` holds the steps judged until then."""
+
+    def __init__(self, result: "RunResult"):
+        super().__init__("interrupted")
+        self.result = result
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    backends: list[str]
+    steps: list[StepVerdict] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)  # backend -> error message
+    resyncs: list[int] = field(default_factory=list)
+    dtype_mismatches: dict[str, list[str]] = field(default_factory=dict)
+    oracle: str | None = None  # the reference the backends were judged against (None: each other)
+    oracle_note: str = ""
+    inputs: tuple | None = None  # (initial state, batches) the run used: what a repro bundle stores
+    seconds: float = 0.0
+    stopped_early: bool = False
+    nonfinite: NonFinite | None = None  # the first NaN/Inf a backend held (a failure, even if all agree)
+    interrupted: bool = False
+    folded: StepVerdict | None = None  # steps after KEEP_STEPS that are not kept whole, merged into one
+    folded_steps: int = 0
+
+    @property
+    def steps_run(self) -> int:
+        """Steps judged: those kept whole in ``steps`` and those folded."""
+        return len(self.steps) + self.folded_steps
+
+    @property
+    def verdicts(self) -> list[StepVerdict]:
+        """Every step's verdict, the folded ones as one (last): what a summary over the run reads."""
+        return self.steps + ([self.folded] if self.folded is not None else [])
+
+    @property
+    def first_divergence(self):
+        for verdict in self.steps:
+            if verdict.first_failure is not None:
+                return verdict.step, verdict.first_failure
+        return None
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures and self.first_divergence is None and self.nonfinite is None
+
+
+def _consensus_state(states: list[dict[str, np.ndarray]], dtype: str) -> dict[str, np.ndarray]:
+    return {k: as_dtype(consensus([s[k] for s in states]), dtype) for k in states[0]}
+
+
+def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVerdict], None] | None = None,
+        keep_going: bool = False, oracle: str | None = "auto",
+        state0: dict[str, np.ndarray] | None = None,
+        data: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+        status: Callable[[str], None] | None = None) -> RunResult:
+    """Run ``scenario`` on ``backends``; ``oracle``: auto | sympy | autodiff | none (harness.run.choice).
+
+    ``state0`` (initial parameters) and ``data`` (one (X, T) per step) default to the ones the
+    scenario's seed makes; give them to run on explicit values (Hypothesis examples, replayed
+    bundles). They must already be exact in the run's dtype. ``status(text)`` is told what the
+    run does before its first step ("loading torch": the first use of a framework imports it).
+    """
+    oracle, note = choose_oracle(scenario, oracle)
+    state0 = initial_state(scenario) if state0 is None else state0
+    data = batches(scenario) if data is None else data
+    result_inputs = (state0, data)
+    models = {name: adapters.load(name) for name in backends}  # BackendUnavailable is bad input
+    result = RunResult(scenario, list(backends), oracle=oracle, oracle_note=note, inputs=result_inputs)
+    start = time.perf_counter()
+    active = {}
+    try:
+        if oracle is not None:
+            if status:
+                status(f"loading the {oracle} oracle")
+            exact = adapters.load_oracle(oracle)
+            exact.build(scenario, state0)  # the oracle failing is a harness bug: let it raise
+        for name, model in models.items():
+            if status:
+                status(f"loading {name}")
+            try:
+                model.build(scenario, state0)
+                active[name] = model
+            except Exception as e:  # a backend's own failure: report it, keep the others going
+                result.failures[name] = _describe(e, "build")
+    except KeyboardInterrupt:
+        result.interrupted, result.seconds = True, time.perf_counter() - start
+        raise Interrupted(result) from None
+    if status:
+        status("step 0")
+    reference = state0
+    before = {name: state0 for name in [*active, *([oracle] if oracle else [])]}  # each backend's parameters at the start of a step
+    # The judgement of step s (the expensive part) runs in a worker thread while the backends
+    # compute step s + 1; only the cheap kink scan must finish first (it decides re-anchoring).
+    pending: tuple[int, Future] | None = None
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge")
+
+    def collect() -> bool:
+        """Record the pending verdict; True when the run should stop there."""
+        nonlocal pending
+        assert pending is not None
+        step_, future = pending
+        pending = None
+        verdict = future.result()
+        _keep(result, verdict)
+        if progress:
+            progress(step_, verdict)
+        return verdict.first_failure is not None and not keep_going
+
+    try:
+        for step, (X, T) in enumerate(data):
+            if not active:
+                break
+            # The point the bound is evaluated at: parameters and velocities at the start of the
+            # step. In trajectory mode each backend is at its own point; the bound is taken at
+            # their consensus and carries their measured spread as the parameters' error.
+            if oracle is not None or scenario.mode == "lockstep":
+                point: dict | list = reference
+            else:
+                point = [m.get_state() for m in active.values()]
+            traces = {}
+            for name, model in list(active.items()):
+                try:
+                    traces[name] = model.step(X, T, scenario.lr)
+                except Exception as e:
+                    result.failures[name] = _describe(e, f"step {step}")
+                    del active[name]
+                    continue
+                wrong = {k for k, d in model.dtypes.items() if d != scenario.dtype}
+                if wrong:
+                    result.dtype_mismatches[name] = sorted(wrong | set(result.dtype_mismatches.get(name, [])))
+            if pending is not None and collect():
+                break  # the previous step failed; this step's traces are not judged
+            if not traces:
+                break
+            if result.nonfinite is None:
+                result.nonfinite = first_nonfinite(scenario, step, traces)
+            if oracle is not None:
+                traces[oracle] = exact.step(X, T, scenario.lr)
+            scan = scan_kinks(scenario, step, traces, before, oracle)
+            pending = (step, worker.submit(_assess, scenario, step, traces, scan, oracle, point))
+            if result.nonfinite is not None and not keep_going:
+                collect()
+                break  # NaN and Inf only spread from here
+            if oracle is not None:  # lockstep: everyone starts the next step where the oracle is
+                reference = {k: as_dtype(v, scenario.dtype) for k, v in exact.get_state().items()}
+                for model in [*active.values(), exact]:
+                    model.set_state(reference)
+                before = {name: reference for name in [*active, oracle]}
+            elif scenario.mode == "lockstep" or scan.flips:
+                reference = _consensus_state([m.get_state() for m in active.values()], scenario.dtype)
+                for model in active.values():
+                    model.set_state(reference)
+                if scenario.mode == "trajectory":
+                    result.resyncs.append(step)
+                before = {name: reference for name in active}
+            else:
+                before = dict(traces)  # the traces hold each backend's updated parameters
+        if pending is not None:
+            collect()
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        worker.shutdown(wait=True, cancel_futures=True)
+    if result.interrupted and pending is not None and pending[1].done() and not pending[1].cancelled() \
+            and pending[1].exception() is None:
+        _keep(result, pending[1].result())  # the judgement that was in flight
+    result.stopped_early = result.steps_run < scenario.steps
+    result.seconds = time.perf_counter() - start
+    if result.interrupted:
+        raise Interrupted(result)
+    return result
+
+
+def _keep(result: RunResult, verdict: StepVerdict) -> None:
+    """Keep ``verdict`` whole (the first KEEP_STEPS steps, then the first failing and the first
+    flipping step), or fold it into ``result.folded``."""
+    kept = result.steps
+    if len(kept) < KEEP_STEPS or (verdict.first_failure is not None and result.first_divergence is None) \
+            or (verdict.flips and not any(v.flips for v in kept)):
+        kept.append(verdict)
+        return
+    result.folded_steps += 1
+    old = result.folded
+    if old is None:
+        result.folded = StepVerdict(verdict.step, [TensorVerdict(t.key, dict(t.worst), dict(t.kinks),
+                                                                 ulps=None if t.ulps is None else dict(t.ulps))
+                                                   for t in verdict.tensors], [], verdict.near_kinks, verdict.flips)
+        return
+    merged = {t.key: t for t in old.tensors}
+    for t in verdict.tensors:
+        m = merged.get(t.key)
+        if m is None:
+            old.tensors.append(TensorVerdict(t.key, dict(t.worst), dict(t.kinks),
+                                             ulps=None if t.ulps is None else dict(t.ulps)))
+            continue
+        for b, w in t.worst.items():
+            m.worst[b] = max(m.worst.get(b, 0.0), w)
+        for b, n in t.kinks.items():
+            m.kinks[b] = m.kinks.get(b, 0) + n
+        if t.ulps is not None:
+            m.ulps = {b: max((m.ulps or {}).get(b, 0.0), u) for b, u in t.ulps.items()}
+    old.step, old.near_kinks, old.flips = verdict.step, old.near_kinks + verdict.near_kinks, old.flips + verdict.flips
+
+
+def first_nonfinite(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]]) -> NonFinite | None:
+    """The first tensor, in the comparator's order, in which a backend's trace holds NaN or Inf."""
+    if all(np.isfinite(a).all() for trace in traces.values() for a in trace.values()):
+        return None
+    order = tensor_order(scenario)
+    named = {key_name(k) for k in order}
+    order += [(name, None) for name in sorted({n for trace in traces.values() for n in trace} - named)]
+    for key in order:
+        name = key_name(key)
+        values = {}
+        for backend, trace in traces.items():
+            a = trace.get(name)
+            if a is not None:
+                bad = ~np.isfinite(a)
+                if bad.any():
+                    values[backend] = float(np.asarray(a)[bad].flat[0])
+        if values:
+            return NonFinite(step, key, values)
+    return None
+
+
+def _assess(scenario: Scenario, step: int, traces: dict, scan, oracle: str | None,
+            point: dict[str, np.ndarray] | list[dict[str, np.ndarray]]) -> StepVerdict:
+    """The reference, the rounding bound at ``point`` and the judgement of one step.
+
+    ``point``: the state the step started from, or (trajectory mode) every backend's state: the
+    bound is then taken at their consensus and carries their measured spread as the error of
+    the parameters.
+    """
+    carried = None
+    if isinstance(point, list):
+        states = point
+        point = {k: consensus([st[k] for st in states]) for k in states[0]}
+        carried = {k: _pairwise_spread([st[k] for st in states], point[k]) for k in point}
+    ref = reference_trace(scenario, traces, oracle)
+    bounds, _ = step_bounds(scenario, ref, point, carried)
+    return judge(scenario, step, traces, scan, bounds, oracle, ref)
+
+
+def _pairwise_spread(values: list[np.ndarray], centre: np.ndarray) -> np.ndarray:
+    """Element-wise largest distance of any backend's value from the consensus."""
+    out = np.abs(values[0] - centre)
+    for v in values[1:]:
+        np.maximum(out, np.abs(v - centre), out=out)
+    return out
+
+
+def _describe(e: BaseException, when: str) -> str:
+    frame = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+    where = f" ({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})" if frame else ""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{when}: {type(e).__name__}: {text}{where}"

@@ -1,0 +1,1 @@
+"""The search for defects: ``explore`` (Hypothesis over random networks) and the mutation corpus."""

@@ -1,0 +1,745 @@
+"""Hypothesis-driven search for defects: random networks, adversarial values, smallest examples.
+
+    from harness.search.explore import explore
+    defects = explore(examples=1000, seed=1, backends=["numpy", "torch", "jax", "tensorflow"])
+    for d in defects:
+        print(d.describe())
+    print(defects.stats.summary())
+
+Each example (:func:`scenarios.strategies.examples`) is run on the backends with the oracle
+``auto`` (lockstep: exact SymPy for small nets, autodiff otherwise) and its findings classified
+(:func:`harness.run.findings.classify`). The comparator is the only judge of a value: its bound is the
+rounding error a correct implementation may have at each element, so a finding outside it is a
+defect, whatever the example. :func:`evaluate` only names the defect's kind and sorts:
+
+- ``red``: a red finding (bug, unstable, non-finite, dtype, error) that no documented defect
+  explains - it fails the property. A float32 ``bug`` that the same values in float64 do not
+  show is ``unstable`` (:func:`unstable`): a numerically unstable formula, still red;
+- ``known``: a red finding explained by a documented defect (:data:`KNOWN`, docs/findings.md),
+  checked by a counterfactual run with the cause removed (e.g. tensorflow's float64 alpha: the
+  same example with every alpha rounded to float32 must be clean) - counted, not failed;
+- ``other``: kink and convention findings, and non-finite values in every backend - counted,
+  never failed.
+
+Search (:func:`explore`): Hypothesis reports one failure per run, so the search runs in rounds.
+In a round, the first example with a red finding whose signature (class, backends, tensor, layer
+kind) is new *locks* the round on that signature: Hypothesis shrinks it (only that signature
+counts as failing while shrinking, so the shrinker cannot slide to another defect) to the
+smallest example, which becomes a :class:`Defect`. The next round runs with every signature found
+so far ignored (counted in ``Defect.count``, not failed), until the example budget is spent or a
+round ends without a new defect. Rounds are seeded from ``seed`` (``hypothesis.seed``): the same
+seed, budget and backends give the same search.
+
+Deduplication goes one step beyond the signature: a red finding whose blamed backends were
+already clearly apart from the others at an earlier tensor that has the signature of a found
+defect (:func:`consequence_of`: a wrong Db still inside the bound, whose update makes Y wrong
+a step later) is counted for that defect (``Defect.also_seen_as``), not reported as a new one.
+
+Shrinking costs at most ``max_shrink_runs`` runs per defect (Hypothesis's own limits allow far
+more): after that, new shrink candidates pass without being run and the smallest example so far
+is kept. Examples Hypothesis replays are answered from a cache.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import dataclasses
+import hashlib
+import re
+import time
+import traceback
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+from hypothesis import HealthCheck, Phase, Verbosity, given, reproduce_failure, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis.database import ExampleDatabase
+from hypothesis.errors import Unsatisfiable
+from hypothesis.strategies import SearchStrategy
+
+import adapters
+from harness.run.findings import Finding, classify
+from harness.core.errors import BackendUnavailable
+from harness.run.runner import RunResult, run
+from scenarios.strategies import Example, examples as example_strategy
+
+MAX_SHRINK_RUNS = 400  # runs per defect spent on shrinking (Hypothesis's own limits are far higher)
+OUTLIER_RATIO = 0.02  # attribution: the blamed backends' ratio (error / bound) where they are "apart"
+OUTLIER_FACTOR = 20.0  # ... and how many times the other backends' largest error it must be
+HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]  # no "explain": it re-runs a lot
+
+
+# ------------------------------------------------------------------------------ stable generation
+
+@contextmanager
+def stable_generation() -> Iterator[None]:
+    """Make what Hypothesis draws depend on the seed alone, not on the modules loaded.
+
+    Hypothesis (6.13x and later) sometimes draws a constant found in the source of the *local*
+    modules in ``sys.modules`` (those outside site-packages). Which ones are loaded, and whether
+    this package is installed editable or as a wheel, would then change the examples a seed
+    gives: measured, the same planted bug was found after 3, 19 and 38 examples in three
+    processes. Inside this context that pool is empty, so ``explore --seed S`` draws the same
+    examples on every machine with the same versions. It replaces one internal function
+    (``hypothesis.internal.conjecture.providers._get_local_constants``); when a Hypothesis
+    release no longer has it, nothing is replaced.
+    """
+    try:
+        from hypothesis.internal.conjecture import providers
+        from hypothesis.internal.constants_ast import Constants
+
+        original, cache = providers._get_local_constants, providers.CONSTANTS_CACHE
+    except (ImportError, AttributeError):
+        yield
+        return
+    empty = Constants()
+    providers._get_local_constants = lambda: empty
+    cache.cache.clear()
+    try:
+        yield
+    finally:
+        providers._get_local_constants = original
+        cache.cache.clear()
+
+
+# ------------------------------------------------------------------------------ known defects
+
+def _inexact_alphas(example: Example) -> bool:
+    return any(layer.kind in ("LeakyReLU", "AllReLU") and float(np.float32(layer.arg["alpha"])) != layer.arg["alpha"]
+               for layer in example.scenario.layers)
+
+
+def _alphas_in_float32(example: Example) -> Example:
+    layers = tuple(
+        dataclasses.replace(layer, args=(("alpha", float(np.float32(layer.arg["alpha"]))),))
+        if layer.kind in ("LeakyReLU", "AllReLU") else layer
+        for layer in example.scenario.layers)
+    return dataclasses.replace(example, scenario=example.scenario.with_(layers=layers))
+
+
+@contextlib.contextmanager
+def _exact_torch_log_sigmoid() -> Iterator[None]:
+    """nerva-torch's log_sigmoid with softplus's shortcut above 20 removed (docs/findings.md #15)."""
+    import torch
+    from nerva_torch import loss_functions, matrix_operations
+
+    def log_sigmoid(X):
+        return -torch.nn.functional.softplus(-X, threshold=float("inf"))
+
+    saved = loss_functions.log_sigmoid
+    loss_functions.log_sigmoid = log_sigmoid
+    try:
+        yield
+    finally:
+        loss_functions.log_sigmoid = saved
+        del matrix_operations  # imported to make sure the module the loss uses is loaded
+
+
+@contextlib.contextmanager
+def _stable_log_softmax_layers() -> Iterator[None]:
+    """The four LogSoftmax layers with the libraries' own stable_log_softmax (docs/findings.md #16)."""
+    import importlib
+
+    saved = []
+    for name in ("numpy", "torch", "jax", "tensorflow"):
+        try:
+            layers = importlib.import_module(f"nerva_{name}.layers")
+            functions = importlib.import_module(f"nerva_{name}.softmax_functions")
+        except ImportError:
+            continue
+        saved.append((layers, layers.log_softmax))
+        layers.log_softmax = functions.stable_log_softmax
+    try:
+        yield
+    finally:
+        for layers, original in saved:
+            layers.log_softmax = original
+
+
+def _unchanged(example: Example) -> Example:
+    return example
+
+
+@dataclass(frozen=True)
+class Known:
+    """A documented defect: when it may explain a finding, and the example with its cause removed
+    (``counterfactual`` changes the example; ``patch`` the backend, inside this process)."""
+
+    name: str
+    reference: str
+    applies: Callable[[Example, Finding], bool]
+    counterfactual: Callable[[Example], Example]
+    patch: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+
+
+KNOWN: tuple[Known, ...] = (
+    Known("tensorflow-float64-alpha",
+          "docs/findings.md #2: nerva-tensorflow uses LeakyReLU/AllReLU alpha rounded to float32 in float64 runs",
+          lambda ex, f: ex.scenario.dtype == "float64" and "tensorflow" in f.backends and _inexact_alphas(ex),
+          _alphas_in_float32),
+    Known("torch-float64-log-sigmoid",
+          "docs/findings.md #15: nerva-torch's log_sigmoid is -softplus(-x), and torch's softplus returns x "
+          "above 20, so float64 LogisticCrossEntropy values lose up to e^-20 per element",
+          lambda ex, f: (ex.scenario.dtype == "float64" and ex.scenario.loss == "LogisticCrossEntropy"
+                         and "torch" in f.backends and f.tensor == "loss"),
+          _unchanged, _exact_torch_log_sigmoid),
+    Known("plain-log-softmax-layer",
+          "docs/findings.md #16: the LogSoftmax layers use the plain log_softmax, z - log(sum(exp(z))), "
+          "whose error is u absolute, not u |y|: outputs near 0 are less accurate than a stable form's",
+          lambda ex, f: any(layer.kind == "LogSoftmax" for layer in ex.scenario.layers),
+          _unchanged, _stable_log_softmax_layers),
+)
+
+
+# ------------------------------------------------------------------------------ one example
+
+@dataclass
+class Evaluation:
+    """What one example showed, sorted (see the module docstring)."""
+
+    example: Example
+    result: RunResult | None
+    red: list[Finding] = field(default_factory=list)
+    known: list[tuple[Finding, str]] = field(default_factory=list)
+    other: list[Finding] = field(default_factory=list)
+    runs: int = 1  # runs made (counterfactuals included)
+
+    def report(self) -> str:
+        lines = [f"{f.cls} {'/'.join(f.backends)}: {f.detail}" for f in self.red]
+        lines += [f"known ({name}): {f.detail}" for f, name in self.known]
+        return "\n".join(lines + [self.example.describe()])
+
+
+def _harness_error(e: BaseException) -> Finding:
+    frame = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+    where = f" ({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})" if frame else ""
+    return Finding("error", ("harness",), type(e).__name__, detail=f"the harness raised {type(e).__name__}: {e}{where}")
+
+
+def _worst_ratio(result: RunResult) -> float:
+    """The blamed backends' worst ratio (error / bound) at the run's first divergence."""
+    first = result.first_divergence
+    if first is None:
+        return float("inf")
+    _, tv = first
+    return max((tv.worst.get(b, float("inf")) for b in tv.blamed), default=float("inf"))
+
+
+def consequence_of(result: RunResult | None, finding: Finding, signatures: Iterable[tuple]) -> tuple | None:
+    """The signature of an already-found defect this finding is a consequence of, or None.
+
+    A first divergence is often the amplified consequence of a smaller deviation earlier on: a
+    wrong bias gradient that was still inside the bound moves one backend's parameters, and a
+    step later its Y is outside the bound (trajectory mode), or an optimizer with eta (1 + mu) > 1
+    pushes an update outside it. The finding counts as a consequence of a found defect when an
+    earlier tensor of the run (in the comparator's order, over the steps up to the divergence) has
+    that defect's signature (``bug`` or ``unstable``) and there every blamed backend is at least
+    :data:`OUTLIER_RATIO` of the bound off and :data:`OUTLIER_FACTOR` times further off than every
+    other backend.
+    Only found signatures are considered, so a new kind of defect is never folded away by a
+    rounding-sized difference elsewhere.
+    """
+    known = set(signatures)
+    first = result.first_divergence if result is not None else None
+    if finding.cls not in ("bug", "unstable") or first is None or not known:
+        return None
+    step, failing = first
+    blamed = [b for b in finding.backends if b in failing.worst]
+    others = [b for b in failing.worst if b not in blamed]
+    if not blamed or not others:
+        return None
+    for verdict in result.steps:
+        if verdict.step > step:
+            break
+        for tv in verdict.tensors:
+            if verdict.step == step and tv.key == failing.key:
+                return None
+            tensor, layer = tv.key
+            kind = None if layer is None else result.scenario.layers[layer - 1].kind
+            signature = next((sig for cls in ("bug", "unstable")
+                              if (sig := Finding(cls, finding.backends, tensor, layer, kind).signature) in known), None)
+            if signature is None:
+                continue
+            mine = min(tv.worst.get(b, 0.0) for b in blamed)
+            rest = max(tv.worst.get(b, 0.0) for b in others)
+            if mine >= OUTLIER_RATIO and mine >= OUTLIER_FACTOR * rest:
+                return signature
+    return None
+
+
+def evaluate(example: Example, backends: list[str], *, oracle: str = "auto", known: bool = True) -> Evaluation:
+    """Run one example on ``backends`` and sort its findings (red / known / other).
+
+    A float32 ``bug`` is first named ``unstable`` or left a ``bug`` (:func:`unstable`); then a
+    red finding a documented defect explains is ``known`` (``known=False``: none is).
+    """
+    try:
+        result = run(example.scenario, list(backends), oracle=oracle, state0=example.state0, data=example.data)
+        findings = classify(result)
+    except Exception as e:  # the harness itself failed on this example: a defect too (of the harness)
+        return Evaluation(example, None, red=[_harness_error(e)])
+    ev = Evaluation(example, result)
+    for f in findings:
+        if not f.red:
+            ev.other.append(f)
+            continue
+        f = unstable(example, result, f, backends, ev)
+        explained = _explain(example, f, backends, oracle, ev) if known else None
+        if explained:
+            ev.known.append((f, explained))
+        else:
+            ev.red.append(f)
+    return ev
+
+
+def unstable(example: Example, result: RunResult, finding: Finding, backends: list[str],
+             ev: Evaluation | None = None) -> Finding:
+    """``finding`` as an ``unstable`` finding when only float32 shows it; otherwise unchanged.
+
+    The rule: when a float32 example gives a ``bug`` finding blaming backends B, the same example
+    is run again in float64 - the same arrays (every float32 number is exact in float64), the
+    scenario with ``dtype="float64"``, the steps up to the finding's - against the same oracle,
+    every step judged. If none of B is blamed at that tensor (same step, tensor and layer) there,
+    the finding's class becomes ``unstable``; otherwise (B blamed there too, a backend of B
+    raised, or the rerun never judged that tensor) it stays ``bug``.
+
+    Why: the comparator's bound is the rounding error a correct implementation may have at that
+    element *in the run's dtype*, so a float32 error beyond it is a defect whatever float64
+    says. A right formula that loses more accuracy than a stable implementation in the same
+    dtype (exp without the max subtraction, a variance as E[x^2] - E[x]^2, a difference of two
+    nearly equal terms) is exactly what a float32-only finding is: numerically unstable. It is
+    red like ``bug`` (unless a documented known defect explains it); the class only says where
+    to look - the formula's conditioning, not its algebra. The rerun is counted in ``ev.runs``.
+    """
+    if finding.cls != "bug" or example.scenario.dtype != "float32" or finding.step is None:
+        return finding
+    steps = finding.step + 1
+    wide = dataclasses.replace(example.scenario, dtype="float64", steps=steps)
+    state0 = {k: v.astype(np.float64) for k, v in example.state0.items()}
+    data = [(X.astype(np.float64), T.astype(np.float64)) for X, T in example.data[:steps]]
+    try:
+        again = run(wide, list(backends), oracle=result.oracle or "none", keep_going=True, state0=state0, data=data)
+    except Exception:  # no float64 verdict: nothing shows the finding is float32's alone
+        return finding
+    finally:
+        if ev is not None:
+            ev.runs += 1
+    key = (finding.tensor, finding.layer)
+    tv = next((tv for v in again.steps if v.step == finding.step for tv in v.tensors if tv.key == key), None)
+    if tv is None or any(b in again.failures or b in tv.blamed for b in finding.backends):
+        return finding
+    wide_ratio = max(tv.worst.get(b, 0.0) for b in finding.backends)
+    return dataclasses.replace(
+        finding, cls="unstable",
+        detail=f"{finding.detail}; worst ratio {_worst_ratio(result):.3g} in float32, within the bound in float64 "
+               f"(ratio {wide_ratio:.2g})")
+
+
+def _explain(example: Example, finding: Finding, backends: list[str], oracle: str, ev: Evaluation) -> str | None:
+    for k in KNOWN:
+        if k.applies(example, finding):
+            with k.patch():
+                again = evaluate(k.counterfactual(example), backends, oracle=oracle, known=False)
+            ev.runs += again.runs
+            if all(f.signature != finding.signature for f in again.red):  # gone with its cause
+                return k.name
+    return None
+
+
+# ------------------------------------------------------------------------------ the search
+
+@dataclass
+class Defect:
+    """One distinct defect (one finding signature) and the smallest example that shows it."""
+
+    finding: Finding
+    example: Example  # the smallest failing example (after Hypothesis's shrinking)
+    result: RunResult | None  # the run of that example
+    count: int  # examples (outside shrinking) that showed it
+    seed: int  # the explore seed
+    round_seed: int  # the hypothesis.seed of the round that found it
+    reproduce: str | None  # "@reproduce_failure('6.x', b'...')" (for a test over examples()), or None
+    blob: bytes | None
+    found_after: int  # examples run when it was first seen
+    shrink_runs: int = 0
+    seconds: float = 0.0  # to find and shrink it
+    also_seen_as: Counter = field(default_factory=Counter)  # signatures counted as its consequences
+    strategy: str = "scenarios.strategies.examples()"  # what the reproduce blob is for
+    while_shrinking: bool = False  # first seen in a shrink candidate of another defect (not shrunk itself)
+
+    @property
+    def signature(self) -> tuple:
+        return self.finding.signature
+
+    @property
+    def red(self) -> bool:
+        return self.finding.red
+
+    def hypothesis_info(self) -> dict:
+        """What reproduces it through Hypothesis, JSON-ready (for a repro bundle's ``hypothesis``)."""
+        import hypothesis
+
+        return {
+            "version": hypothesis.__version__, "seed": self.seed, "round_seed": self.round_seed,
+            "reproduce_failure": self.reproduce, "blob": self.blob.decode("ascii") if self.blob else None,
+            "strategy": self.strategy, "signature": [self.signature[0], list(self.signature[1]),
+                                                                      *self.signature[2:]],
+            "count": self.count, "found_after": self.found_after, "shrink_runs": self.shrink_runs,
+            "size": self.example.size._asdict(), "tricks": list(self.example.tricks),
+            "while_shrinking": self.while_shrinking,
+            "also_seen_as": [[s[0], list(s[1]), s[2], s[3], n] for s, n in self.also_seen_as.items()],
+        }
+
+    def describe(self) -> str:
+        f = self.finding
+        head = (f"{f.cls} in {'/'.join(f.backends)}: {f.tensor or ''}"
+                f"{f' of a {f.layer_kind} layer' if f.layer_kind else ''}; seen in {self.count} example(s), "
+                f"first after {self.found_after}; smallest example ({self.example.size}):")
+        lines = [head, f.detail, self.example.describe()]
+        if self.also_seen_as:
+            lines.append("also seen as (consequences): " + "; ".join(
+                f"{'/'.join(sig[1])} {sig[2]} of {sig[3] or '-'} x{n}" for sig, n in self.also_seen_as.items()))
+        if self.reproduce:
+            lines.append(f"reproduce: {self.reproduce} on a test over {self.strategy}")
+        return "\n".join(lines)
+
+
+@dataclass
+class Stats:
+    """What the search ran and saw besides the defects."""
+
+    examples: int = 0  # examples run outside shrinking (the budget counts these)
+    budget: int = 0
+    shrink_runs: int = 0
+    shrink_skipped: int = 0  # shrink candidates not run: the round's shrink budget was spent
+    runs: int = 0  # backend runs in all (counterfactuals included)
+    rounds: int = 0
+    shrinking: Finding | None = None  # the new finding being shrunk right now, if any
+    seconds: float = 0.0
+    findings: Counter = field(default_factory=Counter)  # not failed: kink, convention, non-finite everywhere, known
+    known: Counter = field(default_factory=Counter)  # by known defect
+    oracles: Counter = field(default_factory=Counter)
+    red: Counter = field(default_factory=Counter)  # by signature (outside shrinking)
+    seen_while_shrinking: dict = field(default_factory=dict)  # new signature -> (Finding, smallest example)
+
+    @property
+    def rate(self) -> float:
+        """Examples per second (shrinking included in the time)."""
+        return self.examples / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> str:
+        parts = [f"{self.examples}/{self.budget} examples in {self.seconds:.1f} s ({self.rate:.2f}/s), "
+                 f"{self.rounds} round(s), {self.shrink_runs} shrink runs",
+                 "oracles: " + ", ".join(f"{k or 'none'} {v}" for k, v in sorted(self.oracles.items(), key=str))]
+        if self.findings:
+            parts.append("not failed: " + ", ".join(f"{k} {v}" for k, v in sorted(self.findings.items())))
+        if self.known:
+            parts.append("known: " + ", ".join(f"{k} {v}" for k, v in sorted(self.known.items())))
+        if self.seen_while_shrinking:
+            parts.append(f"seen only while shrinking: {len(self.seen_while_shrinking)} signature(s)")
+        return "\n".join(parts)
+
+
+class Exploration(list):
+    """The defects found (a list of :class:`Defect`), with ``stats``."""
+
+    def __init__(self, defects: Iterable[Defect] = (), stats: Stats | None = None) -> None:
+        super().__init__(defects)
+        self.stats = stats or Stats()
+
+
+class _Red(Exception):
+    """Raised by the property: an example showed the round's (new) red finding."""
+
+    def __init__(self, finding: Finding, evaluation: Evaluation) -> None:
+        super().__init__(f"{finding.cls} in {'/'.join(finding.backends)}: {finding.detail}")
+        self.finding, self.evaluation = finding, evaluation
+
+
+class _KeepFetched(ExampleDatabase):
+    """A database view for rounds after the first: entries that were already stored are never
+    deleted (in such a round a stored failure of an ignored signature replays as passing, and
+    Hypothesis would clear it out); entries written during the round behave normally."""
+
+    def __init__(self, db: ExampleDatabase) -> None:
+        super().__init__()
+        self.db = db
+        self.fetched: set[tuple[bytes, bytes]] = set()
+
+    def fetch(self, key: bytes) -> Iterable[bytes]:
+        for value in self.db.fetch(key):
+            self.fetched.add((key, value))
+            yield value
+
+    def save(self, key: bytes, value: bytes) -> None:
+        self.db.save(key, value)
+
+    def delete(self, key: bytes, value: bytes) -> None:
+        if (key, value) not in self.fetched:
+            self.db.delete(key, value)
+
+
+_BLOB = re.compile(r"@reproduce_failure\((.*?)\)")
+
+
+def _reproduce(e: BaseException) -> tuple[str | None, bytes | None]:
+    """The ``@reproduce_failure(...)`` decorator Hypothesis noted on the exception, if any."""
+    for note in getattr(e, "__notes__", ()):
+        m = _BLOB.search(note)
+        if m:
+            try:
+                _, blob = ast.literal_eval(f"({m.group(1)})")
+                return m.group(0), blob
+            except (ValueError, SyntaxError):
+                return m.group(0), None
+    return None, None
+
+
+def fingerprint(example: Example) -> bytes:
+    """Identifies an example by its content (scenario and every array)."""
+    h = hashlib.sha256(repr(example.scenario).encode())
+    arrays = [(k, v) for k, v in sorted(example.state0.items())]
+    arrays += [(f"{name}{s}", a) for s, (X, T) in enumerate(example.data) for name, a in (("X", X), ("T", T))]
+    for name, a in arrays:
+        a = np.ascontiguousarray(a, dtype=np.float64)
+        h.update(f"{name}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.digest()
+
+
+def round_seed(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, index]).generate_state(1)[0])
+
+
+class _Search:
+    def __init__(self, budget: int, seed: int, backends: list[str], progress: Callable | None,
+                 database: ExampleDatabase | None, on_failure: Callable | None, strategy: SearchStrategy,
+                 oracle: str, known: bool, max_shrink_runs: int) -> None:
+        self.budget, self.seed, self.backends = budget, seed, list(backends)
+        self.max_shrink_runs = max_shrink_runs
+        self.strategy_name = "scenarios.strategies.examples()"
+        self.cache: dict[bytes, tuple[Finding, Evaluation] | None] = {}
+        self.round_shrinks = 0
+        self.progress, self.database, self.on_failure = progress, database, on_failure
+        self.strategy, self.oracle, self.known = strategy, oracle, known
+        self.defects: dict[tuple, Defect] = {}
+        self.stats = Stats(budget=budget)
+        self.locked: tuple | None = None
+        self.best: tuple[Finding, Evaluation] | None = None
+        self.first_seen = 0
+
+    # -- the property ------------------------------------------------------------------------
+    def prop(self, example: Example) -> None:
+        hit = self._judge(example)
+        if hit is not None:  # one raise statement: Hypothesis tells failures apart by where they are raised
+            raise _Red(*hit)
+
+    def _judge(self, example: Example) -> tuple[Finding, Evaluation] | None:
+        if self.locked is not None:  # shrinking: only the locked signature fails
+            key = fingerprint(example)
+            if key in self.cache:  # e.g. Hypothesis's final replay of the smallest example
+                return self.cache[key]
+            if self.round_shrinks >= self.max_shrink_runs:
+                self.stats.shrink_skipped += 1  # the shrink budget is spent: candidates pass unrun
+                return None
+            self.cache[key] = self._shrink_step(example)
+            return self.cache[key]
+        ev = evaluate(example, self.backends, oracle=self.oracle, known=self.known)
+        self.stats.runs += ev.runs
+        s = self.stats
+        s.examples += 1
+        s.oracles[ev.result.oracle if ev.result else "error"] += 1
+        for f in ev.other:
+            s.findings[f.cls] += 1
+        for f, name in ev.known:
+            s.findings["known"] += 1
+            s.known[name] += 1
+        new = None
+        for f in ev.red:
+            s.red[f.signature] += 1
+            cause = f.signature if f.signature in self.defects else consequence_of(ev.result, f, self.defects)
+            if cause is not None:
+                d = self.defects[cause]
+                d.count += 1
+                if cause != f.signature:
+                    d.also_seen_as[f.signature] += 1
+            elif new is None:
+                new = f
+        if self.progress:
+            self.progress(s, list(self.defects.values()))
+        if new is None:
+            return None
+        self.locked, self.first_seen = new.signature, s.examples
+        s.shrinking = new
+        s.seen_while_shrinking.pop(new.signature, None)
+        self._keep(new, ev)
+        return new, ev
+
+    def _shrink_step(self, example: Example) -> tuple[Finding, Evaluation] | None:
+        ev = evaluate(example, self.backends, oracle=self.oracle, known=self.known)
+        self.stats.runs += ev.runs
+        self.stats.shrink_runs += 1
+        self.round_shrinks += 1
+        if self.progress:
+            self.progress(self.stats, list(self.defects.values()))
+        for f in ev.red:
+            if f.signature == self.locked:
+                self._keep(f, ev)
+                return f, ev
+            if f.signature not in self.defects and consequence_of(ev.result, f, self.defects) is None:
+                seen = self.stats.seen_while_shrinking.get(f.signature)
+                if seen is None or example.weight < seen[1].weight:
+                    self.stats.seen_while_shrinking[f.signature] = (f, example)
+        return None
+
+    def _keep(self, finding: Finding, ev: Evaluation) -> None:
+        if self.best is None or ev.example.weight <= self.best[1].example.weight:
+            self.best = (finding, ev)
+
+    # -- rounds ------------------------------------------------------------------------------
+    def _round(self, index: int) -> bool:
+        """One Hypothesis run; True when it found (and shrank) a new defect."""
+        self.locked, self.best, self.cache, self.round_shrinks = None, None, {}, 0
+        self.stats.shrinking = None
+        remaining = self.budget - self.stats.examples
+        rseed = round_seed(self.seed, index)
+        db = self.database if index == 0 or self.database is None else _KeepFetched(self.database)
+
+        @settings(max_examples=remaining, deadline=None, database=db, phases=PHASES, suppress_health_check=HEALTH,
+                  print_blob=True, report_multiple_bugs=False, verbosity=Verbosity.quiet, derandomize=False)
+        @hypothesis_seed(rseed)
+        @given(self.strategy)
+        def search(example: Example) -> None:
+            self.prop(example)
+
+        start = time.perf_counter()
+        self.stats.rounds += 1
+        error: BaseException | None = None
+        try:
+            with stable_generation():
+                search()
+        except _Red as e:
+            error = e
+        except Unsatisfiable:  # no valid example left to draw: the search is over
+            if self.locked is None:
+                return False
+        except Exception as e:  # e.g. Hypothesis's Flaky: keep what the property recorded
+            if self.locked is None:
+                raise
+            error = e
+        if self.locked is None:
+            return False
+        if isinstance(error, _Red):
+            finding, ev = error.finding, error.evaluation
+        else:
+            assert self.best is not None
+            finding, ev = self.best
+        if self.best is not None and self.best[1].example.weight < ev.example.weight:
+            finding, ev = self.best
+        text, blob = _reproduce(error) if error is not None else (None, None)
+        defect = Defect(finding, ev.example, ev.result, count=1, seed=self.seed, round_seed=rseed,
+                        reproduce=text, blob=blob, found_after=self.first_seen, shrink_runs=self.round_shrinks,
+                        seconds=time.perf_counter() - start, strategy=self.strategy_name)
+        self.defects[self.locked] = defect
+        self.stats.shrinking = None
+        if self.on_failure:
+            self.on_failure(defect)
+        return True
+
+    def _confirm_seen_while_shrinking(self) -> None:
+        """Red signatures that showed up only in a shrink candidate are not lost: each one's
+        smallest example is run again and, when it still shows that signature, becomes a defect
+        of its own (``shrink_runs`` 0: it was not shrunk further, and it has no reproduce blob)."""
+        for signature, (finding, example) in list(self.stats.seen_while_shrinking.items()):
+            if signature in self.defects:
+                del self.stats.seen_while_shrinking[signature]
+                continue
+            start = time.perf_counter()
+            ev = evaluate(example, self.backends, oracle=self.oracle, known=self.known)
+            self.stats.runs += ev.runs
+            again = next((f for f in ev.red if f.signature == signature), None)
+            if again is None:
+                continue  # not reproduced (it was a consequence of the state at the time): stays counted
+            del self.stats.seen_while_shrinking[signature]
+            defect = Defect(again, example, ev.result, count=1, seed=self.seed, round_seed=0, reproduce=None,
+                            blob=None, found_after=self.stats.examples, seconds=time.perf_counter() - start,
+                            strategy=self.strategy_name, while_shrinking=True)
+            self.defects[signature] = defect
+            if self.on_failure:
+                self.on_failure(defect)
+
+    def run(self) -> Exploration:
+        start = time.perf_counter()
+        index = 0
+        try:
+            while self.stats.examples < self.budget:
+                found = self._round(index)
+                index += 1
+                if not found:
+                    break
+            self._confirm_seen_while_shrinking()
+        finally:
+            self.stats.seconds = time.perf_counter() - start
+        return Exploration(sorted(self.defects.values(), key=lambda d: d.found_after), self.stats)
+
+
+def explore(examples: int, seed: int, backends: list[str],
+            progress: Callable[[Stats, list[Defect]], None] | None = None,
+            database: ExampleDatabase | None = None, on_failure: Callable[[Defect], None] | None = None, *,
+            strategy: SearchStrategy[Example] | None = None, oracle: str = "auto", known: bool = True,
+            max_shrink_runs: int = MAX_SHRINK_RUNS) -> Exploration:
+    """Search ``examples`` examples for defects; one :class:`Defect` per finding signature.
+
+    ``progress(stats, defects)`` is called after every run (``stats.examples`` of ``stats.budget``
+    done, ``stats.shrink_runs`` while shrinking);
+    ``on_failure(defect)`` once per distinct defect, when it has been shrunk. ``database``: a
+    Hypothesis example database (failures found before are replayed first and new ones saved).
+    ``strategy`` defaults to :func:`scenarios.strategies.examples`. Returns an
+    :class:`Exploration` (a list of defects with ``.stats``).
+    """
+    if examples < 1:
+        raise ValueError("examples must be at least 1")
+    for name in backends:  # an unavailable backend is bad input, not a defect found
+        reason = adapters.why_unavailable(name)
+        if reason:
+            raise BackendUnavailable(reason)
+    search = _Search(examples, seed, backends, progress, database, on_failure,
+                     strategy if strategy is not None else example_strategy(), oracle, known, max_shrink_runs)
+    if strategy is not None:
+        search.strategy_name = repr(strategy)
+    return search.run()
+
+
+def example_from_blob(blob: bytes, version: str | None = None,
+                      strategy: SearchStrategy[Example] | None = None) -> Example:
+    """The example a ``@reproduce_failure`` blob encodes (for the strategy it was found with)."""
+    import hypothesis
+
+    captured: list[Example] = []
+
+    class _Got(Exception):
+        pass
+
+    @reproduce_failure(version or hypothesis.__version__, blob)
+    @settings(database=None, deadline=None, suppress_health_check=HEALTH, phases=[Phase.explicit, Phase.generate],
+              verbosity=Verbosity.quiet, print_blob=False)
+    @given(strategy if strategy is not None else example_strategy())
+    def capture(example: Example) -> None:
+        captured.append(example)
+        raise _Got()
+
+    try:
+        capture()
+    except _Got:
+        pass
+    except Exception:
+        if not captured:
+            raise
+    if not captured:
+        raise ValueError("the blob did not produce an example")
+    return captured[-1]
