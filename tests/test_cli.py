@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from harness.cli import main as cli
+from harness.cli import console
 from harness.cli.main import main
 
 FRAMEWORKS = ("torch", "jax", "tensorflow", "nerva_torch", "nerva_jax", "nerva_tensorflow")
@@ -33,7 +33,7 @@ def no_backend_runs(monkeypatch):
         calls.append((scenario, backends))
         raise RunStarted(scenario.name)
 
-    monkeypatch.setattr(cli, "_run_one", tripwire)
+    monkeypatch.setattr(console, "run_one", tripwire)
     yield calls
     assert {m for m in FRAMEWORKS if m in sys.modules} == before
 
@@ -101,7 +101,7 @@ def test_missing_dataset_file_with_named_scenario(capsys, tmp_path, monkeypatch)
         return run(scenario, backends)
 
     monkeypatch.setattr(adapters, "load", no_load)
-    monkeypatch.setattr(cli, "_run_one", run_one)
+    monkeypatch.setattr(console, "run_one", run_one)
     missing = str(tmp_path / "nope.npz")
     line = one_error_line(capsys, ["run", "--scenario", "relu-softmax", "--dataset", missing,
                                    "--backends", "numpy,torch", "--quiet"])

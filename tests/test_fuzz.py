@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.extra import numpy as hnp
 
-from harness.cli import main as cli
+from harness.cli import console, main as cli
 from harness.reports.bundle import bundle as load_bundle
 from harness.spec.memory import model_size
 from harness.core.components import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS
@@ -52,7 +52,7 @@ def run_stops(monkeypatch):
         assert T.shape == (scenario.batch_size, scenario.output_size) and np.isfinite(T).all()
         raise RunStarted
 
-    monkeypatch.setattr(cli, "_run_one", start)
+    monkeypatch.setattr(console, "run_one", start)
     yield
     assert {m for m in FRAMEWORKS if m in sys.modules} == before
 

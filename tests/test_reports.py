@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main as cli
+from harness.cli import console, main as cli
 from harness.reports import merge
 from harness.judge.compare import StepVerdict, TensorVerdict
 from harness.run.runner import RunResult
@@ -56,9 +56,9 @@ def planted(scenario, backends, *args, **kw) -> RunResult:
 @pytest.fixture
 def fake_check(monkeypatch, tmp_path):
     before = {m for m in FRAMEWORKS if m in sys.modules}
-    monkeypatch.setattr(cli, "_run_one", planted)
-    monkeypatch.setattr(cli, "_save_bundle", lambda result, directory, out: Path(directory) / "planted.npz")
-    monkeypatch.setattr(cli, "_print_result", lambda *a, **k: None)
+    monkeypatch.setattr(console, "run_one", planted)
+    monkeypatch.setattr(console, "save_bundle", lambda result, directory, out: Path(directory) / "planted.npz")
+    monkeypatch.setattr(console, "print_result", lambda *a, **k: None)
     monkeypatch.delenv("TOX_ENV_NAME", raising=False)
     monkeypatch.delenv("NERVA_CONSISTENCY_CELL", raising=False)
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import scenarios
-from harness.cli import main as cli
+from harness.cli import console, main as cli
 from harness.run import plan as sharding
 from harness.core.errors import SpecError
 from harness.run.runner import RunResult
@@ -88,7 +88,7 @@ def recorded(monkeypatch):
         calls.append((scenario.name, scenario.dtype, scenario.mode, scenario.seed))
         return RunResult(scenario, list(backends))
 
-    monkeypatch.setattr(cli, "_run_one", fake_run)
+    monkeypatch.setattr(console, "run_one", fake_run)
     yield calls
     assert {m for m in FRAMEWORKS if m in sys.modules} == before  # nothing ran, nothing imported
 

@@ -1,0 +1,301 @@
+"""One function per command (``list``, ``run``, ``check``, ``explore``, ``replay``,
+``conventions``); each returns the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from harness.cli import console
+
+EXIT_INTERRUPTED = 130
+
+
+def list_(out) -> int:
+    import scenarios
+    from rich.table import Table
+
+    table = Table(title="scenario catalog (check: the dtype/mode variants `nerva-consistency check` runs)")
+    for col in ("name", "check", "model", "loss", "steps", "description"):
+        table.add_column(col)
+    jobs = scenarios.main_job()
+    for name, t in scenarios.catalog().items():
+        sc = scenarios.from_table(name, t)
+        variants = [f"{d}/{m}" for n, d, m in jobs if n == name]
+        table.add_row(name, "all 4" if len(variants) == 4 else ", ".join(variants),
+                      f"{t['sizes']}: {t['layers']}", sc.loss, str(sc.steps), sc.description)
+    out.print(table)
+    return 0
+
+
+def run(args: argparse.Namespace, checked, out, err) -> int:
+    """``run``: the table and verdict; on failure the bundle. Ctrl-C: what was judged, exit 130."""
+    from harness.run.runner import Interrupted
+
+    scenario, = checked.runs
+    try:
+        result = console.run_one(scenario, checked.backends, args, out, err)
+    except Interrupted as e:
+        result = e.result
+    if checked.json:
+        console.write_json(result, checked.json)
+    if checked.junit:
+        from harness.reports import junit
+        from harness.reports.report import to_json
+
+        junit.write([to_json(result)], str(checked.junit))
+    console.print_result(result, out)
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    if not result.passed:
+        console.save_bundle(result, checked.bundle_dir, out)
+    return 0 if result.passed else 1
+
+
+def check(args: argparse.Namespace, checked, out, err, argv: list[str]) -> int:
+    """``check``: the plan (harness.run.plan: the catalog's check scenarios in their variants and
+    seeds), or one shard of it; one line per run, full tables only for failures. Writes the
+    reports asked for: JSON per run and the cell manifest (--json DIR), JUnit (--junit), and
+    with --out all of them plus the HTML page and plots. Ctrl-C: what was judged, exit 130."""
+    import time
+    from datetime import datetime, timezone
+
+    import scenarios
+    from harness.reports import merge
+    from harness.run import plan as sharding
+    from harness.reports.report import to_json, versions
+    from harness.run.runner import Interrupted
+
+    backends = checked.backends
+    part = sharding.parse_shard(args.shard)
+    planned = sharding.plan(args.variants, args.seed, args.add_seed)
+    runs = sharding.select(planned, part)
+    out_dir = checked.out
+    json_dir = checked.json or (out_dir / "json" if out_dir else None)
+    junit_path = str(checked.junit) if checked.junit else (str(out_dir / "junit.xml") if out_dir else None)
+    if out_dir and json_dir and merge.clear(json_dir):
+        out.print(f"removed the reports of an earlier check from {json_dir}")
+    seeds = {n: int(t.get("seed", 0)) for n, t in scenarios.catalog().items()}
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    clock = time.perf_counter()
+    if part.count > 1:
+        out.print(f"shard {part}: {len(runs)} of the plan's {len(planned)} run(s)")
+    failed, known, reports = [], [], []
+    for n, r in enumerate(runs):
+        scenario = scenarios.get(r.scenario, seed=r.seed, dtype=r.dtype, mode=r.mode)
+        run_started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        label = f"{r.scenario} {r.dtype} {r.mode}" + ("" if r.seed == seeds.get(r.scenario) else f" seed {r.seed}")
+        try:
+            result = console.run_one(scenario, backends, args, out, err)
+        except Interrupted as e:
+            console.print_result(e.result, out)
+            out.print(f"[yellow]INTERRUPTED[/yellow] check during {label}: {n} of {len(runs)} run(s) done, "
+                      f"{n - len(failed) - len(known)} passed, {len(failed)} failed")
+            return EXIT_INTERRUPTED
+        expected = scenarios.known_defect(r.scenario, r.dtype)
+        if expected and not set(expected["backends"]) <= set(backends):
+            expected = None  # the defective backend is not in this run
+        status, bundle = None, None
+        if expected:
+            first = result.first_divergence
+            blamed = sorted(first[1].blamed) if first else []
+            if not result.failures and blamed == sorted(expected["backends"]):
+                step, tv = first
+                out.print(f"[yellow]KNOWN[/yellow] {label:44s} {', '.join(blamed)} outside the bound from step {step}, "
+                          f"{tv.key[0]}{tv.key[1] or ''} ({tv.worst[blamed[0]]:.3g}x): {expected['finding']}")
+                known.append(label)
+                status = "known"
+            else:
+                out.print(f"[red]expected the known defect[/red] ({', '.join(expected['backends'])}: {expected['finding']}) "
+                          f"in {label}; it did not show as expected")
+        if status is None:
+            if result.passed and not expected:
+                worst = max((w for v in result.verdicts for t in v.tensors for w in t.worst.values()), default=0.0)
+                kinks = sum(v.near_kinks for v in result.verdicts)
+                out.print(f"[green]PASS[/green] {label:45s} worst {worst:.3g}  near-kink {kinks}  "
+                          f"resyncs {len(result.resyncs)}  oracle {result.oracle or 'none'}  ({result.seconds:.1f} s)")
+                status = "pass"
+            else:
+                console.print_result(result, out)
+                bundle = str(console.save_bundle(result, checked.bundle_dir, out))
+                failed.append(label)
+                status = "known-missing" if expected else "fail"
+        report = to_json(result)
+        report["check"] = merge.check_entry(status, r, part, expected, bundle, run_started)
+        reports.append(report)
+        if json_dir:
+            path = json_dir / r.filename(seeds.get(r.scenario))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(report, indent=1) + "\n")
+    out.print(f"{len(runs) - len(failed) - len(known)} passed, {len(failed)} failed"
+              + (f", {len(known)} known defect(s) shown as expected" if known else "")
+              + (f": {'; '.join(failed)}" if failed else ""))
+    code = 1 if failed else 0
+    if junit_path:
+        from harness.reports import junit
+
+        junit.write(reports, junit_path, name=f"nerva-consistency check, shard {part}")
+    if json_dir:
+        counts = {"runs": len(runs), "passed": len(runs) - len(failed) - len(known), "failed": len(failed),
+                  "known": len(known)}
+        merge.write_manifest(json_dir, shard=part, planned=planned, runs=runs, argv=argv, counts=counts,
+                             backends=backends, versions=versions(), started=started,
+                             seconds=time.perf_counter() - clock, exit_code=code,
+                             options={"variants": args.variants, "seed": args.seed, "add_seed": args.add_seed})
+    if out_dir:
+        from harness.reports.render import render_merge
+
+        merged = render_merge([json_dir], out_dir, title=f"nerva-consistency check, shard {part}")
+        out.print(f"reports: {out_dir / 'index.html'}, {junit_path}, {json_dir}/ ({merge.totals_line(merged)})",
+                  soft_wrap=True)
+    return code
+
+
+def explore(args: argparse.Namespace, checked, out, err) -> int:
+    """``explore``: one line per distinct defect as it is found (with its bundle and how to
+    reproduce it), a summary at the end. Exit 1 when a red defect was found; 130 on Ctrl-C,
+    after the defects found so far."""
+    backends = checked.backends
+    if args.shard:
+        from harness.run.plan import explore_share, parse_shard
+
+        part = parse_shard(args.shard)
+        whole = (args.examples, args.seed)
+        args.examples, args.seed = explore_share(args.examples, args.seed, part)
+        if args.examples == 0:
+            out.print(f"shard {part} of a search of {whole[0]} example(s): nothing to do")
+            return 0
+        out.print(f"shard {part} of explore --examples {whole[0]} --seed {whole[1]}: {args.examples} example(s) "
+                  f"with seed {args.seed} (the same search as explore --examples {args.examples} --seed {args.seed})",
+                  soft_wrap=True)
+
+    from harness.search.explore import explore
+    from harness.reports.bundle import bundle_path, save
+    from harness.reports.report import reproduce_explored
+
+    database = None
+    if checked.database:
+        from hypothesis.database import DirectoryBasedExampleDatabase
+
+        database = DirectoryBasedExampleDatabase(str(checked.database))
+    saved: list[dict] = []
+
+    def found(defect) -> None:
+        f = defect.finding
+        entry = {"class": f.cls, "backends": list(f.backends), "tensor": f.tensor, "layer_kind": f.layer_kind,
+                 "detail": f.detail, "count": defect.count, "found_after": defect.found_after,
+                 "size": defect.example.size._asdict(), "bundle": None, "reproduce": None}
+        where = f"{f.tensor or ''}{f' of a {f.layer_kind} layer' if f.layer_kind else ''}"
+        how = (f"seen while shrinking another defect (not shrunk itself), size {defect.example.size}"
+               if defect.while_shrinking else
+               f"after {defect.found_after} example(s), shrunk to {defect.example.size} in {defect.shrink_runs} run(s)")
+        out.print(f"[red]{f.cls}[/red] in {'/'.join(f.backends)}: {where} {how}", soft_wrap=True)
+        out.print(f"  {f.detail}", soft_wrap=True)
+        if defect.result is not None and defect.result.inputs is not None:
+            stem = "explore-" + "-".join(str(x) for x in (f.cls, "+".join(f.backends), f.tensor, f.layer_kind) if x)
+            blob = defect.blob.decode("ascii") if defect.blob else None
+            cmds: dict[str, str] = {}
+
+            def commands(bundle: Path) -> dict[str, str]:  # they name the bundle: known once it has a path
+                cmds.update(reproduce_explored(str(bundle), args.examples, args.seed, backends, args.oracle,
+                                               None if defect.while_shrinking else defect.round_seed, blob))
+                return cmds
+
+            replaced = bundle_path(defect.result, checked.bundle_dir, stem).exists()
+            path = save(defect.result, checked.bundle_dir, hypothesis=defect.hypothesis_info(), stem=stem,
+                        commands=commands)
+            entry["bundle"], entry["reproduce"] = str(path), cmds
+            how = " (replaced the bundle of the same defect and example from an earlier search)" if replaced else ""
+            lines = [f"  bundle{how}: {path}", f"  replay:  {cmds['replay']}", f"  search:  {cmds['explore']}",
+                     f"  tox:     {cmds['tox']}", f"           {cmds['tox_explore']}"]
+            if not defect.while_shrinking:
+                lines.append(f"  hypothesis: seed {defect.round_seed}" + (f", @reproduce_failure blob {blob}" if blob else ""))
+            out.print("\n".join(lines), soft_wrap=True)
+        saved.append(entry)
+
+    def search(progress=None):
+        return explore(args.examples, args.seed, backends, progress=progress, database=database,
+                       on_failure=found, oracle=args.oracle)
+
+    out.print(f"exploring {args.examples} examples, seed {args.seed}, on {', '.join(backends)}")
+    try:
+        defects = console.search_with_progress(args, search, err)
+    except KeyboardInterrupt:
+        out.print(f"[yellow]INTERRUPTED[/yellow] explore: {len(saved)} defect(s) found so far"
+                  + (f", bundles in {checked.bundle_dir}" if saved else ""), soft_wrap=True)
+        return EXIT_INTERRUPTED
+    stats = defects.stats
+    out.print(stats.summary(), soft_wrap=True)
+    red = [d for d in defects if d.red]
+    if checked.json:
+        checked.json.parent.mkdir(parents=True, exist_ok=True)
+        checked.json.write_text(json.dumps({
+            "schema": "nerva-consistency/explore/1", "examples": stats.examples, "budget": args.examples,
+            "seed": args.seed, "shard": args.shard, "backends": backends, "seconds": round(stats.seconds, 1), "rounds": stats.rounds,
+            "shrink_runs": stats.shrink_runs, "findings": dict(stats.findings), "known": dict(stats.known),
+            "oracles": {(k or "none"): v for k, v in stats.oracles.items()}, "defects": saved,
+            "seen_while_shrinking_not_reproduced": [f.detail for f, _ in stats.seen_while_shrinking.values()]},
+            indent=1) + "\n")
+    if red:
+        out.print(f"[red]{len(red)} distinct defect(s)[/red]; bundles in {checked.bundle_dir}")
+        return 1
+    out.print(f"[green]no defect[/green] in {stats.examples} example(s) ({stats.seconds:.0f} s)")
+    return 0
+
+
+def replay(args: argparse.Namespace, checked, out) -> int:
+    """Rerun a bundle and say, in one line, which comparison was made and why: the numbers bit
+    for bit (same platform and versions as the recording) or the verdict (the platform, or
+    versions, differ, or the bundle does not say its platform). Exit 0 when the recording
+    reproduced, 1 when it did not; with other backends than recorded nothing is compared and
+    the exit code is the run's own (0 pass, 1 fail)."""
+    from harness.reports.bundle import describe_verdict, replay, verdict
+
+    result, differences = replay(args.bundle, checked.backends or None, loaded=checked.bundle)
+    console.print_result(result, out, console.bundle_commands(checked.bundle[0]))
+    if differences.compared is None:
+        out.print(f"[yellow]replay: nothing compared[/yellow] (other backends than the recording's: "
+                  f"{', '.join(result.backends)}); the exit code is this run's own verdict", soft_wrap=True)
+        return 0 if result.passed else 1
+    why = "; ".join(differences.reasons) or "same platform and versions as the recording"
+    how = f"compared the {'numbers bit for bit' if differences.compared == 'numbers' else 'verdict, not the numbers'} ({why})"
+    if differences.reproduced:
+        what = "the same numbers" if differences.compared == "numbers" else f"the same verdict, {describe_verdict(verdict(result))}"
+        out.print(f"[green]replay reproduced the recording[/green]: {what}; {how}", soft_wrap=True)
+    else:
+        out.print(f"[red]replay differs from the recording[/red]: {'; '.join(differences)}; {how}", soft_wrap=True)
+    for note in differences.notes:  # kink events that differ; after numbers that differ: the verdict
+        out.print(f"  note: {note}", soft_wrap=True)
+    return 0 if differences.reproduced else 1
+
+
+def conventions(args: argparse.Namespace, checked, out) -> int:
+    from rich.table import Table
+
+    from harness.run.conventions import measure
+
+    names = checked.backends
+    rows = measure(names, args.dtype)
+    table = Table(title=f"derivatives at the kinks ({args.dtype}): one-sided limits (exact) and each backend's value")
+    for col in ("kink", "left", "right", *names):
+        table.add_column(col, justify="left" if col == "kink" else "right")
+    for row in rows:
+        cells = []
+        for b in names:
+            v = row["backends"][b]
+            if isinstance(v, str):
+                cells.append(f"[red]{v}[/red]")
+            else:
+                lo, hi = sorted((row["left"], row["right"]))
+                same = lambda a, b: abs(a - b) <= 1e-6 * max(abs(b), 1e-30)  # noqa: E731 (float32 vs exact)
+                side = "= left" if same(v, row["left"]) else "= right" if same(v, row["right"]) else \
+                    "between" if lo < v < hi else "outside"
+                cells.append(f"{v:g} ({side})")
+        table.add_row(row["kink"], f"{row['left']:g}", f"{row['right']:g}", *cells)
+    out.print(table)
+    out.print("Conventions are reported, not failed: at a kink any value between the one-sided limits is defensible.")
+    if checked.json:
+        checked.json.parent.mkdir(parents=True, exist_ok=True)
+        checked.json.write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
