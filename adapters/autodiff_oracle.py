@@ -73,13 +73,12 @@ from typing import Any
 
 import numpy as np
 
+from harness.core.components import BN_EPSILON, VELOCITY_OPTIMIZERS
 from harness.core.process import cpu_only
 from harness.spec.scenario import Scenario
 
 Trace = dict[str, np.ndarray]
 
-BN_EPSILON = 1e-7  # Nerva's epsilon in inv_sqrt(Sigma + epsilon)
-VELOCITY_OPTIMIZERS = ("Momentum", "Nesterov")
 
 
 # -- the forward definitions ------------------------------------------------------------------

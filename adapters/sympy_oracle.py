@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from harness.core.components import VELOCITY_OPTIMIZERS
+from harness.core.keys import GRADIENT, Key, parse as parse_key
 from harness.oracle import symbolic as S
 from harness.spec.scenario import Scenario
 
 Trace = dict[str, np.ndarray]
-_GRADIENT = {"W": "DW", "b": "Db", "gamma": "Dgamma", "beta": "Dbeta", "srelu": "Dsrelu"}
-_WITH_VELOCITY = ("Momentum", "Nesterov")
 
 
 class SympyOracle:
@@ -77,7 +77,7 @@ class SympyOracle:
         self._velocity: dict[str, np.ndarray] = {}
         for key, opt in self._optimizers.items():
             self._params[key] = S.exact(state[key])
-            if opt.name in _WITH_VELOCITY:
+            if opt.name in VELOCITY_OPTIMIZERS:
                 v = state.get(key + ".v")
                 self._velocity[key] = S.exact(np.zeros(np.shape(state[key])) if v is None else v)
 
@@ -123,8 +123,8 @@ class SympyOracle:
                 DX, ex[f"DW{i}"], ex[f"Db{i}"] = S.linear_vjp(Xi, P[f"W{i}"], DZ)
             ex[f"DX{i}"] = DY = DX
         for key, opt in self._optimizers.items():  # every parameter, after the whole backward pass
-            param = key.rstrip("0123456789")
-            grad = ex[_GRADIENT[param] + key[len(param):]]
+            param, layer = parse_key(key)
+            grad = ex[Key(GRADIENT[param], layer).name]
             x_new, v_new = S.optimizer_update(opt.name, opt.mu, P[key], grad, self._velocity.get(key), lr)
             P[key] = ex[key] = x_new
             if v_new is not None:

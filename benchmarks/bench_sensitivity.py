@@ -55,7 +55,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chat
 import adapters  # noqa: E402
 from harness.spec.data import batches  # noqa: E402
 from harness.run.runner import RunResult, run  # noqa: E402
-from harness.spec.scenario import BACKENDS, Scenario, build_scenario  # noqa: E402
+from harness.core.components import BACKENDS  # noqa: E402
+from harness.spec.scenario import Scenario, build_scenario  # noqa: E402
 from harness.spec.state import initial_state  # noqa: E402
 
 # 1e-16, 3e-16, 1e-15, ..., 3e-2, 1e-1: 31 points.

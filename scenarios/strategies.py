@@ -55,8 +55,8 @@ import numpy as np
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from harness.core.components import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS
-from harness.spec.scenario import DTYPES, MODES, DataSpec, Scenario, build_scenario
+from harness.core.components import BN_EPSILON, DTYPES, INITIALIZERS, LAYERS, LOSSES, MODES, OPTIMIZERS, ROW_LAYERS, SRELU_PARAMS
+from harness.spec.scenario import DataSpec, Scenario, build_scenario
 from harness.spec.state import as_dtype
 
 NAME = "hypothesis"
@@ -67,7 +67,7 @@ KINKED = tuple(k for k, info in LAYERS.items() if info.kinks)
 # CrossEntropy and NegativeLogLikelihood take probabilities: only after a Softmax output.
 _GENERAL = ("SquaredError", "AbsoluteError", "SoftmaxCrossEntropy", "LogisticCrossEntropy")
 LOSSES_FOR: dict[str, tuple[str, ...]] = {
-    kind: _GENERAL for kind in KINDS if kind not in ("Softmax", "LogSoftmax", "BatchNormalization")
+    kind: _GENERAL for kind in KINDS if kind not in (*ROW_LAYERS, "BatchNormalization")
 }
 LOSSES_FOR["Softmax"] = ("CrossEntropy", "NegativeLogLikelihood")
 LOSSES_FOR["LogSoftmax"] = ("SoftmaxCrossEntropy", "SquaredError", "AbsoluteError")
@@ -233,7 +233,7 @@ def _activation(kind: str, args: dict[str, float], Z: np.ndarray) -> np.ndarray:
 
 def _batch_norm(X: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
     R = X - X.mean(axis=0)
-    return gamma * (R / np.sqrt((R * R).mean(axis=0) + 1e-7)) + beta
+    return gamma * (R / np.sqrt((R * R).mean(axis=0) + BN_EPSILON)) + beta
 
 
 # --------------------------------------------------------------------------------- arrays
@@ -496,7 +496,7 @@ def _examples(draw: Any, max_layers: int, max_width: int, max_batch: int, max_st
     # 5. adversarial tricks
     tricks: list[str] = []
     tie_targets: list[tuple[int, int]] = []  # (output unit, step or -1 for all): T tied to Y there
-    linear_at = [i for i, layer in enumerate(layers, 1) if LAYERS[layer.kind].linear]
+    linear_at = [i for i, layer in enumerate(layers, 1) if LAYERS[layer.kind].has_weights]
 
     def zero_row(i: int, k: int, bias: float) -> None:  # Z[:, k] == b[k] exactly, for every sample
         state[f"W{i}"][k, :] = 0.0
@@ -575,7 +575,7 @@ def _examples(draw: Any, max_layers: int, max_width: int, max_batch: int, max_st
         layers=[_layer_text(layer.kind, layer.args) for layer in layers],
         sizes=sizes,
         optimizers=[layer.optimizer for layer in layers],
-        init_weights=[layer.init for layer in layers if LAYERS[layer.kind].linear],
+        init_weights=[layer.init for layer in layers if LAYERS[layer.kind].has_weights],
         loss=loss, lr=lr, batch_size=N, steps=steps,
         data=DataSpec("synthetic", "real" if target_kind == "binary" else target_kind),
         dtype=dtype, mode=mode, seed=0,
@@ -595,7 +595,7 @@ def _normalize(layers: list[_Layer], state: dict[str, np.ndarray], xs: list[np.n
             hs = [_batch_norm(h, state[f"gamma{i}"], state[f"beta{i}"]) for h in hs]
             continue
         W, b = state[f"W{i}"], state[f"b{i}"]
-        limit = LOGIT_LIMIT[dtype] if layer.kind in ("Softmax", "LogSoftmax") else VALUE_LIMIT[dtype]
+        limit = LOGIT_LIMIT[dtype] if LAYERS[layer.kind].row else VALUE_LIMIT[dtype]
         zs = [h @ W.T + b for h in hs]
         m = max(float(np.max(np.abs(z))) if z.size else 0.0 for z in zs)
         p = max(float(np.max(np.abs(W), initial=0.0)), float(np.max(np.abs(b), initial=0.0)))
@@ -607,7 +607,7 @@ def _normalize(layers: list[_Layer], state: dict[str, np.ndarray], xs: list[np.n
             tricks.append(f"scaled W{i}, b{i} by {factor:.3g}")
         args = layer.args
         if layer.kind == "SReLU":
-            args = dict(zip(("al", "tl", "ar", "tr"), state[f"srelu{i}"]))
+            args = dict(zip(SRELU_PARAMS, state[f"srelu{i}"]))
         hs = [_activation(layer.kind, args, z) for z in zs]
     return hs
 
@@ -622,7 +622,7 @@ def _dry_run(scenario: Scenario, state: dict[str, np.ndarray], data: list[tuple[
         return scenario
     limit = DRY_LIMIT[scenario.dtype]
     logit = 2 * LOGIT_LIMIT[scenario.dtype]
-    soft = {f"Z{i}" for i, layer in enumerate(scenario.layers, 1) if layer.kind in ("Softmax", "LogSoftmax")}
+    soft = {f"Z{i}" for i, layer in enumerate(scenario.layers, 1) if LAYERS[layer.kind].row}
     for attempt in range(4):
         oracle = adapters.load_oracle("autodiff")
         oracle.build(scenario, state)

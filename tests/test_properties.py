@@ -29,7 +29,8 @@ from harness.cli.main import main
 from harness.search.explore import evaluate, example_from_blob, explore, fingerprint, stable_generation
 from harness.reports.bundle import load, replay
 from harness.reports.report import flags
-from harness.spec.scenario import DTYPES, MODES, build_scenario
+from harness.core.components import DTYPES, MODES
+from harness.spec.scenario import build_scenario
 from harness.spec.state import as_dtype
 from scenarios.strategies import LOSSES_FOR, TRICKS, Example, examples
 

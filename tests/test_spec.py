@@ -153,7 +153,7 @@ def test_batchnorm_keeps_width_and_consumes_no_size():
 ])
 def test_sizes_that_do_not_fit_rejected(layers, sizes):
     message = spec_error(build, layers=layers, sizes=sizes)
-    n_linear = sum(LAYERS[k].linear for k in layers.split(";"))
+    n_linear = sum(LAYERS[k].has_weights for k in layers.split(";"))
     assert f"{n_linear} linear layer" in message and f"give {n_linear + 1} sizes" in message
 
 
@@ -325,7 +325,7 @@ def test_learning_rate_non_positive_rejected(value):
 def test_every_catalog_scenario_builds(name):
     sc = scenarios.get(name)
     assert sc.name == name
-    assert len(sc.sizes) == sum(layer.info.linear for layer in sc.layers) + 1
+    assert len(sc.sizes) == sum(layer.info.has_weights for layer in sc.layers) + 1
     assert sc.lr > 0 and sc.steps >= 1 and sc.batch_size >= 1
 
 

@@ -32,8 +32,9 @@ class Kink:
 class LayerKind:
     name: str
     params: dict[str, float | None] = field(default_factory=dict)  # None: required
-    linear: bool = True  # owns W and b; False only for BatchNormalization
+    has_weights: bool = True  # owns W and b (a linear map first); False only for BatchNormalization
     activation: bool = False  # pointwise activation after the linear map (has Z, DZ)
+    row: bool = False  # a row function after the linear map (softmax, log-softmax): each output depends on its row
     kinks: tuple[Kink, ...] = ()
     trainable: tuple[str, ...] = ("W", "b")
 
@@ -59,9 +60,9 @@ LAYERS: dict[str, LayerKind] = {
             kinks=(Kink("tl"), Kink("tr")),
             trainable=("W", "b", "srelu"),
         ),
-        LayerKind("Softmax"),
-        LayerKind("LogSoftmax"),
-        LayerKind("BatchNormalization", linear=False, trainable=("gamma", "beta")),
+        LayerKind("Softmax", row=True),
+        LayerKind("LogSoftmax", row=True),
+        LayerKind("BatchNormalization", has_weights=False, trainable=("gamma", "beta")),
     ]
 }
 
@@ -86,11 +87,27 @@ LOSSES: dict[str, LossKind] = {
     ]
 }
 
+SRELU_PARAMS = ("al", "tl", "ar", "tr")
+"""SReLU's four parameters in the order Nerva keeps them (one trainable vector ``srelu``)."""
+
+BN_EPSILON = 1e-7
+"""The epsilon Nerva's BatchNormalization adds to the variance: inv_sqrt(Sigma + epsilon)."""
+
+ROW_LAYERS = tuple(name for name, kind in LAYERS.items() if kind.row)
+
 OPTIMIZERS: dict[str, dict[str, float | None]] = {
     "GradientDescent": {},
     "Momentum": {"mu": None},
     "Nesterov": {"mu": None},
 }
+
+VELOCITY_OPTIMIZERS = ("Momentum", "Nesterov")
+"""The optimizers that keep a velocity per parameter (traced and reset as ``W1.v`` …)."""
+
+DTYPES = ("float32", "float64")
+MODES = ("trajectory", "lockstep")
+BACKENDS = ("numpy", "torch", "jax", "tensorflow")  # the four Nerva libraries, the default backends
+ORACLES = ("sympy", "autodiff")  # the references of lockstep mode (harness.run.choice picks one)
 
 # Weight initializers: the name, and (distribution, scale(D, K)) for W of shape (K, D).
 INITIALIZERS = {

@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.core.components import LAYERS, LOSSES
+from harness.core.keys import Key, key_name
+from harness.core.components import LAYERS, LOSSES, SRELU_PARAMS
 from harness.spec.scenario import Scenario
 
 MAX_EVENTS_PER_STEP = 20
@@ -49,18 +50,6 @@ MAX_EVENTS_PER_STEP = 20
 # the dtype); two sides differ by |f'(0+) - f'(0-)|, however small (ELU with alpha = 0.99999).
 KINK_TIE_UNITS = 64
 
-Key = tuple[str, int | None]  # (tensor, layer): ("DW", 2); global tensors have layer None
-
-
-def key_name(key: Key) -> str:
-    tensor, layer = key
-    return tensor if layer is None else f"{tensor}{layer}"
-
-
-def _key(name: str) -> Key:
-    """The inverse of :func:`key_name`: "DZ2" -> ("DZ", 2), "Y" -> ("Y", None)."""
-    tensor = name.rstrip("0123456789")
-    return (tensor, int(name[len(tensor):])) if tensor != name else (name, None)
 
 
 def tensor_order(scenario: Scenario) -> list[Key]:
@@ -78,7 +67,7 @@ def tensor_order(scenario: Scenario) -> list[Key]:
         k = kinds[i - 1]
         if k.has_z:
             backward.append(("DZ", i))
-        if k.linear:
+        if k.has_weights:
             backward += [("DW", i), ("Db", i)]
         else:
             backward += [("Dgamma", i), ("Dbeta", i)]
@@ -182,7 +171,7 @@ def kink_points(scenario: Scenario, layer: int, params: dict[str, np.ndarray]) -
     for kink in LAYERS[spec.kind].kinks:
         if isinstance(kink.at, str):  # one of the layer's own parameters, e.g. SReLU's tl
             srelu = params.get(f"srelu{layer}")
-            index = ("al", "tl", "ar", "tr").index(kink.at)
+            index = SRELU_PARAMS.index(kink.at)
             points.append(float(srelu[index]) if srelu is not None else spec.arg[kink.at])
         else:
             points.append(float(kink.at))
@@ -209,7 +198,7 @@ def propagate(scenario: Scenario, shapes: dict[str, tuple], seeds: dict[str, np.
     masks["DY"] = m
     for i in range(len(scenario.layers), 0, -1):
         kind = LAYERS[scenario.layers[i - 1].kind]
-        if kind.name in ("Softmax", "LogSoftmax"):
+        if kind.row:
             mZ = np.broadcast_to(m.any(axis=1, keepdims=True), m.shape)
         else:
             mZ = m
@@ -217,7 +206,7 @@ def propagate(scenario: Scenario, shapes: dict[str, tuple], seeds: dict[str, np.
             mZ = mZ | seeds[f"Z{i}"]
         if kind.has_z:
             masks[f"DZ{i}"] = mZ
-        if kind.linear:
+        if kind.has_weights:
             part = _linear_part(mZ)
             masks[f"DW{i}"], masks[f"Db{i}"] = part["DW"], part["Db"]
             masks[f"W{i}"], masks[f"b{i}"] = part["DW"], part["Db"]

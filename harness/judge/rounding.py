@@ -48,6 +48,7 @@ import sympy as sp
 
 from harness.oracle import symbolic as S
 from harness.core.components import LAYERS, LOSSES
+from harness.core.keys import GRADIENT
 from harness.spec.scenario import Scenario
 
 LAMBDA = 8.0  # standard deviations: P(|error| > LAMBDA sd) <= 2 exp(-LAMBDA**2 / 2) = 2.5e-14 (Hoeffding)
@@ -58,7 +59,6 @@ FUNCTION_ULPS = {"float32": 8, "float64": 16}
 # have underflowed, so the standard deviation is not trusted and the worst case is the bound.
 VAR_MIN = 2.0 ** -1000
 
-_GRADIENT = {"W": "DW", "b": "Db", "gamma": "Dgamma", "beta": "Dbeta", "srelu": "Dsrelu"}
 
 
 class Err(NamedTuple):
@@ -897,7 +897,7 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
                  ar.combine(Z[1], b[1], ar.local(b[0], ref[f"X{i}"].shape[1] + 1)))
             if spec.kind == "Linear":
                 y = Z
-            elif spec.kind in ("Softmax", "LogSoftmax"):
+            elif LAYERS[spec.kind].row:
                 g = _row_function("softmax" if spec.kind == "Softmax" else "log_softmax", spec.units)
                 env = _rows(ar, g.inputs, Z, shift=True)
                 env[g.params[0]] = (Z[0].max(axis=1), NO_ERROR)  # the shift's error cancels exactly
@@ -995,7 +995,7 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
         for param, opt in spec.optimizers:
             key = f"{param}{i}"
             x_new, v_new = S.optimizer_expressions(opt.name)
-            grad_key = _GRADIENT[param] + str(i)
+            grad_key = GRADIENT[param] + str(i)
             env = {S._ox: P[key], S._oDx: (ref[grad_key], E[grad_key]), S._oeta: eta,
                    S._omu: ar.constant(opt.mu if opt.mu is not None else 0.0),
                    S._ov: P.get(key + ".v", (np.float64(0.0), NO_ERROR))}

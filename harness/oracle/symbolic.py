@@ -80,6 +80,8 @@ import numpy as np
 import sympy as sp
 from mpmath import libmp
 
+from harness.core.components import SRELU_PARAMS
+
 DPS = 40
 EPSILON = sp.Rational(1e-7)  # the exact value of the binary64 float 1e-7 that Nerva adds
 ACTIVATIONS = ("ReLU", "Sigmoid", "HyperbolicTangent", "LeakyReLU", "AllReLU", "ELU", "SReLU")
@@ -380,7 +382,7 @@ class Activation:
 
     def _p(self, srelu: Any = None) -> list:
         if self.kind == "SReLU":
-            values = srelu if srelu is not None else [self.args[k] for k in ("al", "tl", "ar", "tr")]
+            values = srelu if srelu is not None else [self.args[k] for k in SRELU_PARAMS]
             return [_mpf(v) for v in np.asarray(values, dtype=object).reshape(-1)]
         if self.parameters:
             return [_mpf(self.args["alpha"])]

@@ -18,6 +18,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from harness.core.keys import parse as parse_key
+
 GROUPS = {
     "forward": ("X", "T", "Z", "Y", "loss"),
     "backward": ("DY", "DZ", "DW", "Db", "DX", "Dgamma", "Dbeta", "Dsrelu"),
@@ -28,7 +30,7 @@ MARKERS = {"numpy": "o", "torch": "s", "jax": "^", "tensorflow": "D"}
 
 
 def group_of(tensor: str) -> str:
-    base = tensor.rstrip("0123456789")
+    base = parse_key(tensor).tensor
     for group, names in GROUPS.items():
         if base in names:
             return group

@@ -29,12 +29,12 @@ def symbolic_cost(scenario: Scenario) -> int:
     """Multiply-adds of one exact step: the linear maps, softmax and BatchNormalization Jacobians."""
     N, width, cost = scenario.batch_size, scenario.input_size, 0
     for layer in scenario.layers:
-        if LAYERS[layer.kind].linear:
+        if LAYERS[layer.kind].has_weights:
             cost += 3 * N * width * layer.units  # forward, DW and DX
             width = layer.units
         else:
             cost += N * N * width  # one N x N Jacobian per column
-        if layer.kind in ("Softmax", "LogSoftmax"):
+        if LAYERS[layer.kind].row:
             cost += N * width * width
     return cost
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.core.keys import parse as parse_key
 from harness.run.runner import RunResult
 
 RED = ("bug", "unstable", "non-finite", "dtype", "error")
@@ -49,7 +50,7 @@ def known_dtype(result: RunResult, backend: str) -> str | None:
     """The documented finding that explains ``backend``'s dtype mismatches in this run, if one does."""
     tensors = result.dtype_mismatches.get(backend, [])
     known = tensors and backend in KNOWN_DTYPE and any(layer.kind in RELU_FAMILY for layer in result.scenario.layers) \
-        and all(t.rstrip("0123456789") in KNOWN_DTYPE[backend] for t in tensors)
+        and all(parse_key(t).tensor in KNOWN_DTYPE[backend] for t in tensors)
     return KNOWN_DTYPE_FINDING if known else None
 
 
@@ -84,7 +85,7 @@ def classify(result: RunResult) -> list[Finding]:
         out.append(Finding("error", (backend,), detail=message))
     for backend, tensors in result.dtype_mismatches.items():
         if not known_dtype(result, backend):
-            out.append(Finding("dtype", (backend,), tensors[0].rstrip("0123456789"),
+            out.append(Finding("dtype", (backend,), parse_key(tensors[0]).tensor,
                                detail=f"held {', '.join(tensors)} in another dtype than {sc.dtype}"))
     first = result.first_divergence
     if first is not None:
@@ -113,7 +114,7 @@ def classify(result: RunResult) -> list[Finding]:
     for event in flips[:1]:
         on_kink = all(v == event["point"] for v in event["values"].values())
         cls = "convention" if on_kink else "kink"
-        out.append(Finding(cls, tuple(sorted(event["values"])), event["tensor"].rstrip("0123456789"),
+        out.append(Finding(cls, tuple(sorted(event["values"])), parse_key(event["tensor"]).tensor,
                            step=event["step"], detail=f"{event['site']} at step {event['step']}: "
                            f"values {event['values']}, gradients {event['gradient']}"))
     return out

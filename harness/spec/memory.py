@@ -46,7 +46,7 @@ def model_size(scenario: "Scenario") -> tuple[int, int]:
     params, acts = 0, N * (width + 3 * scenario.output_size)
     for layer in scenario.layers:
         units = layer.units
-        if layer.info.linear:
+        if layer.info.has_weights:
             params += units * width + units + (4 if layer.kind == "SReLU" else 0)
         else:
             params += 2 * width

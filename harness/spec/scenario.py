@@ -41,12 +41,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from harness.spec import rules
-from harness.core.components import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, LayerKind
+from harness.core.components import DTYPES, INITIALIZERS, LAYERS, LOSSES, MODES, OPTIMIZERS, LayerKind
 from harness.core.errors import SpecError
 
-DTYPES = ("float32", "float64")
-MODES = ("trajectory", "lockstep")
-BACKENDS = ("numpy", "torch", "jax", "tensorflow")
 
 _CALL = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$", re.S)
 
@@ -270,7 +267,7 @@ class Scenario:
             "layers": ";".join(layer.text for layer in self.layers),
             "sizes": ",".join(str(s) for s in self.sizes),
             "optimizers": ";".join(layer.optimizer_text for layer in self.layers),
-            "init_weights": ",".join(layer.init or "" for layer in self.layers if layer.info.linear),
+            "init_weights": ",".join(layer.init or "" for layer in self.layers if layer.info.has_weights),
         }
 
 
@@ -300,7 +297,7 @@ def build_scenario(
     opt_texts = _split_top(optimizers, ";") if isinstance(optimizers, str) else list(optimizers)
     opt_texts = rules.items(str(optimizers), opt_texts, "optimizers", ";", "Momentum(0.9);GradientDescent")
     parsed = [parse_layer(t) for t in layer_texts]
-    n_linear = sum(LAYERS[k].linear for k, _ in parsed)
+    n_linear = sum(LAYERS[k].has_weights for k, _ in parsed)
     if len(size_list) != n_linear + 1:
         raise SpecError(
             f"sizes {','.join(map(str, size_list))} do not fit {n_linear} linear layer(s): "
@@ -331,7 +328,7 @@ def build_scenario(
     width, li = size_list[0], 0
     for (kind, args), opt_text in zip(parsed, opt_texts):
         info = LAYERS[kind]
-        if info.linear:
+        if info.has_weights:
             width, init = size_list[li + 1], init_list[li]
             li += 1
         else:
