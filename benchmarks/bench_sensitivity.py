@@ -311,7 +311,7 @@ def _finite(x: Any) -> Any:
     return x
 
 
-def main() -> int:
+def _arguments() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", default="torch", choices=BACKENDS, help="the backend whose gradients are scaled")
     ap.add_argument("--all-backends", action="store_true", help="run all four backends (default: the probed one and one other)")
@@ -319,29 +319,20 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=2, help="SGD steps per run (default 2)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", metavar="FILE", help="write every run and the summary as JSON")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    other = "numpy" if args.backend != "numpy" else "torch"
-    backends = list(BACKENDS) if args.all_backends else [args.backend, other]
+
+def _unavailable(backends: list[str]) -> str | None:
+    """Why the benchmark cannot run here (a backend or the exact oracle missing), or None."""
     for name in backends:
         reason = adapters.why_unavailable(name)
         if reason:
-            print(reason, file=sys.stderr)
-            return 2
-    reason = adapters.why_oracle_unavailable("sympy")
-    if reason:
-        print(reason, file=sys.stderr)
-        return 2
+            return reason
+    return adapters.why_oracle_unavailable("sympy")
 
-    t_all = time.perf_counter()
-    cases = []
-    for network, spec in NETWORKS.items():
-        for dtype in DTYPES:
-            sc = build_scenario(name=network, steps=args.steps, seed=args.seed, dtype=dtype, mode="lockstep", **spec)
-            cases.append(Case(network, sc, initial_state(sc), batches(sc)))
-    for name in backends:  # import the frameworks before the first run
-        adapters.load(name).setup()
 
+def _probe_cases(args: argparse.Namespace, backends: list[str], cases: list) -> list:
+    """Every case's unperturbed baseline and its probes: (case, baseline, probes, seconds)."""
     probes_of = lambda sc: [("DW", 1)] if args.quick else [("DW", 1), ("Db", 1), ("DX", len(sc.layers))]  # noqa: E731
     log(f"sensitivity: backend {args.backend} scaled, runs on {', '.join(backends)}, {args.steps} step(s), "
         f"seed {args.seed}, lockstep, sympy oracle; probes {', '.join(t + str(i) for t, i in probes_of(cases[0].scenario))}"
@@ -366,8 +357,11 @@ def main() -> int:
                 "blame below may not come from the probe")
         probes = [search(case, backends, args.backend, t, i, progress) for t, i in probes_of(case.scenario)]
         results.append((case, base, probes, time.perf_counter() - t_case))
+    return results
 
-    seconds = time.perf_counter() - t_all
+
+def _print_results(args: argparse.Namespace, backends: list[str], results: list, seconds: float) -> dict:
+    """The table, the verdict per dtype against its target; returns the summary."""
     header = ["network", "dtype", "tensor", "smallest eps flagged", "first failing", "ratio there", "runs",
               "correct median", "correct max", "correct ulps"]
     rows = []
@@ -397,25 +391,49 @@ def main() -> int:
               f"{'PASS' if ok else 'FAIL'}")
     runs = sum(len(p.attempts) for _, _, probes, _ in results for p in probes) + len(results)
     print(f"{runs} runs in {seconds:.1f} s")
+    return summary
 
+
+def _write_json(args: argparse.Namespace, backends: list[str], results: list, seconds: float, summary: dict) -> None:
+    doc = {
+        "schema": "nerva-consistency/sensitivity/1",
+        "backend": args.backend, "backends": backends, "steps": args.steps, "seed": args.seed,
+        "quick": args.quick, "grid": GRID, "targets": TARGETS, "seconds": seconds,
+        "networks": {n: {k: v for k, v in spec.items()} for n, spec in NETWORKS.items()},
+        "cases": [{
+            "network": case.network, "dtype": case.scenario.dtype, "seconds": secs, "baseline": base,
+            "probes": [{"tensor": p.tensor, "smallest_eps": p.smallest,
+                        "attempts": [a.__dict__ for a in p.attempts]} for p in probes],
+        } for case, base, probes, secs in results],
+        "summary": summary,
+    }
+    with open(args.json, "w") as f:
+        json.dump(_finite(doc), f, indent=2, allow_nan=False)
+    print(f"wrote {args.json}")
+
+
+def main() -> int:
+    args = _arguments()
+    other = "numpy" if args.backend != "numpy" else "torch"
+    backends = list(BACKENDS) if args.all_backends else [args.backend, other]
+    reason = _unavailable(backends)
+    if reason:
+        print(reason, file=sys.stderr)
+        return 2
+    t_all = time.perf_counter()
+    cases = []
+    for network, spec in NETWORKS.items():
+        for dtype in DTYPES:
+            sc = build_scenario(name=network, steps=args.steps, seed=args.seed, dtype=dtype, mode="lockstep", **spec)
+            cases.append(Case(network, sc, initial_state(sc), batches(sc)))
+    for name in backends:  # import the frameworks before the first run
+        adapters.load(name).setup()
+    results = _probe_cases(args, backends, cases)
+    seconds = time.perf_counter() - t_all
+    summary = _print_results(args, backends, results, seconds)
     if args.json:
-        doc = {
-            "schema": "nerva-consistency/sensitivity/1",
-            "backend": args.backend, "backends": backends, "steps": args.steps, "seed": args.seed,
-            "quick": args.quick, "grid": GRID, "targets": TARGETS, "seconds": seconds,
-            "networks": {n: {k: v for k, v in spec.items()} for n, spec in NETWORKS.items()},
-            "cases": [{
-                "network": case.network, "dtype": case.scenario.dtype, "seconds": secs, "baseline": base,
-                "probes": [{"tensor": p.tensor, "smallest_eps": p.smallest,
-                            "attempts": [a.__dict__ for a in p.attempts]} for p in probes],
-            } for case, base, probes, secs in results],
-            "summary": summary,
-        }
-        with open(args.json, "w") as f:
-            json.dump(_finite(doc), f, indent=2, allow_nan=False)
-        print(f"wrote {args.json}")
+        _write_json(args, backends, results, seconds, summary)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
