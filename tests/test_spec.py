@@ -356,6 +356,33 @@ def test_upstream_layer_strings_rebuild_the_same_model():
     assert again.layers == sc.layers and again.sizes == sc.sizes
 
 
+
+def test_every_catalog_scenario_rebuilds_from_its_printed_flags():
+    """harness.spec.flags.flags is the one printer of a scenario: its strings, read back as a
+    catalog table (what ``run`` and a report's ``reproduce`` do), give the same scenario."""
+    from harness.spec.flags import NAMES, flags
+
+    for name in scenarios.catalog():
+        sc = scenarios.get(name)
+        printed = flags(sc)
+        assert tuple(printed) == NAMES
+        again = scenarios.from_table(name, printed)
+        assert again.with_(description=sc.description) == sc, name
+
+
+def test_the_flag_table_makes_the_run_parser_and_the_catalog_keys():
+    from harness.cli.parser import parser
+    from harness.spec.flags import AD_HOC_DEFAULTS, FLAGS, NAMES
+
+    run = parser()._subparsers._group_actions[0].choices["run"]
+    options = {a.option_strings[0]: a for a in run._actions if a.option_strings}
+    for flag in FLAGS:
+        action = options[f"--{flag.name}"]
+        assert (action.dest, action.type, action.choices, action.default) == (flag.attr, flag.type, flag.choices, None)
+    assert set(NAMES) <= scenarios.KEYS
+    assert AD_HOC_DEFAULTS == {"optimizers": "GradientDescent", "loss": "SquaredError", "learning-rate": "0.01",
+                               "batch-size": 16, "steps": 10, "dataset": "synthetic"}
+
 def test_main_job_runs_small_scenarios_in_all_four_variants_and_upstream_once():
     jobs = scenarios.main_job()
     assert [j for j in jobs if j[0] == "upstream"] == [("upstream", "float32", "trajectory")]
