@@ -100,14 +100,19 @@ def _bind(call: Call, params: dict[str, float | None], what: str, text: str) -> 
     return bound
 
 
-def _fmt(value: float) -> str:
+def number_text(value: float) -> str:
+    """A number as a spec string writes it: the shortest text that reads back to the same float,
+    without a trailing ``.0``."""
     return repr(float(value)).removesuffix(".0") if float(value).is_integer() else repr(float(value))
 
 
-def _render(name: str, args: dict[str, float]) -> str:
+def call_text(name: str, args: dict[str, float]) -> str:
+    """The spec string of a component and its numbers, ``Name(key=number, ...)`` (``Name`` alone
+    without numbers): the one printer of layers and optimizers, which :func:`parse_call` reads
+    back to the same component."""
     if not args:
         return name
-    return f"{name}(" + ", ".join(f"{k}={_fmt(v)}" for k, v in args.items()) + ")"
+    return f"{name}(" + ", ".join(f"{k}={number_text(v)}" for k, v in args.items()) + ")"
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,7 @@ class OptimizerSpec:
         return dict(self.args).get("mu", 0.0)
 
     def __str__(self) -> str:
-        return _render(self.name, dict(self.args))
+        return call_text(self.name, dict(self.args))
 
 
 def parse_optimizer(text: str) -> OptimizerSpec:
@@ -151,7 +156,7 @@ class LayerSpec:
 
     @property
     def text(self) -> str:
-        return _render(self.kind, self.arg)
+        return call_text(self.kind, self.arg)
 
     @property
     def optimizer_text(self) -> str:
@@ -262,7 +267,8 @@ class Scenario:
         return replace(self, **changes)
 
     def layer_strings(self) -> dict[str, str]:
-        """The Nerva-style strings that describe this model (the ad-hoc flags)."""
+        """The Nerva-style strings that describe this model (keys ``layers``, ``sizes``,
+        ``optimizers``, ``init_weights``); :func:`harness.spec.flags.flags` prints every flag of a run."""
         return {
             "layers": ";".join(layer.text for layer in self.layers),
             "sizes": ",".join(str(s) for s in self.sizes),
