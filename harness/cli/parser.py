@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from harness.core.components import DTYPES
+from harness.core.components import DTYPES, ORACLES
 from harness.core.errors import SpecError
 from harness.spec.flags import FLAGS
 
 PROG = "nerva-consistency"
 DEBUG_HELP = "show the traceback of an internal error"
-ORACLE_CHOICES = ("auto", "sympy", "autodiff", "none")
+ORACLE_CHOICES = ("auto", *ORACLES, "none")
 
 
 class _Parser(argparse.ArgumentParser):

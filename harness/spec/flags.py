@@ -16,10 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from harness.core.components import DTYPES, LOSSES, MODES
+from harness.spec.data import TARGETS
 from harness.spec.scenario import Scenario
-
-TARGETS = ("onehot", "soft", "real")
-"""The synthetic targets (:class:`harness.spec.scenario.DataSpec`)."""
 
 
 @dataclass(frozen=True)
