@@ -370,19 +370,6 @@ def test_every_catalog_scenario_rebuilds_from_its_printed_flags():
         assert again.with_(description=sc.description) == sc, name
 
 
-def test_the_flag_table_makes_the_run_parser_and_the_catalog_keys():
-    from harness.cli.parser import parser
-    from harness.spec.flags import AD_HOC_DEFAULTS, FLAGS, NAMES
-
-    run = parser()._subparsers._group_actions[0].choices["run"]
-    options = {a.option_strings[0]: a for a in run._actions if a.option_strings}
-    for flag in FLAGS:
-        action = options[f"--{flag.name}"]
-        assert (action.dest, action.type, action.choices, action.default) == (flag.attr, flag.type, flag.choices, None)
-    assert set(NAMES) <= scenarios.KEYS
-    assert AD_HOC_DEFAULTS == {"optimizers": "GradientDescent", "loss": "SquaredError", "learning-rate": "0.01",
-                               "batch-size": 16, "steps": 10, "dataset": "synthetic"}
-
 def test_main_job_runs_small_scenarios_in_all_four_variants_and_upstream_once():
     jobs = scenarios.main_job()
     assert [j for j in jobs if j[0] == "upstream"] == [("upstream", "float32", "trajectory")]
