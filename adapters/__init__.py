@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 from importlib.metadata import entry_points
 
+from harness.core.components import BACKENDS
 from harness.core.errors import BackendUnavailable
 
 BUILTIN = {
@@ -20,14 +21,14 @@ BUILTIN = {
     "jax": "adapters.jax_adapter:JaxAdapter",
     "tensorflow": "adapters.tensorflow_adapter:TensorflowAdapter",
 }
-# What must be importable for each built-in backend (checked without importing it).
+# What must be importable for each built-in backend (checked without importing it). A built-in
+# backend's name is also its extra in pyproject.toml, which the install hint names.
 REQUIRES = {
     "numpy": ("numpy", "nerva_numpy"),
     "torch": ("torch", "nerva_torch"),
     "jax": ("jax", "nerva_jax"),
     "tensorflow": ("tensorflow", "nerva_tensorflow"),
 }
-EXTRA = {"numpy": "numpy", "torch": "torch", "jax": "jax", "tensorflow": "tensorflow"}
 
 # References with the same interface: exact SymPy/mpmath, or float64 autodiff of the same
 # forward definitions (never the libraries' hand-written backward code).
@@ -52,7 +53,7 @@ def why_unavailable(name: str) -> str | None:
         return f"unknown backend {name!r}; choose from {', '.join(reg)}"
     for module in REQUIRES.get(name, (reg[name].split(":")[0],)):
         if importlib.util.find_spec(module) is None:
-            hint = f" (pip install 'nerva-consistency[{EXTRA[name]}]' -c constraints.txt)" if name in EXTRA else ""
+            hint = f" (pip install 'nerva-consistency[{name}]' -c constraints.txt)" if name in BACKENDS else ""
             return f"backend {name!r} is unavailable: module {module!r} is not installed{hint}"
     return None
 

@@ -25,10 +25,26 @@ from typing import Any
 import numpy as np
 
 from adapters.extensions import absolute_error_loss, elu_activation
-from harness.spec.scenario import Scenario
-from harness.spec.state import param_slots
+from harness.spec.scenario import OptimizerSpec, Scenario
 
 Trace = dict[str, np.ndarray]
+
+
+def param_slots(scenario: Scenario, layers: list[Any]) -> dict[str, tuple[Any, str, str, OptimizerSpec]]:
+    """Where each parameter lives in a built Nerva model: key -> (object, attr, grad attr, optimizer).
+
+    The attribute names are the Nerva libraries' own (the same in all four): a linear-type layer
+    keeps ``W``/``DW`` and ``b``/``Db``, BatchNormalization ``gamma``/``Dgamma`` and ``beta``/``Dbeta``,
+    SReLU its four parameters in its activation's ``x``/``Dx``."""
+    where = {"W": ("W", "DW"), "b": ("b", "Db"), "gamma": ("gamma", "Dgamma"), "beta": ("beta", "Dbeta"),
+             "srelu": ("x", "Dx")}
+    slots = {}
+    for i, (spec, layer) in enumerate(zip(scenario.layers, layers), start=1):
+        for param, opt in spec.optimizers:
+            attr, dattr = where[param]
+            obj = layer.act if param == "srelu" else layer
+            slots[f"{param}{i}"] = (obj, attr, dattr, opt)
+    return slots
 
 
 class NervaAdapter:

@@ -22,11 +22,10 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from harness.core.errors import SpecError
+from harness.spec.flags import NAMES
 from harness.spec.scenario import DataSpec, Scenario, build_scenario
 
-KEYS = {"layers", "sizes", "optimizers", "init-weights", "loss", "learning-rate", "batch-size", "steps",
-        "dataset", "targets", "dtype", "mode", "seed", "description", "check", "known",
-        "variants", "base"}
+KEYS = {*NAMES, "description", "check", "known", "variants", "base"}
 ALL_VARIANTS = ("float32/trajectory", "float32/lockstep", "float64/trajectory", "float64/lockstep")
 
 

@@ -248,3 +248,18 @@ def test_explore_non_numeric_examples(capsys, no_search):
 def test_valid_explore_reaches_the_search(capsys, no_search):
     with pytest.raises(RunStarted):
         main(EXPLORE + ["--examples", "3", "--seed", "7"])
+
+
+def test_the_flag_table_makes_the_run_parser_and_the_catalog_keys():
+    import scenarios
+    from harness.cli.parser import parser
+    from harness.spec.flags import AD_HOC_DEFAULTS, FLAGS, NAMES
+
+    run = parser()._subparsers._group_actions[0].choices["run"]
+    options = {a.option_strings[0]: a for a in run._actions if a.option_strings}
+    for flag in FLAGS:
+        action = options[f"--{flag.name}"]
+        assert (action.dest, action.type, action.choices, action.default) == (flag.attr, flag.type, flag.choices, None)
+    assert set(NAMES) <= scenarios.KEYS
+    assert AD_HOC_DEFAULTS == {"optimizers": "GradientDescent", "loss": "SquaredError", "learning-rate": "0.01",
+                               "batch-size": 16, "steps": 10, "dataset": "synthetic"}

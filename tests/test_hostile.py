@@ -34,10 +34,14 @@ ADHOC = ["run", "--layers", "ReLU;Linear", "--sizes", "4,8,3", "--backends", "nu
 UNWRITABLE = "/proc/nerva-consistency-test/out"  # no one can create files under /proc, root included
 
 
+def cli_env() -> dict[str, str]:
+    """The environment of a command run here (the harness quiets the frameworks itself: harness.core.process)."""
+    return dict(os.environ, COLUMNS="200")
+
+
 def cli(args: list[str], cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = dict(os.environ, COLUMNS="200", TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd, env=env)
+                          cwd=cwd, env=cli_env())
 
 
 # ------------------------------------------------------------------------------------ inputs on disk
@@ -306,12 +310,11 @@ def test_ctrl_c_prints_what_was_judged_and_exits_130(tmp_path, installed):
     no traceback. Its progress lines arrive on a pipe from the first step on."""
     argv = ["run", "--layers", "ReLU;Linear", "--sizes", "4,8,3", "--backends", "numpy,torch", "--steps", "1000000",
             "--json", "r.json"]
-    env = dict(os.environ, COLUMNS="200", TF_CPP_MIN_LOG_LEVEL="3")
     # A test runner started in the background ignores SIGINT, and so would the child: it restores
     # Python's handler itself (a preexec_fn would fork this process, with JAX's threads in it).
     start = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
              "sys.argv[0] = 'nerva-consistency'; runpy.run_module('harness', run_name='__main__')")
-    proc = subprocess.Popen([sys.executable, "-c", start, *argv], cwd=tmp_path, env=env, text=True,
+    proc = subprocess.Popen([sys.executable, "-c", start, *argv], cwd=tmp_path, env=cli_env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seen = []
     deadline = time.monotonic() + 120

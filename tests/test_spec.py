@@ -356,6 +356,20 @@ def test_upstream_layer_strings_rebuild_the_same_model():
     assert again.layers == sc.layers and again.sizes == sc.sizes
 
 
+
+def test_every_catalog_scenario_rebuilds_from_its_printed_flags():
+    """harness.spec.flags.flags is the one printer of a scenario: its strings, read back as a
+    catalog table (what ``run`` and a report's ``reproduce`` do), give the same scenario."""
+    from harness.spec.flags import NAMES, flags
+
+    for name in scenarios.catalog():
+        sc = scenarios.get(name)
+        printed = flags(sc)
+        assert tuple(printed) == NAMES
+        again = scenarios.from_table(name, printed)
+        assert again.with_(description=sc.description) == sc, name
+
+
 def test_main_job_runs_small_scenarios_in_all_four_variants_and_upstream_once():
     jobs = scenarios.main_job()
     assert [j for j in jobs if j[0] == "upstream"] == [("upstream", "float32", "trajectory")]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.errors import SpecError
+from harness.spec import flags
 from harness.spec.memory import memory
 from harness.spec.rules import integer, items, output_dir, output_file, seed, steps
 from harness.spec.scenario import Scenario
@@ -39,14 +40,6 @@ def backends(text: str | None, at_least: int = 2, flag: str = "--backends") -> l
     return names
 
 
-
-
-AD_HOC_DEFAULTS = {"optimizers": "GradientDescent", "init-weights": None, "loss": "SquaredError",
-                   "learning-rate": "0.01", "batch-size": 16, "steps": 10, "dataset": "synthetic"}
-SCENARIO_FLAGS = ("layers", "sizes", "optimizers", "init-weights", "loss", "learning-rate", "batch-size", "dataset",
-                  "targets", "steps", "seed", "dtype", "mode")
-
-
 def ready(scenario: "Scenario", n_backends: int, oracle: str | None) -> str | None:
     """A scenario that can start: its data source read and checked (a dataset file, the rows for
     a batch), its oracle available, its buffers within memory. Returns the oracle chosen."""
@@ -64,14 +57,13 @@ def scenario_from_flags(args: Any) -> "Scenario":
     ad-hoc model (``--layers`` and ``--sizes`` needed, the rest defaulted)."""
     import scenarios
 
-    given = {k: getattr(args, k.replace("-", "_")) for k in SCENARIO_FLAGS}
-    given = {k: v for k, v in given.items() if v is not None}
+    given = flags.given(args)
     if args.scenario is not None:
         return scenarios.get(args.scenario, **given)
     missing = [f"--{k}" for k in ("layers", "sizes") if k not in given]
     if missing:
         raise SpecError(f"give --scenario NAME, or an ad-hoc model with {' and '.join(missing)}")
-    return scenarios.from_table("ad-hoc", {**AD_HOC_DEFAULTS, **given})
+    return scenarios.from_table("ad-hoc", {**flags.AD_HOC_DEFAULTS, **given})
 
 
 class Checked:

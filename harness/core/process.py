@@ -1,5 +1,10 @@
-"""Process-wide settings applied before a framework is first imported: CPU only, idle thread
-pools that sleep, quiet C++ logs, and NumPy's BLAS on one thread while nerva-numpy steps."""
+"""Process-wide settings for the frameworks that share this process, applied here only.
+
+Before a framework is first imported (each adapter calls these in its ``setup``):
+:func:`cpu_only` (no GPU, idle OpenMP threads that sleep, quiet TensorFlow logs) and
+:func:`quiet_stderr` (the C++ lines a framework writes while importing). While nerva-numpy
+steps: :func:`single_threaded_blas` (NumPy's BLAS on one thread).
+"""
 
 import contextlib
 import os
@@ -8,13 +13,15 @@ from typing import Iterator
 
 
 def cpu_only() -> None:
-    """The harness runs on the CPU by default (set NERVA_CONSISTENCY_GPU=1 to leave devices alone)."""
+    """Set, unless already set, what must be in the environment before a framework is imported:
+    no visible CUDA device, JAX on the CPU, OpenMP's idle threads sleeping and TensorFlow's C++
+    logs off. NERVA_CONSISTENCY_GPU=1 leaves the environment alone (all four settings)."""
     if os.environ.get("NERVA_CONSISTENCY_GPU") == "1":
         return
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
     # Four frameworks' thread pools share this process and its cores: an idle pool that
-    # spin-waits steals the cores from the next backend (measured: torch steps 5x slower after
-    # nerva-numpy's OpenBLAS, nerva-numpy 4x slower after torch's OpenMP). Idle threads sleep.
+    # spin-waits steals the cores from the next backend (torch after nerva-numpy's OpenBLAS,
+    # nerva-numpy after torch's OpenMP, several times slower). Idle threads sleep.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -39,11 +46,11 @@ _CONTROLLER = None
 
 
 def single_threaded_blas() -> contextlib.AbstractContextManager:
-    """Run NumPy's BLAS on one thread for a while (threadpoolctl).
+    """Run NumPy's BLAS on one thread for a while (threadpoolctl; the controller is made once).
 
     NumPy's OpenBLAS cannot be told to stop spin-waiting once loaded, and its spinning threads
-    starve the other backends; one thread, not spinning, is also faster for nerva-numpy here
-    (13 ms instead of 44 ms per upstream step on this 2-core machine).
+    starve the other backends; one thread, not spinning, is also faster for nerva-numpy's small
+    matrices (docs/findings.md has the timings).
     """
     global _CONTROLLER
     from threadpoolctl import ThreadpoolController

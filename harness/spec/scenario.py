@@ -100,14 +100,19 @@ def _bind(call: Call, params: dict[str, float | None], what: str, text: str) -> 
     return bound
 
 
-def _fmt(value: float) -> str:
+def number_text(value: float) -> str:
+    """A number as a spec string writes it: the shortest text that reads back to the same float,
+    without a trailing ``.0``."""
     return repr(float(value)).removesuffix(".0") if float(value).is_integer() else repr(float(value))
 
 
-def _render(name: str, args: dict[str, float]) -> str:
+def call_text(name: str, args: dict[str, float]) -> str:
+    """The spec string of a component and its numbers, ``Name(key=number, ...)`` (``Name`` alone
+    without numbers): the one printer of layers and optimizers, which :func:`parse_call` reads
+    back to the same component."""
     if not args:
         return name
-    return f"{name}(" + ", ".join(f"{k}={_fmt(v)}" for k, v in args.items()) + ")"
+    return f"{name}(" + ", ".join(f"{k}={number_text(v)}" for k, v in args.items()) + ")"
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,7 @@ class OptimizerSpec:
         return dict(self.args).get("mu", 0.0)
 
     def __str__(self) -> str:
-        return _render(self.name, dict(self.args))
+        return call_text(self.name, dict(self.args))
 
 
 def parse_optimizer(text: str) -> OptimizerSpec:
@@ -151,7 +156,7 @@ class LayerSpec:
 
     @property
     def text(self) -> str:
-        return _render(self.kind, self.arg)
+        return call_text(self.kind, self.arg)
 
     @property
     def optimizer_text(self) -> str:
@@ -262,7 +267,8 @@ class Scenario:
         return replace(self, **changes)
 
     def layer_strings(self) -> dict[str, str]:
-        """The Nerva-style strings that describe this model (the ad-hoc flags)."""
+        """The Nerva-style strings that describe this model (keys ``layers``, ``sizes``,
+        ``optimizers``, ``init_weights``); :func:`harness.spec.flags.flags` prints every flag of a run."""
         return {
             "layers": ";".join(layer.text for layer in self.layers),
             "sizes": ",".join(str(s) for s in self.sizes),
@@ -288,14 +294,13 @@ def build_scenario(
     seed: int = 0,
     description: str = "",
 ) -> Scenario:
-    """Validate Nerva-style pieces and assemble a :class:`Scenario`."""
-    layer_texts = _split_top(layers, ";") if isinstance(layers, str) else list(layers)
-    if not any(t.strip() for t in layer_texts):
-        raise SpecError("no layers given: use e.g. --layers 'ReLU;Softmax'")
-    layer_texts = rules.items(str(layers), layer_texts, "layers", ";", "ReLU;Softmax")
+    """Validate Nerva-style pieces and assemble a :class:`Scenario`. The pieces are checked in
+    this order, so that of several problems the first one here is the one reported: layers,
+    sizes, optimizers, each layer, the sizes' count, the optimizers' count, initializers, loss,
+    each layer's optimizers, dtype, mode, batch size, steps, seed, learning rate."""
+    layer_texts = _layer_texts(layers)
     size_list = _parse_sizes(sizes)
-    opt_texts = _split_top(optimizers, ";") if isinstance(optimizers, str) else list(optimizers)
-    opt_texts = rules.items(str(optimizers), opt_texts, "optimizers", ";", "Momentum(0.9);GradientDescent")
+    opt_texts = rules.items(str(optimizers), _pieces(optimizers, ";"), "optimizers", ";", "Momentum(0.9);GradientDescent")
     parsed = [parse_layer(t) for t in layer_texts]
     n_linear = sum(LAYERS[k].has_weights for k, _ in parsed)
     if len(size_list) != n_linear + 1:
@@ -303,37 +308,11 @@ def build_scenario(
             f"sizes {','.join(map(str, size_list))} do not fit {n_linear} linear layer(s): "
             f"give {n_linear + 1} sizes (input width, then one per non-BatchNormalization layer)"
         )
-    if len(opt_texts) == 1 and len(parsed) > 1:
-        opt_texts = opt_texts * len(parsed)
-    if len(opt_texts) != len(parsed):
-        raise SpecError(
-            f"{len(opt_texts)} optimizer(s) for {len(parsed)} layer(s): give one per layer "
-            "(BatchNormalization included), separated by ';'"
-        )
-    if init_weights is None or init_weights == "":
-        init_list = ["XavierNormal"] * n_linear
-    else:
-        init_list = _split_top(init_weights, ",") if isinstance(init_weights, str) else list(init_weights)
-        init_list = rules.items(str(init_weights), init_list, "weight initializers", ",", "XavierNormal,HeNormal")
-        if len(init_list) == 1 and n_linear > 1:
-            init_list = init_list * n_linear
-    if len(init_list) != n_linear:
-        raise SpecError(f"{len(init_list)} weight initializer(s) for {n_linear} linear layer(s): give one per linear layer")
-    for init in init_list:
-        if init not in INITIALIZERS:
-            raise SpecError(f"unknown weight initializer {init!r}; choose one of {', '.join(INITIALIZERS)}")
+    opt_texts = _one_per_layer(opt_texts, len(parsed))
+    init_list = _initializers(init_weights, n_linear)
     if loss not in LOSSES:
         raise SpecError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
-    specs: list[LayerSpec] = []
-    width, li = size_list[0], 0
-    for (kind, args), opt_text in zip(parsed, opt_texts):
-        info = LAYERS[kind]
-        if info.has_weights:
-            width, init = size_list[li + 1], init_list[li]
-            li += 1
-        else:
-            init = None
-        specs.append(LayerSpec(kind, tuple(args.items()), width, parse_layer_optimizers(opt_text, info), init))
+    specs = _layer_specs(parsed, size_list, opt_texts, init_list)
     if dtype not in DTYPES:
         raise SpecError(f"unknown dtype {dtype!r}; choose float32 or float64")
     if mode not in MODES:
@@ -355,6 +334,63 @@ def build_scenario(
         seed=seed,
         description=description,
     )
+
+
+def _pieces(value: str | list, sep: str) -> list:
+    """A spec string split on ``sep`` outside parentheses, or the list given instead."""
+    return _split_top(value, sep) if isinstance(value, str) else list(value)
+
+
+def _layer_texts(layers: str | list[str]) -> list[str]:
+    texts = _pieces(layers, ";")
+    if not any(t.strip() for t in texts):
+        raise SpecError("no layers given: use e.g. --layers 'ReLU;Softmax'")
+    return rules.items(str(layers), texts, "layers", ";", "ReLU;Softmax")
+
+
+def _one_per_layer(opt_texts: list[str], n_layers: int) -> list[str]:
+    """One optimizer string per layer (one given for several layers: that one for each)."""
+    if len(opt_texts) == 1 and n_layers > 1:
+        opt_texts = opt_texts * n_layers
+    if len(opt_texts) != n_layers:
+        raise SpecError(
+            f"{len(opt_texts)} optimizer(s) for {n_layers} layer(s): give one per layer "
+            "(BatchNormalization included), separated by ';'"
+        )
+    return opt_texts
+
+
+def _initializers(init_weights: str | list[str] | None, n_linear: int) -> list[str]:
+    """One weight initializer per linear layer (none given: XavierNormal; one for several: that one for each)."""
+    if init_weights is None or init_weights == "":
+        init_list = ["XavierNormal"] * n_linear
+    else:
+        init_list = _pieces(init_weights, ",")
+        init_list = rules.items(str(init_weights), init_list, "weight initializers", ",", "XavierNormal,HeNormal")
+        if len(init_list) == 1 and n_linear > 1:
+            init_list = init_list * n_linear
+    if len(init_list) != n_linear:
+        raise SpecError(f"{len(init_list)} weight initializer(s) for {n_linear} linear layer(s): give one per linear layer")
+    for init in init_list:
+        if init not in INITIALIZERS:
+            raise SpecError(f"unknown weight initializer {init!r}; choose one of {', '.join(INITIALIZERS)}")
+    return init_list
+
+
+def _layer_specs(parsed: list[tuple[str, dict[str, float]]], sizes: list[int], opt_texts: list[str],
+                 inits: list[str]) -> list[LayerSpec]:
+    """Each parsed layer with its width, optimizers and (linear-type layers) initializer."""
+    specs: list[LayerSpec] = []
+    width, li = sizes[0], 0
+    for (kind, args), opt_text in zip(parsed, opt_texts):
+        info = LAYERS[kind]
+        if info.has_weights:
+            width, init = sizes[li + 1], inits[li]
+            li += 1
+        else:
+            init = None
+        specs.append(LayerSpec(kind, tuple(args.items()), width, parse_layer_optimizers(opt_text, info), init))
+    return specs
 
 
 def _parse_sizes(sizes: str | list[int]) -> list[int]:

@@ -11,12 +11,10 @@ and rounded once to the run's dtype, so every backend starts from the same bits.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from harness.core.components import INITIALIZERS
-from harness.spec.scenario import OptimizerSpec, Scenario
+from harness.spec.scenario import Scenario
 
 
 def rng_for(seed: int, purpose: str) -> np.random.Generator:
@@ -72,15 +70,3 @@ def initial_state(scenario: Scenario) -> dict[str, np.ndarray]:
         width = K
     return state
 
-
-def param_slots(scenario: Scenario, layers: list[Any]) -> dict[str, tuple[Any, str, str, OptimizerSpec]]:
-    """Where each parameter lives in a built Nerva model: key -> (object, attr, grad attr, optimizer)."""
-    where = {"W": ("W", "DW"), "b": ("b", "Db"), "gamma": ("gamma", "Dgamma"), "beta": ("beta", "Dbeta"),
-             "srelu": ("x", "Dx")}
-    slots = {}
-    for i, (spec, layer) in enumerate(zip(scenario.layers, layers), start=1):
-        for param, opt in spec.optimizers:
-            attr, dattr = where[param]
-            obj = layer.act if param == "srelu" else layer
-            slots[f"{param}{i}"] = (obj, attr, dattr, opt)
-    return slots
