@@ -41,6 +41,8 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from harness.core.errors import SpecError
+from harness.core.keys import Key
+from harness.judge.message import of_verdict, where
 from harness.spec.memory import BYTES, estimate, memory_for
 from harness.spec.rules import Archive, first_nonfinite, input_file, shape_text
 from harness.run.findings import classify
@@ -286,14 +288,25 @@ def recorded_verdict(meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def describe_verdict(v: dict[str, Any]) -> str:
-    """One short text: ``FAIL: bug (jax); first divergence at step 0, DX of layer 2``."""
+def _where(v: dict[str, Any]) -> str | None:
+    """Where a verdict's first divergence is: ``step 0, DX of layer 2`` (None: there is none)."""
+    f = v["first_divergence"]
+    return None if f is None else where(f["step"], Key(f["tensor"], f["layer"]).label)
+
+
+def describe_verdict(v: dict[str, Any], sentence: str | None = None) -> str:
+    """One text: ``FAIL: bug (jax); first divergence at step 0, DX of layer 2``, or with the first
+    divergence's ``sentence`` (:mod:`harness.judge.message`) ``…; first divergence: step 0, …``."""
     findings = ", ".join(f"{f['class']} ({', '.join(f['backends'])})" for f in v["findings"])
-    first = v["first_divergence"]
-    where = "" if first is None else \
-        f"first divergence at step {first['step']}, {first['tensor']}" + \
-        ("" if first["layer"] is None else f" of layer {first['layer']}")
-    return ("PASS" if v["passed"] else "FAIL") + ": " + ("; ".join(x for x in (findings, where) if x) or "no findings")
+    at = _where(v)
+    first = "" if at is None else f"first divergence: {sentence}" if sentence else f"first divergence at {at}"
+    return ("PASS" if v["passed"] else "FAIL") + ": " + ("; ".join(x for x in (findings, first) if x) or "no findings")
+
+
+def describe_result(result: RunResult) -> str:
+    """:func:`describe_verdict` of a run, with its first divergence's sentence."""
+    first = result.first_divergence
+    return describe_verdict(verdict(result), None if first is None else of_verdict(*first, result.oracle))
 
 
 def compare_verdicts(recorded: dict[str, Any], now: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -316,13 +329,9 @@ def compare_verdicts(recorded: dict[str, Any], now: dict[str, Any]) -> tuple[lis
             else:
                 differences.append(f"findings: {text}")
 
-    def where(v: dict) -> str:
-        f = v["first_divergence"]
-        return "none" if f is None else \
-            f"step {f['step']}, {f['tensor']}" + ("" if f["layer"] is None else f" of layer {f['layer']}")
-
-    if where(recorded) != where(now):
-        differences.append(f"first divergence: recorded {where(recorded)}, replay {where(now)}")
+    then, there = _where(recorded) or "none", _where(now) or "none"
+    if then != there:
+        differences.append(f"first divergence: recorded {then}, replay {there}")
     return differences, notes
 
 

@@ -43,8 +43,12 @@ from harness.run.runner import RunResult
 from harness.spec.scenario import Scenario
 
 SCHEMA = "nerva-consistency/report/2"
-PACKAGES = ("numpy", "torch", "jax", "jaxlib", "tensorflow", "sympy", "mpmath", "hypothesis",
-            "nerva-numpy", "nerva-torch", "nerva-jax", "nerva-tensorflow", "nerva-consistency")
+FRAMEWORKS = ("numpy", "torch", "jax", "jaxlib", "tensorflow")
+NERVA = ("nerva-numpy", "nerva-torch", "nerva-jax", "nerva-tensorflow")
+PACKAGES = FRAMEWORKS + ("sympy", "mpmath", "hypothesis") + NERVA + ("nerva-consistency",)
+"""The versions a report records."""
+SHOWN = FRAMEWORKS + ("keras",) + NERVA
+"""The versions a merged summary shows per cell (a cell manifest holds every installed package)."""
 
 
 def versions() -> dict[str, str | None]:
