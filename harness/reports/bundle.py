@@ -121,13 +121,86 @@ def _meta(meta: Any, what: str, mend: str, reads: tuple[str, ...]) -> dict:
     return meta
 
 
+def _read_meta(archive: Archive, what: str, mend: str) -> dict:
+    """The bundle's meta: one JSON text, with every key a replay reads (:func:`_meta`)."""
+    _need("meta" in archive.headers, what, "it has no meta (is it a nerva-consistency bundle?)", mend)
+    shape, dtype = archive.headers["meta"]
+    _need(dtype.kind == "U" and shape == (), what, f"its meta is {dtype} of shape {shape_text(shape)}, not one JSON text",
+          mend)
+    raw = archive.read("meta")
+    try:
+        meta = json.loads(str(raw))
+    except ValueError as e:
+        raise SpecError(f"{what} is damaged: its meta is not JSON ({e}); {mend}") from None
+    return _meta(meta, what, mend, BUNDLE_READS)
+
+
+def _scenario(meta: dict, what: str, mend: str) -> tuple[Scenario, str | None]:
+    """The scenario the meta's spec builds, and the oracle it asks for (a spec that does not build
+    is a damaged bundle)."""
+    from harness.run import choice as oracles
+    from harness.spec.scenario import DataSpec, build_scenario
+
+    s = meta["spec"]
+    ints = {key: _int(s[key], what, key, mend) for key in ("batch-size", "steps", "seed")}
+    try:
+        scenario = build_scenario(
+            name=meta["scenario"], layers=str(s["layers"]), sizes=str(s["sizes"]), optimizers=str(s["optimizers"]),
+            init_weights=str(s["init-weights"]) or None, loss=str(s["loss"]), lr=str(s["learning-rate"]),
+            batch_size=ints["batch-size"], steps=ints["steps"], data=DataSpec("synthetic", str(s["targets"])),
+            dtype=str(s["dtype"]), mode=str(s["mode"]), seed=ints["seed"], description=str(meta.get("description", "")))
+        if scenario.data.targets not in ("onehot", "soft", "real"):
+            raise SpecError(f"targets {scenario.data.targets!r} are not onehot, soft or real")
+        oracle, _ = oracles.choose(scenario, meta["oracle"])
+    except SpecError as e:
+        raise SpecError(f"{what} is damaged: its spec is not valid ({e}); {mend}") from None
+    return scenario, oracle
+
+
+def _check_arrays(archive: Archive, scenario: Scenario, expected: dict[str, tuple], spec: dict, what: str,
+                  mend: str) -> int:
+    """Every parameter of the model with its shape (and no other), the batches 0 … n-1
+    (1 <= n <= steps) with the spec's shapes, floating-point arrays only; returns n."""
+    state_names = {k[len("state/"):] for k in archive.headers if k.startswith("state/")}
+    for name, want in expected.items():
+        _need(name in state_names, what, f"state/{name} is missing (the spec's model has {', '.join(expected)})", mend)
+        got = archive.headers[f"state/{name}"][0]
+        _need(got == want, what, f"state/{name} has shape {shape_text(got)}, but the spec "
+                                 f"({spec['layers']}, sizes {spec['sizes']}) needs {shape_text(want)}", mend)
+    extra = sorted(state_names - set(expected))
+    _need(not extra, what, f"state/{extra[0] if extra else ''} is not a parameter of the spec's model", mend)
+    N, D, K = scenario.batch_size, scenario.input_size, scenario.output_size
+    steps_found: set[int] = set()
+    for key in archive.headers:
+        if key == "meta" or key.startswith("state/"):
+            continue
+        parts = key.split("/")
+        ok = len(parts) == 3 and parts[0] == "data" and parts[1].isdigit() and parts[2] in ("X", "T")
+        _need(ok, what, f"member {key!r} is not meta, state/<parameter> or data/<step>/X|T", mend)
+        steps_found.add(int(parts[1]))
+    n = len(steps_found)
+    _need(n >= 1, what, "it holds no batch (data/0/X)", mend)
+    _need(steps_found == set(range(n)), what, f"its batches are not numbered 0 … {n - 1} "
+                                              f"(data/{min(set(range(n)) - steps_found, default=n)} is missing)", mend)
+    _need(n <= scenario.steps, what, f"it holds {n} batches for a spec of {scenario.steps} steps", mend)
+    for i in range(n):
+        for name, want in (("X", (N, D)), ("T", (N, K))):
+            key = f"data/{i}/{name}"
+            _need(key in archive.headers, what, f"{key} is missing", mend)
+            got = archive.headers[key][0]
+            _need(got == want, what, f"{key} has shape {shape_text(got)}, but the spec (batch size {N}, sizes "
+                                     f"{spec['sizes']}) needs {shape_text(want)}", mend)
+    for key, (_, dt) in archive.headers.items():
+        if key != "meta":
+            _need(dt.kind == "f", what, f"{key} holds {dt}, not floating-point numbers", mend)
+    return n
+
+
 def bundle(text: str) -> tuple[dict, "Scenario", dict[str, np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
     """(meta, scenario, initial state, batches) of a repro bundle, every rule checked before an
     array is read: the meta's keys, a spec that builds, the memory it needs, every parameter
     the spec's model has with its shape (and no other), the batches 0 … n-1 (1 <= n <= steps)
     with the spec's shapes, finite real values."""
-    from harness.run import choice as oracles
-    from harness.spec.scenario import DataSpec, build_scenario
     from harness.spec.state import param_shapes
 
     path = input_file(text, "bundle", "give a .npz bundle written by a failing run or by explore")
@@ -135,66 +208,15 @@ def bundle(text: str) -> tuple[dict, "Scenario", dict[str, np.ndarray], list[tup
     mend = "it cannot be replayed; rerun the command that wrote it to write it again"
     archive = Archive(path, what, mend, "is damaged")
     try:
-        _need("meta" in archive.headers, what, "it has no meta (is it a nerva-consistency bundle?)", mend)
-        shape, dtype = archive.headers["meta"]
-        _need(dtype.kind == "U" and shape == (), what, f"its meta is {dtype} of shape {shape_text(shape)}, not one JSON text",
-              mend)
-        raw = archive.read("meta")
-        try:
-            meta = json.loads(str(raw))
-        except ValueError as e:
-            raise SpecError(f"{what} is damaged: its meta is not JSON ({e}); {mend}") from None
-        meta = _meta(meta, what, mend, BUNDLE_READS)
+        meta = _read_meta(archive, what, mend)
         s = meta["spec"]
-        ints = {key: _int(s[key], what, key, mend) for key in ("batch-size", "steps", "seed")}
-        try:
-            scenario = build_scenario(
-                name=meta["scenario"], layers=str(s["layers"]), sizes=str(s["sizes"]), optimizers=str(s["optimizers"]),
-                init_weights=str(s["init-weights"]) or None, loss=str(s["loss"]), lr=str(s["learning-rate"]),
-                batch_size=ints["batch-size"], steps=ints["steps"], data=DataSpec("synthetic", str(s["targets"])),
-                dtype=str(s["dtype"]), mode=str(s["mode"]), seed=ints["seed"], description=str(meta.get("description", "")))
-            if scenario.data.targets not in ("onehot", "soft", "real"):
-                raise SpecError(f"targets {scenario.data.targets!r} are not onehot, soft or real")
-            oracle, _ = oracles.choose(scenario, meta["oracle"])
-        except SpecError as e:
-            raise SpecError(f"{what} is damaged: its spec is not valid ({e}); {mend}") from None
+        scenario, oracle = _scenario(meta, what, mend)
         held = sum(math.prod(shape) * BYTES for shape, _ in archive.headers.values())
         memory_for(estimate(scenario, len(meta["backends"]), oracle) + held,
                    f"{what} ({len(archive.headers)} arrays of {held:,} bytes as float64, sizes {s['sizes']}, "
                    f"batch size {s['batch-size']})", "it was written on a larger machine, or its spec was altered")
         expected = param_shapes(scenario)
-        state_names = {k[len("state/"):] for k in archive.headers if k.startswith("state/")}
-        for name, want in expected.items():
-            _need(name in state_names, what, f"state/{name} is missing (the spec's model has {', '.join(expected)})", mend)
-            got = archive.headers[f"state/{name}"][0]
-            _need(got == want, what, f"state/{name} has shape {shape_text(got)}, but the spec "
-                                     f"({s['layers']}, sizes {s['sizes']}) needs {shape_text(want)}", mend)
-        extra = sorted(state_names - set(expected))
-        _need(not extra, what, f"state/{extra[0] if extra else ''} is not a parameter of the spec's model", mend)
-        N, D, K = scenario.batch_size, scenario.input_size, scenario.output_size
-        steps_found: set[int] = set()
-        for key in archive.headers:
-            if key == "meta" or key.startswith("state/"):
-                continue
-            parts = key.split("/")
-            ok = len(parts) == 3 and parts[0] == "data" and parts[1].isdigit() and parts[2] in ("X", "T")
-            _need(ok, what, f"member {key!r} is not meta, state/<parameter> or data/<step>/X|T", mend)
-            steps_found.add(int(parts[1]))
-        n = len(steps_found)
-        _need(n >= 1, what, "it holds no batch (data/0/X)", mend)
-        _need(steps_found == set(range(n)), what, f"its batches are not numbered 0 … {n - 1} "
-                                                  f"(data/{min(set(range(n)) - steps_found, default=n)} is missing)", mend)
-        _need(n <= scenario.steps, what, f"it holds {n} batches for a spec of {scenario.steps} steps", mend)
-        for i in range(n):
-            for name, want in (("X", (N, D)), ("T", (N, K))):
-                key = f"data/{i}/{name}"
-                _need(key in archive.headers, what, f"{key} is missing", mend)
-                got = archive.headers[key][0]
-                _need(got == want, what, f"{key} has shape {shape_text(got)}, but the spec (batch size {N}, sizes "
-                                         f"{s['sizes']}) needs {shape_text(want)}", mend)
-        for key, (_, dt) in archive.headers.items():
-            if key != "meta":
-                _need(dt.kind == "f", what, f"{key} holds {dt}, not floating-point numbers", mend)
+        n = _check_arrays(archive, scenario, expected, s, what, mend)
 
         def array(key: str) -> np.ndarray:
             a = archive.read(key).astype(np.float64)
