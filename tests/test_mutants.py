@@ -1,4 +1,4 @@
-"""The mutation corpus (tests/mutants/, issue 12): every planted bug gives exactly its expected
+"""The mutation corpus (tests/mutants/): every planted bug gives exactly its expected
 verdict, every benign change passes, the corpus is what the issue asks for, and
 ``nerva-consistency mutants`` reports it.
 
