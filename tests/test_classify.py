@@ -38,7 +38,7 @@ def test_nan_where_the_reference_is_finite_is_non_finite():
 
 
 def test_non_finite_in_every_backend_is_reported_not_red():
-    """Issue 4: red for non-finite "in a backend where others stay finite"; a shared overflow
+    """Red for non-finite "in a backend where others stay finite"; a shared overflow
     (the unsafe log_softmax at a logit above 709.78 in float64) is a limitation."""
     inf = float("-inf")
     r = result([failing({"numpy": inf, "torch": inf, "jax": inf, "tensorflow": inf, "sympy": -1154.85},

@@ -165,6 +165,19 @@ def test_three_times_the_allowed_error_fails_and_is_localized():
     assert t.allowed == pytest.approx(2 * B, rel=1e-15)  # twice the bound: no oracle
     assert v.first_failure is t
     assert [key_name(x.key) for x in v.tensors if x.failed] == ["DW1"]
+    assert t.outside == {"jax": 1} and t.elements == 12  # DW1 is 4 x 3: one element outside
+
+
+def test_the_count_outside_the_bound_is_per_blamed_backend_and_only_of_failing_tensors():
+    sc = scenario()
+    traces = traces_from(base_trace(sc))
+    traces["jax"]["DW1"][0] += 10 * B  # a whole row of DW1 (3 elements), 5x the allowed 2 B
+    traces["torch"]["DW1"][1, 1] += 10 * B
+    traces["torch"]["DW1"][2, 0] += 1.5 * B  # inside twice the bound: not counted
+    v = run(sc, traces)
+    t = verdict_of(v, "DW1")
+    assert sorted(t.blamed) == ["jax", "torch"] and t.outside == {"jax": 3, "torch": 1} and t.elements == 12
+    assert all(x.outside == {} and x.elements == 0 for x in v.tensors if not x.failed)
 
 
 def test_first_failure_is_earliest_in_tensor_order():
@@ -614,6 +627,7 @@ def test_kink_does_not_excuse_a_bug_elsewhere():
     assert dw.blamed == ["jax"] and dw.index == ((k + 1) % 4, 0)
     assert dx.blamed == ["jax"] and dx.index == ((n + 1) % N, 0)
     assert v.first_failure is dw
+    assert dw.outside == {"jax": 1} and dx.outside == {"jax": 1}  # the flip's own elements are excused, not counted
 
 
 def test_a_flip_against_the_oracle_is_excused_in_every_backend():

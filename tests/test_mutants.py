@@ -1,4 +1,4 @@
-"""The mutation corpus (tests/mutants/, issue 12): every planted bug gives exactly its expected
+"""The mutation corpus (tests/mutants/): every planted bug gives exactly its expected
 verdict, every benign change passes, the corpus is what the issue asks for, and
 ``nerva-consistency mutants`` reports it.
 
@@ -170,7 +170,7 @@ def test_cli_prints_the_table_and_writes_one_row_per_mutant(installed, tmp_path,
     path = tmp_path / "mutants.json"
     assert main(["mutants", "--only", "srelu-dtr-uses-al,softmax-layer-stable", "--json", str(path)]) == 0
     out = capsys.readouterr().out
-    for text in ("srelu-dtr-uses-al", "softmax-layer-stable (benign)", "step 0, Dsrelu, layer 1",
+    for text in ("srelu-dtr-uses-al", "softmax-layer-stable (benign)", "step 0, Dsrelu of layer 1",
                  "detection rate: 100.0 % (1 of 1 bugs caught)", "blame accuracy: 100.0 %",
                  "first-tensor accuracy: 100.0 %", "false alarms: 0 of 1 benign changes"):
         assert text in out
@@ -182,6 +182,8 @@ def test_cli_prints_the_table_and_writes_one_row_per_mutant(installed, tmp_path,
     assert fields <= set(bug) and fields <= set(benign)
     assert (bug["caught"], bug["blamed"], bug["blame_right"], bug["tensor_right"]) == (True, ["numpy"], True, True)
     assert bug["first_divergence"] == {"step": 0, "tensor": "Dsrelu", "layer": 1}
+    assert bug["detail"].startswith("step 0, Dsrelu of layer 1, element [") and "numpy off by " in bug["detail"]
+    assert " of 4 elements outside" in bug["detail"]  # the first divergence's sentence (harness.judge.message)
     assert bug["scenario"] == "srelu-nll float64 lockstep 2 steps"
     assert (benign["benign"], benign["caught"], benign["first_divergence"]) == (True, False, None)
     assert doc["summary"]["detection_rate"] == 1.0 and doc["summary"]["false_alarms"] == 0

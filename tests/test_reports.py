@@ -47,7 +47,7 @@ def planted(scenario, backends, *args, **kw) -> RunResult:
         worst = {b: (7.5 if b == blamed else 0.2) for b in backends}
         r.steps[-1].tensors[1] = TensorVerdict(("DW", 1), worst, {b: 0 for b in backends}, blamed=[blamed],
                                                index=(1, 2), values={**{b: 0.5 for b in backends}, "consensus": 0.5},
-                                               allowed=1.5e-7)
+                                               allowed=1.5e-7, outside={blamed: 3}, elements=12)
     if name == "kink-ties" and (dtype, mode) == ("float64", "trajectory") and "torch" in backends:
         r.failures["torch"] = "step 2: RuntimeError: planted (x.py:1)"
     return r
@@ -135,7 +135,9 @@ def test_junit_one_case_per_run_and_backend_read_by_a_junit_parser(fake_check, t
     kinds, case = outcome("relu-softmax float32/lockstep seed 812", "torch")
     assert kinds == ["Failure"]
     failure = case.result[0]
-    assert failure.message.startswith("first divergence at step 2, DW of layer 1, element [1, 2]: torch off by 7.5x")
+    assert failure.message == ("first divergence: step 2, DW of layer 1, element [1, 2]: torch off by 7.5x the rounding "
+                               "bound (twice 7.5e-08 there), 3 of 12 elements outside; values: numpy 0.5, torch 0.5, "
+                               "tensorflow 0.5, consensus 0.5")
     assert "nerva-consistency run --scenario relu-softmax" in failure.text
     assert "tox -e consistency -- run" in failure.text and "replay" in failure.text
     assert outcome("relu-softmax float32/lockstep seed 812", "numpy")[0] == []
@@ -183,13 +185,16 @@ def test_report_command_renders_and_merge_fails_on_red(fake_check, tmp_path, cap
     png = (tmp_path / "one" / "relu-softmax-float32-lockstep-seed812.png").read_bytes()
     html = (tmp_path / "one" / "relu-softmax-float32-lockstep-seed812.html").read_text()
     assert png.startswith(PNG) and "data:image/png;base64," in html
-    assert "first divergence at step 2" in html and "nerva-consistency run --scenario relu-softmax" in html
+    sentence = "step 2, DW of layer 1, element [1, 2]: torch off by 7.5x the rounding bound (twice 7.5e-08 there), " \
+               "3 of 12 elements outside"
+    assert sentence in html and "nerva-consistency run --scenario relu-softmax" in html
     summary = tmp_path / "step-summary.md"
     assert cli.main(["report", "--merge", str(tmp_path / "json"), "--out", str(tmp_path / "m"),
                      "--markdown", str(summary), "--no-plots"]) == 1
     text = summary.read_text()
     assert "## nerva-consistency: merged report: RED" in text and "| kink-ties | float64/trajectory | torch |" in text
     assert "replay with `tox -e consistency -- check" in text
+    assert "| relu-softmax | float32/lockstep | torch | DW of layer 1 | 7.5 |" in text and f" seed 812 | {sentence}" in text
     green = tmp_path / "green"
     fake_check("--json", str(green), "--backends", "numpy,jax", "--shard", "1/4")
     assert cli.main(["report", "--merge", str(green), "--no-plots"]) == 0

@@ -79,12 +79,24 @@ def run_one(scenario, backends, args, out, err):
         return run(scenario, backends, progress=tick, status=status, keep_going=args.keep_going, oracle=args.oracle)
 
 
+def divergence(result) -> str:
+    """The first divergence of a failing run (:mod:`harness.judge.message`), escaped for rich markup."""
+    from rich.markup import escape
+
+    from harness.judge.message import of_verdict
+
+    step, tv = result.first_divergence
+    return escape(of_verdict(step, tv, result.oracle))
+
+
 def print_result(result, out, commands: dict[str, str] | None = None) -> None:
     """The table, the first divergence and the verdict; on failure how to reproduce it
     (``commands``: a bundle's own, else the ``run`` command and its tox form). An interrupted
     run: what was judged until then."""
     from rich.table import Table
 
+    from harness.core.keys import Key
+    from harness.judge.message import where
     from harness.run.findings import known_dtype
     from harness.reports.report import reproduce, summary
 
@@ -122,20 +134,12 @@ def print_result(result, out, commands: dict[str, str] | None = None) -> None:
         out.print(f"[red]{b} failed[/red] at {message}")
     nf = result.nonfinite
     if nf:
-        name = nf.key[0] + ("" if nf.key[1] is None else f" of layer {nf.key[1]}")
         every = set(nf.backends) == set(result.backends)
-        out.print(f"[red]non-finite[/red]: step {nf.step}, {name}: "
+        out.print(f"[red]non-finite[/red]: {where(nf.step, Key(*nf.key).label)}: "
                   + ", ".join(f"{b} {v!r}" for b, v in nf.values.items())
                   + (" - every backend holds it; agreeing on NaN or Inf is not a pass" if every else ""))
-    first = result.first_divergence
-    if first:
-        step, tv = first
-        name = tv.key[0] + ("" if tv.key[1] is None else f" of layer {tv.key[1]}")
-        values = ", ".join(f"{b} {v:.9g}" for b, v in (tv.values or {}).items())
-        who = ", ".join(tv.blamed) + ("" if tv.majority else " (no majority: cannot tell who is right)")
-        out.print(f"[red]first divergence[/red]: step {step}, {name}, element {list(tv.index or ())}: "
-                  f"{who} off by {max(tv.worst[b] for b in tv.blamed):.3g}x the rounding bound "
-                  f"({'twice ' if not result.oracle else ''}{tv.allowed if result.oracle else (tv.allowed or 0) / 2:.3g} there); values: {values}")
+    if result.first_divergence:
+        out.print(f"[red]first divergence[/red]: {divergence(result)}")
     if result.interrupted:
         so_far = "no failure so far" if result.passed else "FAIL so far"
         out.print(f"[yellow]INTERRUPTED[/yellow] {sc.name} after {result.steps_run:,} of {sc.steps:,} step(s) judged: "

@@ -28,7 +28,8 @@ Rules (docs/design.md for the data flow; docs/rounding.md for the unit):
   elements are still judged, so a real bug at the same place still fails.
 - **Localization.** Tensors are judged in forward order, then backward order, then the update
   (``tensor_order``); the first failing tensor of the first failing step is the first
-  divergence, with the element where the blamed backend is worst and every backend's value.
+  divergence, with the element where the blamed backend is worst, every backend's value, and
+  how many elements of the tensor each blamed backend has outside the bound.
 - **Blame.** The backends with an element outside the bound. Without an oracle, when more than
   half of them are outside, there is no majority and the verdict says so.
 """
@@ -232,6 +233,9 @@ class TensorVerdict:
     values: dict[str, float] | None = None  # every backend's value there, and the reference
     ulps: dict[str, float] | None = None  # with an oracle: per backend, worst error in ulps of the dtype
     allowed: float | None = None  # the error allowed at ``index`` (the bound there)
+    outside: dict[str, int] = field(default_factory=dict)  # per blamed backend: elements outside the bound
+    #                                                        (kink-excused ones not counted)
+    elements: int = 0  # elements of the tensor (set with ``outside``)
 
     @property
     def failed(self) -> bool:
@@ -416,6 +420,8 @@ def judge(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]
             v.values = {b: _at(traces[b][name], v.index) for b in backends}
             v.values[oracle or "consensus"] = _at(ref, v.index)
             v.allowed = _at(permitted, v.index)
+            v.outside = {b: int(np.count_nonzero(kept[b] > 1)) for b in blamed}
+            v.elements = int(np.size(ref))
         verdicts.append(v)
     return StepVerdict(step, verdicts, scan.events, scan.near, scan.flips)
 

@@ -41,6 +41,8 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from harness.core.errors import SpecError
+from harness.core.keys import Key
+from harness.judge.message import of_verdict, where
 from harness.spec.memory import BYTES, estimate, memory_for
 from harness.spec.rules import Archive, first_nonfinite, input_file, shape_text
 from harness.run.findings import classify
@@ -119,13 +121,86 @@ def _meta(meta: Any, what: str, mend: str, reads: tuple[str, ...]) -> dict:
     return meta
 
 
+def _read_meta(archive: Archive, what: str, mend: str) -> dict:
+    """The bundle's meta: one JSON text, with every key a replay reads (:func:`_meta`)."""
+    _need("meta" in archive.headers, what, "it has no meta (is it a nerva-consistency bundle?)", mend)
+    shape, dtype = archive.headers["meta"]
+    _need(dtype.kind == "U" and shape == (), what, f"its meta is {dtype} of shape {shape_text(shape)}, not one JSON text",
+          mend)
+    raw = archive.read("meta")
+    try:
+        meta = json.loads(str(raw))
+    except ValueError as e:
+        raise SpecError(f"{what} is damaged: its meta is not JSON ({e}); {mend}") from None
+    return _meta(meta, what, mend, BUNDLE_READS)
+
+
+def _scenario(meta: dict, what: str, mend: str) -> tuple[Scenario, str | None]:
+    """The scenario the meta's spec builds, and the oracle it asks for (a spec that does not build
+    is a damaged bundle)."""
+    from harness.run import choice as oracles
+    from harness.spec.scenario import DataSpec, build_scenario
+
+    s = meta["spec"]
+    ints = {key: _int(s[key], what, key, mend) for key in ("batch-size", "steps", "seed")}
+    try:
+        scenario = build_scenario(
+            name=meta["scenario"], layers=str(s["layers"]), sizes=str(s["sizes"]), optimizers=str(s["optimizers"]),
+            init_weights=str(s["init-weights"]) or None, loss=str(s["loss"]), lr=str(s["learning-rate"]),
+            batch_size=ints["batch-size"], steps=ints["steps"], data=DataSpec("synthetic", str(s["targets"])),
+            dtype=str(s["dtype"]), mode=str(s["mode"]), seed=ints["seed"], description=str(meta.get("description", "")))
+        if scenario.data.targets not in ("onehot", "soft", "real"):
+            raise SpecError(f"targets {scenario.data.targets!r} are not onehot, soft or real")
+        oracle, _ = oracles.choose(scenario, meta["oracle"])
+    except SpecError as e:
+        raise SpecError(f"{what} is damaged: its spec is not valid ({e}); {mend}") from None
+    return scenario, oracle
+
+
+def _check_arrays(archive: Archive, scenario: Scenario, expected: dict[str, tuple], spec: dict, what: str,
+                  mend: str) -> int:
+    """Every parameter of the model with its shape (and no other), the batches 0 … n-1
+    (1 <= n <= steps) with the spec's shapes, floating-point arrays only; returns n."""
+    state_names = {k[len("state/"):] for k in archive.headers if k.startswith("state/")}
+    for name, want in expected.items():
+        _need(name in state_names, what, f"state/{name} is missing (the spec's model has {', '.join(expected)})", mend)
+        got = archive.headers[f"state/{name}"][0]
+        _need(got == want, what, f"state/{name} has shape {shape_text(got)}, but the spec "
+                                 f"({spec['layers']}, sizes {spec['sizes']}) needs {shape_text(want)}", mend)
+    extra = sorted(state_names - set(expected))
+    _need(not extra, what, f"state/{extra[0] if extra else ''} is not a parameter of the spec's model", mend)
+    N, D, K = scenario.batch_size, scenario.input_size, scenario.output_size
+    steps_found: set[int] = set()
+    for key in archive.headers:
+        if key == "meta" or key.startswith("state/"):
+            continue
+        parts = key.split("/")
+        ok = len(parts) == 3 and parts[0] == "data" and parts[1].isdigit() and parts[2] in ("X", "T")
+        _need(ok, what, f"member {key!r} is not meta, state/<parameter> or data/<step>/X|T", mend)
+        steps_found.add(int(parts[1]))
+    n = len(steps_found)
+    _need(n >= 1, what, "it holds no batch (data/0/X)", mend)
+    _need(steps_found == set(range(n)), what, f"its batches are not numbered 0 … {n - 1} "
+                                              f"(data/{min(set(range(n)) - steps_found, default=n)} is missing)", mend)
+    _need(n <= scenario.steps, what, f"it holds {n} batches for a spec of {scenario.steps} steps", mend)
+    for i in range(n):
+        for name, want in (("X", (N, D)), ("T", (N, K))):
+            key = f"data/{i}/{name}"
+            _need(key in archive.headers, what, f"{key} is missing", mend)
+            got = archive.headers[key][0]
+            _need(got == want, what, f"{key} has shape {shape_text(got)}, but the spec (batch size {N}, sizes "
+                                     f"{spec['sizes']}) needs {shape_text(want)}", mend)
+    for key, (_, dt) in archive.headers.items():
+        if key != "meta":
+            _need(dt.kind == "f", what, f"{key} holds {dt}, not floating-point numbers", mend)
+    return n
+
+
 def bundle(text: str) -> tuple[dict, "Scenario", dict[str, np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
     """(meta, scenario, initial state, batches) of a repro bundle, every rule checked before an
     array is read: the meta's keys, a spec that builds, the memory it needs, every parameter
     the spec's model has with its shape (and no other), the batches 0 … n-1 (1 <= n <= steps)
     with the spec's shapes, finite real values."""
-    from harness.run import choice as oracles
-    from harness.spec.scenario import DataSpec, build_scenario
     from harness.spec.state import param_shapes
 
     path = input_file(text, "bundle", "give a .npz bundle written by a failing run or by explore")
@@ -133,66 +208,15 @@ def bundle(text: str) -> tuple[dict, "Scenario", dict[str, np.ndarray], list[tup
     mend = "it cannot be replayed; rerun the command that wrote it to write it again"
     archive = Archive(path, what, mend, "is damaged")
     try:
-        _need("meta" in archive.headers, what, "it has no meta (is it a nerva-consistency bundle?)", mend)
-        shape, dtype = archive.headers["meta"]
-        _need(dtype.kind == "U" and shape == (), what, f"its meta is {dtype} of shape {shape_text(shape)}, not one JSON text",
-              mend)
-        raw = archive.read("meta")
-        try:
-            meta = json.loads(str(raw))
-        except ValueError as e:
-            raise SpecError(f"{what} is damaged: its meta is not JSON ({e}); {mend}") from None
-        meta = _meta(meta, what, mend, BUNDLE_READS)
+        meta = _read_meta(archive, what, mend)
         s = meta["spec"]
-        ints = {key: _int(s[key], what, key, mend) for key in ("batch-size", "steps", "seed")}
-        try:
-            scenario = build_scenario(
-                name=meta["scenario"], layers=str(s["layers"]), sizes=str(s["sizes"]), optimizers=str(s["optimizers"]),
-                init_weights=str(s["init-weights"]) or None, loss=str(s["loss"]), lr=str(s["learning-rate"]),
-                batch_size=ints["batch-size"], steps=ints["steps"], data=DataSpec("synthetic", str(s["targets"])),
-                dtype=str(s["dtype"]), mode=str(s["mode"]), seed=ints["seed"], description=str(meta.get("description", "")))
-            if scenario.data.targets not in ("onehot", "soft", "real"):
-                raise SpecError(f"targets {scenario.data.targets!r} are not onehot, soft or real")
-            oracle, _ = oracles.choose(scenario, meta["oracle"])
-        except SpecError as e:
-            raise SpecError(f"{what} is damaged: its spec is not valid ({e}); {mend}") from None
+        scenario, oracle = _scenario(meta, what, mend)
         held = sum(math.prod(shape) * BYTES for shape, _ in archive.headers.values())
         memory_for(estimate(scenario, len(meta["backends"]), oracle) + held,
                    f"{what} ({len(archive.headers)} arrays of {held:,} bytes as float64, sizes {s['sizes']}, "
                    f"batch size {s['batch-size']})", "it was written on a larger machine, or its spec was altered")
         expected = param_shapes(scenario)
-        state_names = {k[len("state/"):] for k in archive.headers if k.startswith("state/")}
-        for name, want in expected.items():
-            _need(name in state_names, what, f"state/{name} is missing (the spec's model has {', '.join(expected)})", mend)
-            got = archive.headers[f"state/{name}"][0]
-            _need(got == want, what, f"state/{name} has shape {shape_text(got)}, but the spec "
-                                     f"({s['layers']}, sizes {s['sizes']}) needs {shape_text(want)}", mend)
-        extra = sorted(state_names - set(expected))
-        _need(not extra, what, f"state/{extra[0] if extra else ''} is not a parameter of the spec's model", mend)
-        N, D, K = scenario.batch_size, scenario.input_size, scenario.output_size
-        steps_found: set[int] = set()
-        for key in archive.headers:
-            if key == "meta" or key.startswith("state/"):
-                continue
-            parts = key.split("/")
-            ok = len(parts) == 3 and parts[0] == "data" and parts[1].isdigit() and parts[2] in ("X", "T")
-            _need(ok, what, f"member {key!r} is not meta, state/<parameter> or data/<step>/X|T", mend)
-            steps_found.add(int(parts[1]))
-        n = len(steps_found)
-        _need(n >= 1, what, "it holds no batch (data/0/X)", mend)
-        _need(steps_found == set(range(n)), what, f"its batches are not numbered 0 … {n - 1} "
-                                                  f"(data/{min(set(range(n)) - steps_found, default=n)} is missing)", mend)
-        _need(n <= scenario.steps, what, f"it holds {n} batches for a spec of {scenario.steps} steps", mend)
-        for i in range(n):
-            for name, want in (("X", (N, D)), ("T", (N, K))):
-                key = f"data/{i}/{name}"
-                _need(key in archive.headers, what, f"{key} is missing", mend)
-                got = archive.headers[key][0]
-                _need(got == want, what, f"{key} has shape {shape_text(got)}, but the spec (batch size {N}, sizes "
-                                         f"{s['sizes']}) needs {shape_text(want)}", mend)
-        for key, (_, dt) in archive.headers.items():
-            if key != "meta":
-                _need(dt.kind == "f", what, f"{key} holds {dt}, not floating-point numbers", mend)
+        n = _check_arrays(archive, scenario, expected, s, what, mend)
 
         def array(key: str) -> np.ndarray:
             a = archive.read(key).astype(np.float64)
@@ -252,6 +276,15 @@ def _numbers(doc: dict[str, Any]) -> dict[str, Any]:
             "first_divergence": doc["first_divergence"], "failures": doc["failures"]}
 
 
+def _as_recorded(then: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
+    """``now``'s numbers with only the first-divergence fields the recording has: a field added
+    within the schema since (``outside``, ``elements``) is not a difference."""
+    a, b = then.get("first_divergence"), now.get("first_divergence")
+    if isinstance(a, dict) and isinstance(b, dict):
+        now = {**now, "first_divergence": {k: v for k, v in b.items() if k in a}}
+    return now
+
+
 def verdict(result: RunResult) -> dict[str, Any]:
     """The part of a run that must reproduce on any platform: passed or not, each finding's
     class and the backends it names, and where the first divergence is (not which element)."""
@@ -277,14 +310,25 @@ def recorded_verdict(meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def describe_verdict(v: dict[str, Any]) -> str:
-    """One short text: ``FAIL: bug (jax); first divergence at step 0, DX of layer 2``."""
+def _where(v: dict[str, Any]) -> str | None:
+    """Where a verdict's first divergence is: ``step 0, DX of layer 2`` (None: there is none)."""
+    f = v["first_divergence"]
+    return None if f is None else where(f["step"], Key(f["tensor"], f["layer"]).label)
+
+
+def describe_verdict(v: dict[str, Any], sentence: str | None = None) -> str:
+    """One text: ``FAIL: bug (jax); first divergence at step 0, DX of layer 2``, or with the first
+    divergence's ``sentence`` (:mod:`harness.judge.message`) ``…; first divergence: step 0, …``."""
     findings = ", ".join(f"{f['class']} ({', '.join(f['backends'])})" for f in v["findings"])
-    first = v["first_divergence"]
-    where = "" if first is None else \
-        f"first divergence at step {first['step']}, {first['tensor']}" + \
-        ("" if first["layer"] is None else f" of layer {first['layer']}")
-    return ("PASS" if v["passed"] else "FAIL") + ": " + ("; ".join(x for x in (findings, where) if x) or "no findings")
+    at = _where(v)
+    first = "" if at is None else f"first divergence: {sentence}" if sentence else f"first divergence at {at}"
+    return ("PASS" if v["passed"] else "FAIL") + ": " + ("; ".join(x for x in (findings, first) if x) or "no findings")
+
+
+def describe_result(result: RunResult) -> str:
+    """:func:`describe_verdict` of a run, with its first divergence's sentence."""
+    first = result.first_divergence
+    return describe_verdict(verdict(result), None if first is None else of_verdict(*first, result.oracle))
 
 
 def compare_verdicts(recorded: dict[str, Any], now: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -307,13 +351,9 @@ def compare_verdicts(recorded: dict[str, Any], now: dict[str, Any]) -> tuple[lis
             else:
                 differences.append(f"findings: {text}")
 
-    def where(v: dict) -> str:
-        f = v["first_divergence"]
-        return "none" if f is None else \
-            f"step {f['step']}, {f['tensor']}" + ("" if f["layer"] is None else f" of layer {f['layer']}")
-
-    if where(recorded) != where(now):
-        differences.append(f"first divergence: recorded {where(recorded)}, replay {where(now)}")
+    then, there = _where(recorded) or "none", _where(now) or "none"
+    if then != there:
+        differences.append(f"first divergence: recorded {then}, replay {there}")
     return differences, notes
 
 
@@ -435,7 +475,7 @@ def replay(path: Path | str, backends: list[str] | None = None,
     recorded, now = recorded_verdict(meta), verdict(result)
     verdict_differences, kink_notes = compare_verdicts(recorded, now)
     if mode == "numbers":
-        numbers_then, numbers_now = meta["numbers"], _numbers(to_json(result))
+        numbers_then, numbers_now = meta["numbers"], _as_recorded(meta["numbers"], _numbers(to_json(result)))
         out += [key for key in numbers_then
                 if json.dumps(numbers_then[key], sort_keys=True) != json.dumps(numbers_now.get(key), sort_keys=True)]
         if out:

@@ -3,8 +3,9 @@
 One ``<testsuite>`` per run (scenario x variant x seed), one ``<testcase>`` per backend in it:
 
 - a backend the comparator blamed at the first divergence gets a ``<failure>`` whose message is
-  the first divergence (step, tensor, element, how far outside the bound) and whose text adds
-  every backend's value there and the commands that reproduce the run;
+  the first divergence (:mod:`harness.judge.message`: step, tensor, element, how far outside
+  the bound, how many elements were outside, every backend's value there) and whose text adds
+  the commands that reproduce the run;
 - a backend that raised gets an ``<error>`` with its message;
 - the backends a documented defect (``known`` in the catalog) blames, when ``check`` saw exactly
   that defect, are ``<skipped>`` with the finding's name: not a failure, but visible;
@@ -23,20 +24,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Iterable
 
-
-def divergence_text(report: dict[str, Any]) -> str | None:
-    """One line: where the run first left the bound, or None when it did not."""
-    fd = report.get("first_divergence")
-    if not fd:
-        return None
-    name = fd["tensor"] + ("" if fd.get("layer") is None else f" of layer {fd['layer']}")
-    ratios = [r for b, r in fd.get("ratio", {}).items() if b in fd["backends"] and isinstance(r, (int, float))]
-    worst = f"{max(ratios):.3g}x" if ratios else "non-finite x"
-    who = ", ".join(fd["backends"]) + ("" if fd.get("majority", True) else " (no majority: cannot tell who is right)")
-    allowed = fd.get("allowed")
-    there = f" (bound there {allowed:.3g})" if isinstance(allowed, (int, float)) else ""
-    return (f"first divergence at step {fd['step']}, {name}, element {fd.get('index', [])}: "
-            f"{who} off by {worst} the rounding bound{there}")
+from harness.judge.message import of_report
 
 
 def reproduce_lines(report: dict[str, Any]) -> list[str]:
@@ -69,9 +57,9 @@ def suite(report: dict[str, Any]) -> ET.Element:
     fd = report.get("first_divergence") or {}
     blamed = set(fd.get("backends", []))
     failures = report.get("failures") or {}
-    text = divergence_text(report)
+    sentence = of_report(report)
+    text = f"first divergence: {sentence}" if sentence else None
     how = "\n".join(["Reproduce with:", *reproduce_lines(report)])
-    values = ", ".join(f"{b} {v}" for b, v in (fd.get("values") or {}).items())
 
     el = ET.Element("testsuite", {"name": run_name(report), "time": f"{float(report.get('seconds', 0.0)):.3f}"})
     if check.get("started"):
@@ -104,7 +92,7 @@ def suite(report: dict[str, Any]) -> ET.Element:
             counts["failures"] += 1
         elif backend in blamed and status != "known":
             fail = ET.SubElement(case, "failure", {"message": text or "inconsistent", "type": "Inconsistency"})
-            fail.text = "\n".join(filter(None, [text, f"values there: {values}" if values else "", how]))
+            fail.text = "\n".join(filter(None, [text, how]))
             counts["failures"] += 1
     for key, value in counts.items():
         el.set(key, str(value))

@@ -25,13 +25,13 @@ from importlib.metadata import distributions
 from pathlib import Path
 from typing import Any
 
-REPORT_SCHEMA = "nerva-consistency/report/2"
+from harness.core.keys import Key, parse as parse_key
+from harness.judge.message import of_report
+from harness.reports.report import SCHEMA as REPORT_SCHEMA, SHOWN
+
 CHECK_SCHEMA = "nerva-consistency/check/1"
 MANIFEST = "check.json"
-RED = ("fail", "known-missing")
-# The versions a summary shows per cell (every installed package is in the manifest).
-SHOWN = ("numpy", "torch", "jax", "jaxlib", "tensorflow", "keras", "nerva-numpy", "nerva-torch",
-         "nerva-jax", "nerva-tensorflow")
+RED_STATUSES = ("fail", "known-missing")  # the check statuses that make a run red
 
 
 def installed() -> dict[str, str]:
@@ -165,8 +165,9 @@ def cell_of(report: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------- merging
 
 @dataclass
-class Finding:
-    """One distinct red finding, with every (cell, seed) it was seen in."""
+class MergedFinding:
+    """One distinct red finding of a merge, with every (cell, seed) it was seen in (not a
+    :class:`harness.run.findings.Finding`, which is what classify says of one run)."""
 
     kind: str  # inconsistency | error | known-missing
     scenario: str
@@ -178,6 +179,11 @@ class Finding:
     seen: list[tuple[str, int]] = field(default_factory=list)
     reproduce: str = ""
 
+    @property
+    def label(self) -> str:
+        """The tensor as a person reads it ("DW of layer 2"), or "-"."""
+        return parse_key(self.tensor).label if self.tensor else "-"
+
 
 @dataclass
 class Merged:
@@ -187,7 +193,7 @@ class Merged:
     cells: dict[str, dict[str, Any]]
     failed_scenarios: dict[str, int]
     failed_backends: dict[str, int]
-    findings: list[Finding]
+    findings: list[MergedFinding]
     missing: dict[str, list[str]]  # cell -> runs it planned but did not report
 
     @property
@@ -195,24 +201,24 @@ class Merged:
         return self.totals["failed"] > 0 or any(self.missing.values())
 
 
-def _findings_of(report: dict[str, Any]) -> list[Finding]:
+def _findings_of(report: dict[str, Any]) -> list[MergedFinding]:
     st = status(report)
     variant = f"{report['dtype']}/{report['mode']}"
     out = []
     for backend, message in (report.get("failures") or {}).items():
         text = message.split(": ", 1)[1] if ": " in message else message  # without "step N: "
-        out.append(Finding("error", report["scenario"], variant, (backend,), None, text))
+        out.append(MergedFinding("error", report["scenario"], variant, (backend,), None, text))
     fd = report.get("first_divergence")
     if st == "fail" and fd:
-        name = fd["tensor"] + ("" if fd.get("layer") is None else str(fd["layer"]))
+        name = Key(fd["tensor"], fd.get("layer")).name
         ratios = [r if isinstance(r, (int, float)) else float("inf")
                   for b, r in fd.get("ratio", {}).items() if b in fd["backends"]]
-        out.append(Finding("inconsistency", report["scenario"], variant, tuple(sorted(fd["backends"])), name,
-                           f"first divergence at {name}", max(ratios, default=0.0)))
+        out.append(MergedFinding("inconsistency", report["scenario"], variant, tuple(sorted(fd["backends"])), name,
+                                 of_report(report) or "", max(ratios, default=0.0)))
     if st == "known-missing":
         expected = (report.get("check") or {}).get("expected") or {}
-        out.append(Finding("known-missing", report["scenario"], variant, tuple(expected.get("backends", [])),
-                           None, f"expected {expected.get('finding', 'a known defect')}; it did not show"))
+        out.append(MergedFinding("known-missing", report["scenario"], variant, tuple(expected.get("backends", [])),
+                                 None, f"expected {expected.get('finding', 'a known defect')}; it did not show"))
     return out
 
 
@@ -222,7 +228,7 @@ def merge(loaded: Loaded) -> Merged:
     cells: dict[str, dict[str, Any]] = {}
     failed_scenarios: dict[str, int] = defaultdict(int)
     failed_backends: dict[str, int] = defaultdict(int)
-    findings: dict[tuple, Finding] = {}
+    findings: dict[tuple, MergedFinding] = {}
     reported: dict[str, set[str]] = defaultdict(set)
     for path, manifest in loaded.manifests:
         cell = cells.setdefault(manifest.get("cell", "?"), _new_cell())
@@ -241,11 +247,11 @@ def merge(loaded: Loaded) -> Merged:
             cell["versions"] = {k: v for k, v in (report.get("versions") or {}).items() if k in SHOWN or k == "python"}
         totals["runs"] += 1
         cell["counts"]["runs"] += 1
-        key = "failed" if st in RED else "known" if st == "known" else "passed"
+        key = "failed" if st in RED_STATUSES else "known" if st == "known" else "passed"
         totals[key] += 1
         cell["counts"][key] += 1
         reported[name].add((report.get("check") or {}).get("run") or "")
-        if st in RED:
+        if st in RED_STATUSES:
             cell["red_shards"].add((report.get("check") or {}).get("shard"))
             failed_scenarios[report["scenario"]] += 1
             fd = report.get("first_divergence") or {}
@@ -315,13 +321,15 @@ def markdown(m: Merged, title: str = "nerva-consistency") -> str:
                 lines.append(f"  - {run}: planned, no report (the cell stopped early?)")
         lines.append("")
     if m.findings:
-        lines += ["### Findings (deduplicated)", "", "| kind | scenario | variant | backends | tensor | worst | seen in |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["### Findings (deduplicated)", "",
+                  "| kind | scenario | variant | backends | tensor | worst | seen in | detail (the first seen) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for f in sorted(m.findings, key=lambda f: (f.kind, f.scenario, f.variant, f.backends)):
             seen = ", ".join(f"{c} seed {s}" for c, s in f.seen)
             worst = f"{f.worst:.3g}" if f.kind == "inconsistency" else "-"
-            lines.append(f"| {f.kind} | {f.scenario} | {f.variant} | {', '.join(f.backends)} | {f.tensor or '-'} | "
-                         f"{worst} | {seen} |")
+            detail = f.detail.replace("|", "\\|")
+            lines.append(f"| {f.kind} | {f.scenario} | {f.variant} | {', '.join(f.backends)} | {f.label} | "
+                         f"{worst} | {seen} | {detail} |")
         lines.append("")
     if m.failed_scenarios:
         lines.append("Failed scenarios: " + ", ".join(f"{k} ({v})" for k, v in sorted(m.failed_scenarios.items())))

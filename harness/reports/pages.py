@@ -15,7 +15,8 @@ import html
 import math
 from typing import Any, Callable
 
-from harness.reports.junit import divergence_text, reproduce_lines, run_name
+from harness.judge.message import of_report
+from harness.reports.junit import reproduce_lines, run_name
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5em auto;max-width:1200px;color:#222;padding:0 1em}
@@ -87,7 +88,7 @@ def run_section(report: dict[str, Any], png: bytes | None, open_: bool = True, n
         facts.append((f"{b} raised", msg))
     for b, tensors in (report.get("dtype_mismatches") or {}).items():
         facts.append((f"{b} dtype", f"held {', '.join(tensors)} in another dtype than {report.get('dtype')}"))
-    text = divergence_text(report)
+    text = of_report(report)
     if text:
         facts.append(("first divergence", text))
     parts.append("<table>" + "".join(f"<tr><th class='l'>{_e(k)}</th><td class='l'>{_e(v)}</td></tr>"
@@ -144,7 +145,8 @@ def run_page(report: dict[str, Any], png: bytes | None, note: str = "") -> str:
 def merge_page(merged, png_of: Callable[[dict[str, Any]], bytes | None], note: str = "",
                title: str = "nerva-consistency: merged report") -> str:
     """The page of a merge (:class:`harness.reports.merge.Merged`); ``png_of`` draws a run's plot."""
-    from harness.reports.merge import SHOWN, totals_line
+    from harness.reports.merge import totals_line
+    from harness.reports.report import SHOWN
 
     parts = [f"<p class='{'fail' if merged.red else 'pass'}'>{'RED' if merged.red else 'green'}: "
              f"{_e(totals_line(merged))}</p>"]
@@ -176,11 +178,13 @@ def merge_page(merged, png_of: Callable[[dict[str, Any]], bytes | None], note: s
             seen = ", ".join(f"{c} seed {s}" for c, s in f.seen)
             worst = f"{f.worst:.3g}" if f.kind == "inconsistency" else "-"
             rows.append(f"<tr><td class='l'>{_e(f.kind)}</td><td class='l'>{_e(f.scenario)}</td><td class='l'>{_e(f.variant)}</td>"
-                        f"<td class='l'>{_e(', '.join(f.backends))}</td><td class='l'>{_e(f.tensor or '-')}</td>"
-                        f"<td>{_e(worst)}</td><td class='l'>{_e(seen)}</td><td class='l'><code>{_e(f.reproduce)}</code></td></tr>")
+                        f"<td class='l'>{_e(', '.join(f.backends))}</td><td class='l'>{_e(f.label)}</td>"
+                        f"<td>{_e(worst)}</td><td class='l'>{_e(seen)}</td><td class='l'>{_e(f.detail)}</td>"
+                        f"<td class='l'><code>{_e(f.reproduce)}</code></td></tr>")
         parts.append("<h2>Findings (deduplicated over cells and seeds)</h2><table><tr><th class='l'>kind</th>"
                      "<th class='l'>scenario</th><th class='l'>variant</th><th class='l'>backends</th><th class='l'>tensor</th>"
-                     "<th>worst</th><th class='l'>seen in</th><th class='l'>reproduce</th></tr>" + "".join(rows) + "</table>")
+                     "<th>worst</th><th class='l'>seen in</th><th class='l'>detail (the first seen)</th>"
+                     "<th class='l'>reproduce</th></tr>" + "".join(rows) + "</table>")
     if note:
         parts.append(f"<p class='muted'>{_e(note)}</p>")
     order = sorted(merged.reports, key=lambda pr: (status_of(pr[1]) not in ("fail", "known-missing"),

@@ -16,6 +16,7 @@ from harness.reports import junit
 from harness.reports import merge
 from harness.reports import pages
 from harness.reports import plots
+from harness.reports.report import SCHEMA as REPORT_SCHEMA
 from harness.core.errors import SpecError
 
 
@@ -101,9 +102,9 @@ def report_command(args, out) -> int:
             report = json.loads(path.read_text())
         except ValueError as e:
             raise SpecError(f"{p!r} is not JSON: {e}") from None
-        if not isinstance(report, dict) or report.get("schema") != merge.REPORT_SCHEMA:
+        if not isinstance(report, dict) or report.get("schema") != REPORT_SCHEMA:
             schema = report.get("schema") if isinstance(report, dict) else None
-            raise SpecError(f"{p!r} is not a run report (schema {schema!r}, expected {merge.REPORT_SCHEMA!r})")
+            raise SpecError(f"{p!r} is not a run report (schema {schema!r}, expected {REPORT_SCHEMA!r})")
         html_path, png_path = render_run(report, path, Path(args.out) if args.out else path.parent, with_plots)
         out.print(f"{pages.status_of(report).upper()} {pages.run_name(report)}: {html_path}"
                   + (f", {png_path}" if png_path else ""), soft_wrap=True)

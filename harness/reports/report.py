@@ -21,7 +21,8 @@ JSON schema ``nerva-consistency/report/2`` (documented in docs/report-schema.md)
     kink_events       [{step, site, tensor, index, point, flipped, values: {backend: v},
                         gradient: {backend: dv}}]  (at most 20 per step)
     first_divergence  null, or {step, tensor, layer, index, backends (blamed), majority,
-                        ratio: {backend: r}, values: {backend: v, "consensus": v}, allowed: the bound there}
+                        ratio: {backend: r}, values: {backend: v, "consensus": v}, allowed: the bound there,
+                        outside: {blamed backend: elements outside the bound}, elements: the tensor's size}
     non_finite        null, or {step, tensor, layer, values: {backend: its first NaN/Inf}}: the first tensor
                       a backend held NaN or Inf in (the run fails, even when every backend agrees)
     interrupted       bool: the run was stopped by Ctrl-C (per_step holds the steps judged until then)
@@ -42,8 +43,12 @@ from harness.run.runner import RunResult
 from harness.spec.scenario import Scenario
 
 SCHEMA = "nerva-consistency/report/2"
-PACKAGES = ("numpy", "torch", "jax", "jaxlib", "tensorflow", "sympy", "mpmath", "hypothesis",
-            "nerva-numpy", "nerva-torch", "nerva-jax", "nerva-tensorflow", "nerva-consistency")
+FRAMEWORKS = ("numpy", "torch", "jax", "jaxlib", "tensorflow")
+NERVA = ("nerva-numpy", "nerva-torch", "nerva-jax", "nerva-tensorflow")
+PACKAGES = FRAMEWORKS + ("sympy", "mpmath", "hypothesis") + NERVA + ("nerva-consistency",)
+"""The versions a report records."""
+SHOWN = FRAMEWORKS + ("keras",) + NERVA
+"""The versions a merged summary shows per cell (a cell manifest holds every installed package)."""
 
 
 def versions() -> dict[str, str | None]:
@@ -163,7 +168,8 @@ def to_json(result: RunResult) -> dict[str, Any]:
               "backends": tv.blamed, "majority": tv.majority,
               "ratio": {b: _num(r) for b, r in tv.worst.items()},
               "values": {b: _num(v) for b, v in (tv.values or {}).items()},
-              "allowed": _num(tv.allowed) if tv.allowed is not None else None}
+              "allowed": _num(tv.allowed) if tv.allowed is not None else None,
+              "outside": dict(tv.outside), "elements": tv.elements}
     return {
         "schema": SCHEMA,
         "passed": result.passed,

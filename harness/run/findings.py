@@ -1,9 +1,10 @@
 """Classify what a run found, honestly, and say which findings make a run red.
 
-Classes (issue 4):
+Classes:
 
 - ``bug``        a backend outside the comparator's bound (error / bound above 1) of the exact
                  oracle (or, without one, of the majority) outside any kink's influence — red;
+                 its detail is the first divergence's sentence (:mod:`harness.judge.message`);
 - ``unstable``   a float32 ``bug`` whose blamed backends are within the bound at that tensor when
                  the same values run in float64: a numerically unstable formula — red. Only
                  :func:`harness.search.explore.unstable` gives this class (it needs that rerun;
@@ -34,7 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.core.keys import parse as parse_key
+from harness.core.keys import Key, parse as parse_key
+from harness.judge.message import of_verdict, where
 from harness.run.runner import RunResult
 
 RED = ("bug", "unstable", "non-finite", "dtype", "error")
@@ -91,22 +93,19 @@ def classify(result: RunResult) -> list[Finding]:
     if first is not None:
         step, tv = first
         values = tv.values or {}
-        ref_name = result.oracle or "consensus"
-        ref = values.get(ref_name, float("nan"))
+        ref = values.get(result.oracle or "consensus", float("nan"))
         nonfinite = [b for b in tv.blamed if not np.isfinite(values.get(b, 0.0))]
         cls = "non-finite" if nonfinite and np.isfinite(ref) else "bug"
         who = tuple(sorted(nonfinite or tv.blamed))
-        against = f"the {result.oracle} oracle" if result.oracle else ("the majority" if tv.majority else "no majority")
         everywhere = cls == "non-finite" and len(nonfinite) == len(result.backends)
         out.append(Finding(cls, who, tv.key[0], tv.key[1], _kind(result, tv.key[1]), step,
-                           f"{tv.key[0]}{tv.key[1] or ''} at step {step}, element {list(tv.index or ())}: "
-                           f"{', '.join(f'{b} {values.get(b)!r}' for b in tv.blamed)} vs {ref!r} ({against})"
-                           + (" - in every backend" if everywhere else ""), everywhere=everywhere))
+                           of_verdict(step, tv, result.oracle) + (" - in every backend" if everywhere else ""),
+                           everywhere=everywhere))
     nf = result.nonfinite
     if nf is not None and first is None:  # every backend agreed on it, so nothing was outside a bound
         everywhere = set(nf.backends) == set(result.backends)
         out.append(Finding("non-finite", tuple(sorted(nf.backends)), nf.key[0], nf.key[1], _kind(result, nf.key[1]),
-                           nf.step, f"{nf.name} at step {nf.step}: "
+                           nf.step, f"{where(nf.step, Key(*nf.key).label)}: "
                            f"{', '.join(f'{b} {v!r}' for b, v in nf.values.items())} (not compared: "
                            + ("every backend holds it" if everywhere else "inside the bound") + ")",
                            everywhere=everywhere))

@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.core.errors import SpecError
+from harness.core.keys import Key
+from harness.judge.message import of_verdict, where
 
 SCHEMA = "nerva-consistency/mutants/1"
 BACKENDS = ["numpy", "torch", "jax", "tensorflow"]
@@ -101,7 +103,7 @@ class Row:
     #                      step (None: a non-finite value, NaN or inf, where the reference is finite)
     baseline_worst: float | None = None  # benign mutants: the same without the change
     moved: float | None = None  # benign mutants: the most any (step, tensor)'s worst ratio rose
-    detail: str = ""
+    detail: str = ""  # the first divergence's sentence (harness.judge.message), or what raised
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -129,8 +131,7 @@ def verdict(result: Any) -> tuple[bool, list[str], dict | None, str]:
     elif div is not None:
         step, tv = div
         first = {"step": step, "tensor": tv.key[0], "layer": tv.key[1]}
-        worst = max((tv.worst[b] for b in tv.blamed), default=float("nan"))
-        detail = f"{worst:.3g}x the bound"
+        detail = of_verdict(step, tv, result.oracle)
     elif findings:
         detail = findings[0].detail
     return caught, blamed, first, detail
@@ -218,10 +219,8 @@ def summarize(rows: list[Row], seconds: float) -> Summary:
 
 
 def _first_text(first: dict | None) -> str:
-    if first is None:
-        return "-"
-    layer = "" if first["layer"] is None else f", layer {first['layer']}"
-    return f"step {first['step']}, {first['tensor']}{layer}"
+    """Where the row's first divergence is (``step 0, DW of layer 2``; ``raised`` for an error)."""
+    return "-" if first is None else where(first["step"], Key(first["tensor"], first["layer"]).label)
 
 
 def summary_lines(s: Summary) -> list[str]:
