@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from harness.judge.compare import ratio
+from harness.judge.message import sentence
 from harness.judge.rounding import Arithmetic, Pair
 from harness.oracle.symbolic import to_float64
 
@@ -60,16 +61,16 @@ def assert_exact(got, exact, dtype: str, what: str, bound, point=None, skip=None
         r = np.where(np.broadcast_to(skip, r.shape), 0.0, r)
     bad = r > 1
     if bad.any():
-        i = np.unravel_index(int(np.argmax(r)), r.shape)
+        i = tuple(int(k) for k in np.unravel_index(int(np.argmax(r)), r.shape))
         err = abs(got[i] - ref[i])
         permitted = float(np.broadcast_to(np.asarray(bound, dtype=np.float64), ref.shape)[i]) + abs(ref[i]) * 2.0 ** -53
         spacing = float(np.spacing(np.abs(ref[i]).astype(dtype)))
         finite = np.abs(ref[np.isfinite(ref)])
         scale = float(np.spacing(np.asarray(finite.max() if finite.size else 0.0, dtype=dtype)))
-        at = "" if point is None else f" at point {np.asarray(point)[i] if np.ndim(point) else point!r}"
+        at = "" if point is None else f"; at point {np.asarray(point)[i] if np.ndim(point) else point!r}"
         raise AssertionError(
-            f"{what}: {int(bad.sum())} of {bad.size} element(s) outside the rounding bound."
-            f" Worst at index {tuple(int(k) for k in i)}{at}: exact {ref[i]!r}, got {got[i]!r},"
-            f" error {err:.3g} = {r[i]:.3g}x the bound ({permitted:.3g})"
-            f" = {err / spacing:.3g} ulp of {dtype} ({err / scale:.3g} at the tensor's largest value)")
+            sentence(step=None, label=what, index=i, blamed=["got"], ratios={"got": float(r[i])}, allowed=permitted,
+                     twice=False, outside={"got": int(bad.sum())}, elements=int(bad.size),
+                     values={"got": float(got[i]), "exact": float(ref[i])}, ulps={"got": err / scale})
+            + f"; {err / spacing:.3g} ulp of {dtype} at that element{at}")
     return float(r.max()) if r.size else 0.0

@@ -28,7 +28,7 @@ from harness.run.findings import RED
 from harness.cli.main import main
 from harness.search.explore import evaluate, example_from_blob, explore, fingerprint, stable_generation
 from harness.reports.bundle import load, replay
-from harness.reports.report import flags
+from harness.spec.flags import flags
 from harness.core.components import DTYPES, MODES
 from harness.spec.scenario import build_scenario
 from harness.spec.state import as_dtype

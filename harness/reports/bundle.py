@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from harness.core import components
 from harness.core.errors import SpecError
 from harness.core.keys import Key
 from harness.judge.message import of_verdict, where
@@ -47,14 +48,15 @@ from harness.spec.memory import BYTES, estimate, memory_for
 from harness.spec.rules import Archive, first_nonfinite, input_file, shape_text
 from harness.run.findings import classify
 from harness.reports.machine import describe, explain
-from harness.reports.report import flags, reproduce, to_json, versions
+from harness.reports.report import reproduce, to_json, versions
 from harness.run.runner import RunResult, run
+from harness.spec.data import TARGETS
+from harness.spec.flags import NAMES, flags
 from harness.spec.scenario import Scenario
 
 BUNDLE_READS = ("nerva-consistency/bundle/1", "nerva-consistency/bundle/2")  # schema 1: no platform, no verdict
-BUNDLE_SPEC = ("layers", "sizes", "optimizers", "init-weights", "loss", "learning-rate", "batch-size", "steps",
-               "targets", "dtype", "mode", "seed")
-ORACLES = ("sympy", "autodiff", "none")
+BUNDLE_SPEC = tuple(name for name in NAMES if name != "dataset")  # a bundle holds its data
+ORACLES = (*components.ORACLES, "none")
 
 
 def _need(cond: bool, what: str, problem: str, mend: str) -> None:
@@ -149,7 +151,7 @@ def _scenario(meta: dict, what: str, mend: str) -> tuple[Scenario, str | None]:
             init_weights=str(s["init-weights"]) or None, loss=str(s["loss"]), lr=str(s["learning-rate"]),
             batch_size=ints["batch-size"], steps=ints["steps"], data=DataSpec("synthetic", str(s["targets"])),
             dtype=str(s["dtype"]), mode=str(s["mode"]), seed=ints["seed"], description=str(meta.get("description", "")))
-        if scenario.data.targets not in ("onehot", "soft", "real"):
+        if scenario.data.targets not in TARGETS:
             raise SpecError(f"targets {scenario.data.targets!r} are not onehot, soft or real")
         oracle, _ = oracles.choose(scenario, meta["oracle"])
     except SpecError as e:

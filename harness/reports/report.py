@@ -40,6 +40,7 @@ from typing import Any
 from harness.judge import rounding
 from harness.judge.compare import key_name
 from harness.run.runner import RunResult
+from harness.spec.flags import flags
 from harness.spec.scenario import Scenario
 
 SCHEMA = "nerva-consistency/report/2"
@@ -59,27 +60,6 @@ def versions() -> dict[str, str | None]:
         except PackageNotFoundError:
             out[name] = None
     return out
-
-
-def flags(scenario: Scenario) -> dict[str, str]:
-    """The complete flags of ``nerva-consistency run`` that rebuild ``scenario``."""
-    strings = scenario.layer_strings()
-    source = scenario.data.source
-    return {
-        "layers": strings["layers"],
-        "sizes": strings["sizes"],
-        "optimizers": strings["optimizers"],
-        "init-weights": strings["init_weights"],
-        "loss": scenario.loss,
-        "learning-rate": repr(scenario.lr),
-        "batch-size": str(scenario.batch_size),
-        "steps": str(scenario.steps),
-        "dataset": source[4:] if source.startswith("npz:") else source,
-        "targets": scenario.data.targets,
-        "dtype": scenario.dtype,
-        "mode": scenario.mode,
-        "seed": str(scenario.seed),
-    }
 
 
 def reproduce_args(scenario: Scenario, backends: list[str], oracle: str | None = None) -> list[str]:
