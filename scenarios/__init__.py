@@ -103,14 +103,3 @@ def known_defect(name: str, dtype: str) -> dict[str, Any] | None:
         if entry.get("dtype", dtype) == dtype:
             return entry
     return None
-
-
-def main_job() -> list[tuple[str, str, str]]:
-    """(name, dtype, mode) of every run of the main job."""
-    runs = []
-    for name, table in catalog().items():
-        if table.get("check"):
-            for variant in table.get("variants", ALL_VARIANTS):
-                dtype, _, mode = variant.partition("/")
-                runs.append((name, dtype, mode))
-    return runs

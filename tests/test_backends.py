@@ -8,12 +8,13 @@ import pytest
 import adapters
 import scenarios
 from harness.judge.compare import key_name, tensor_order
+from harness.run.plan import plan
 from harness.run.runner import run
 from harness.spec.scenario import build_scenario
 
 pytestmark = pytest.mark.backends
 
-SMALL = [run for run in scenarios.main_job() if run[0] != "upstream"]
+SMALL = [(r.scenario, r.dtype, r.mode) for r in plan() if r.scenario != "upstream"]
 
 
 @pytest.mark.parametrize("name,dtype,mode", SMALL)

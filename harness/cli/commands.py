@@ -16,13 +16,15 @@ def list_(out) -> int:
     import scenarios
     from rich.table import Table
 
+    from harness.run import plan
+
     table = Table(title="scenario catalog (check: the dtype/mode variants `nerva-consistency check` runs)")
     for col in ("name", "check", "model", "loss", "steps", "description"):
         table.add_column(col)
-    jobs = scenarios.main_job()
+    runs = plan.plan()
     for name, t in scenarios.catalog().items():
         sc = scenarios.from_table(name, t)
-        variants = [f"{d}/{m}" for n, d, m in jobs if n == name]
+        variants = [r.variant for r in runs if r.scenario == name]
         table.add_row(name, "all 4" if len(variants) == 4 else ", ".join(variants),
                       f"{t['sizes']}: {t['layers']}", sc.loss, str(sc.steps), sc.description)
     out.print(table)
@@ -63,17 +65,14 @@ def check(args: argparse.Namespace, checked, out, err, argv: list[str]) -> int:
 
     import scenarios
     from harness.reports import merge
+    from harness.reports.report import to_json
     from harness.run import plan as sharding
-    from harness.reports.report import to_json, versions
     from harness.run.runner import Interrupted
 
-    backends = checked.backends
     part = sharding.parse_shard(args.shard)
-    planned = sharding.plan(args.variants, args.seed, args.add_seed)
-    runs = sharding.select(planned, part)
+    planned, runs = sharding.shard_plan(args.variants, args.seed, args.add_seed, args.shard)
     out_dir = checked.out
     json_dir = checked.json or (out_dir / "json" if out_dir else None)
-    junit_path = str(checked.junit) if checked.junit else (str(out_dir / "junit.xml") if out_dir else None)
     if out_dir and json_dir and merge.clear(json_dir):
         out.print(f"removed the reports of an earlier check from {json_dir}")
     seeds = {n: int(t.get("seed", 0)) for n, t in scenarios.catalog().items()}
@@ -83,44 +82,18 @@ def check(args: argparse.Namespace, checked, out, err, argv: list[str]) -> int:
         out.print(f"shard {part}: {len(runs)} of the plan's {len(planned)} run(s)")
     failed, known, reports = [], [], []
     for n, r in enumerate(runs):
-        scenario = scenarios.get(r.scenario, seed=r.seed, dtype=r.dtype, mode=r.mode)
         run_started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         label = f"{r.scenario} {r.dtype} {r.mode}" + ("" if r.seed == seeds.get(r.scenario) else f" seed {r.seed}")
         try:
-            result = console.run_one(scenario, backends, args, out, err)
+            result = console.run_one(sharding.scenario(r), checked.backends, args, out, err)
         except Interrupted as e:
             console.print_result(e.result, out)
             out.print(f"[yellow]INTERRUPTED[/yellow] check during {label}: {n} of {len(runs)} run(s) done, "
                       f"{n - len(failed) - len(known)} passed, {len(failed)} failed")
             return EXIT_INTERRUPTED
-        expected = scenarios.known_defect(r.scenario, r.dtype)
-        if expected and not set(expected["backends"]) <= set(backends):
-            expected = None  # the defective backend is not in this run
-        status, bundle = None, None
-        if expected:
-            first = result.first_divergence
-            blamed = sorted(first[1].blamed) if first else []
-            if not result.failures and blamed == sorted(expected["backends"]):
-                step, tv = first
-                out.print(f"[yellow]KNOWN[/yellow] {label:44s} {', '.join(blamed)} outside the bound from step {step}, "
-                          f"{tv.key[0]}{tv.key[1] or ''} ({tv.worst[blamed[0]]:.3g}x): {expected['finding']}")
-                known.append(label)
-                status = "known"
-            else:
-                out.print(f"[red]expected the known defect[/red] ({', '.join(expected['backends'])}: {expected['finding']}) "
-                          f"in {label}; it did not show as expected")
-        if status is None:
-            if result.passed and not expected:
-                worst = max((w for v in result.verdicts for t in v.tensors for w in t.worst.values()), default=0.0)
-                kinks = sum(v.near_kinks for v in result.verdicts)
-                out.print(f"[green]PASS[/green] {label:45s} worst {worst:.3g}  near-kink {kinks}  "
-                          f"resyncs {len(result.resyncs)}  oracle {result.oracle or 'none'}  ({result.seconds:.1f} s)")
-                status = "pass"
-            else:
-                console.print_result(result, out)
-                bundle = str(console.save_bundle(result, checked.bundle_dir, out))
-                failed.append(label)
-                status = "known-missing" if expected else "fail"
+        status, expected, bundle = _check_one(r, result, label, checked, out)
+        if status != "pass":
+            (known if status == "known" else failed).append(label)
         report = to_json(result)
         report["check"] = merge.check_entry(status, r, part, expected, bundle, run_started)
         reports.append(report)
@@ -132,16 +105,61 @@ def check(args: argparse.Namespace, checked, out, err, argv: list[str]) -> int:
               + (f", {len(known)} known defect(s) shown as expected" if known else "")
               + (f": {'; '.join(failed)}" if failed else ""))
     code = 1 if failed else 0
+    counts = {"runs": len(runs), "passed": len(runs) - len(failed) - len(known), "failed": len(failed),
+              "known": len(known)}
+    _check_reports(args, checked, out, reports, json_dir, part=part, planned=planned, runs=runs, argv=argv,
+                   counts=counts, started=started, seconds=time.perf_counter() - clock, exit_code=code)
+    return code
+
+
+def _check_one(r, result, label: str, checked, out) -> tuple[str, dict | None, str | None]:
+    """One run of ``check`` judged (harness.run.plan.outcome) and printed in one line, a failure
+    in full with its bundle: (status, the expected defect's report entry, the bundle)."""
+    import scenarios
+    from harness.run.plan import outcome
+
+    expected = scenarios.known_defect(r.scenario, r.dtype)
+    if expected and not set(expected["backends"]) <= set(checked.backends):
+        expected = None  # the defective backend is not in this run
+    status = outcome(result, expected["backends"] if expected else None)
+    if status == "known":
+        first = result.first_divergence
+        blamed = sorted(first[1].blamed)
+        step, tv = first
+        out.print(f"[yellow]KNOWN[/yellow] {label:44s} {', '.join(blamed)} outside the bound from step {step}, "
+                  f"{tv.key[0]}{tv.key[1] or ''} ({tv.worst[blamed[0]]:.3g}x): {expected['finding']}")
+        return status, expected, None
+    if expected:
+        out.print(f"[red]expected the known defect[/red] ({', '.join(expected['backends'])}: {expected['finding']}) "
+                  f"in {label}; it did not show as expected")
+    if status == "pass":
+        worst = max((w for v in result.verdicts for t in v.tensors for w in t.worst.values()), default=0.0)
+        kinks = sum(v.near_kinks for v in result.verdicts)
+        out.print(f"[green]PASS[/green] {label:45s} worst {worst:.3g}  near-kink {kinks}  "
+                  f"resyncs {len(result.resyncs)}  oracle {result.oracle or 'none'}  ({result.seconds:.1f} s)")
+        return status, expected, None
+    console.print_result(result, out)
+    return status, expected, str(console.save_bundle(result, checked.bundle_dir, out))
+
+
+def _check_reports(args: argparse.Namespace, checked, out, reports: list[dict], json_dir: Path | None,
+                   **manifest) -> None:
+    """``check``'s reports: JUnit (--junit, or in --out), the cell manifest beside the JSON of
+    every run, and with --out the HTML page and plots of the merge."""
+    from harness.reports import merge
+    from harness.reports.report import versions
+
+    out_dir, part = checked.out, manifest["part"]
+    junit_path = str(checked.junit) if checked.junit else (str(out_dir / "junit.xml") if out_dir else None)
     if junit_path:
         from harness.reports import junit
 
         junit.write(reports, junit_path, name=f"nerva-consistency check, shard {part}")
     if json_dir:
-        counts = {"runs": len(runs), "passed": len(runs) - len(failed) - len(known), "failed": len(failed),
-                  "known": len(known)}
-        merge.write_manifest(json_dir, shard=part, planned=planned, runs=runs, argv=argv, counts=counts,
-                             backends=backends, versions=versions(), started=started,
-                             seconds=time.perf_counter() - clock, exit_code=code,
+        merge.write_manifest(json_dir, shard=part, planned=manifest["planned"], runs=manifest["runs"],
+                             argv=manifest["argv"], counts=manifest["counts"], backends=checked.backends,
+                             versions=versions(), started=manifest["started"], seconds=manifest["seconds"],
+                             exit_code=manifest["exit_code"],
                              options={"variants": args.variants, "seed": args.seed, "add_seed": args.add_seed})
     if out_dir:
         from harness.reports.render import render_merge
@@ -149,7 +167,6 @@ def check(args: argparse.Namespace, checked, out, err, argv: list[str]) -> int:
         merged = render_merge([json_dir], out_dir, title=f"nerva-consistency check, shard {part}")
         out.print(f"reports: {out_dir / 'index.html'}, {junit_path}, {json_dir}/ ({merge.totals_line(merged)})",
                   soft_wrap=True)
-    return code
 
 
 def explore(args: argparse.Namespace, checked, out, err) -> int:
