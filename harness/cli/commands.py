@@ -188,8 +188,6 @@ def explore(args: argparse.Namespace, checked, out, err) -> int:
                   soft_wrap=True)
 
     from harness.search.explore import explore
-    from harness.reports.bundle import bundle_path, save
-    from harness.reports.report import reproduce_explored
 
     database = None
     if checked.database:
@@ -199,37 +197,7 @@ def explore(args: argparse.Namespace, checked, out, err) -> int:
     saved: list[dict] = []
 
     def found(defect) -> None:
-        f = defect.finding
-        entry = {"class": f.cls, "backends": list(f.backends), "tensor": f.tensor, "layer_kind": f.layer_kind,
-                 "detail": f.detail, "count": defect.count, "found_after": defect.found_after,
-                 "size": defect.example.size._asdict(), "bundle": None, "reproduce": None}
-        where = f"{f.tensor or ''}{f' of a {f.layer_kind} layer' if f.layer_kind else ''}"
-        how = (f"seen while shrinking another defect (not shrunk itself), size {defect.example.size}"
-               if defect.while_shrinking else
-               f"after {defect.found_after} example(s), shrunk to {defect.example.size} in {defect.shrink_runs} run(s)")
-        out.print(f"[red]{f.cls}[/red] in {'/'.join(f.backends)}: {where} {how}", soft_wrap=True)
-        out.print(f"  {f.detail}", soft_wrap=True)
-        if defect.result is not None and defect.result.inputs is not None:
-            stem = "explore-" + "-".join(str(x) for x in (f.cls, "+".join(f.backends), f.tensor, f.layer_kind) if x)
-            blob = defect.blob.decode("ascii") if defect.blob else None
-            cmds: dict[str, str] = {}
-
-            def commands(bundle: Path) -> dict[str, str]:  # they name the bundle: known once it has a path
-                cmds.update(reproduce_explored(str(bundle), args.examples, args.seed, backends, args.oracle,
-                                               None if defect.while_shrinking else defect.round_seed, blob))
-                return cmds
-
-            replaced = bundle_path(defect.result, checked.bundle_dir, stem).exists()
-            path = save(defect.result, checked.bundle_dir, hypothesis=defect.hypothesis_info(), stem=stem,
-                        commands=commands)
-            entry["bundle"], entry["reproduce"] = str(path), cmds
-            how = " (replaced the bundle of the same defect and example from an earlier search)" if replaced else ""
-            lines = [f"  bundle{how}: {path}", f"  replay:  {cmds['replay']}", f"  search:  {cmds['explore']}",
-                     f"  tox:     {cmds['tox']}", f"           {cmds['tox_explore']}"]
-            if not defect.while_shrinking:
-                lines.append(f"  hypothesis: seed {defect.round_seed}" + (f", @reproduce_failure blob {blob}" if blob else ""))
-            out.print("\n".join(lines), soft_wrap=True)
-        saved.append(entry)
+        saved.append(_found(defect, args, checked, out))
 
     def search(progress=None):
         return explore(args.examples, args.seed, backends, progress=progress, database=database,
@@ -247,18 +215,51 @@ def explore(args: argparse.Namespace, checked, out, err) -> int:
     red = [d for d in defects if d.red]
     if checked.json:
         checked.json.parent.mkdir(parents=True, exist_ok=True)
-        checked.json.write_text(json.dumps({
-            "schema": "nerva-consistency/explore/1", "examples": stats.examples, "budget": args.examples,
-            "seed": args.seed, "shard": args.shard, "backends": backends, "seconds": round(stats.seconds, 1), "rounds": stats.rounds,
-            "shrink_runs": stats.shrink_runs, "findings": dict(stats.findings), "known": dict(stats.known),
-            "oracles": {(k or "none"): v for k, v in stats.oracles.items()}, "defects": saved,
-            "seen_while_shrinking_not_reproduced": [f.detail for f, _ in stats.seen_while_shrinking.values()]},
-            indent=1) + "\n")
+        report = defects.to_json(budget=args.examples, seed=args.seed, shard=args.shard, backends=backends,
+                                 defects=saved)
+        checked.json.write_text(json.dumps(report, indent=1) + "\n")
     if red:
         out.print(f"[red]{len(red)} distinct defect(s)[/red]; bundles in {checked.bundle_dir}")
         return 1
     out.print(f"[green]no defect[/green] in {stats.examples} example(s) ({stats.seconds:.0f} s)")
     return 0
+
+
+def _found(defect, args: argparse.Namespace, checked, out) -> dict:
+    """A defect explore found, printed as it is found, with its bundle saved and the commands
+    that reproduce it; returns its entry in the explore report."""
+    from harness.reports.bundle import bundle_path, save
+    from harness.reports.report import reproduce_explored
+
+    f = defect.finding
+    entry = defect.to_json()
+    where = f"{f.tensor or ''}{f' of a {f.layer_kind} layer' if f.layer_kind else ''}"
+    how = (f"seen while shrinking another defect (not shrunk itself), size {defect.example.size}"
+           if defect.while_shrinking else
+           f"after {defect.found_after} example(s), shrunk to {defect.example.size} in {defect.shrink_runs} run(s)")
+    out.print(f"[red]{f.cls}[/red] in {'/'.join(f.backends)}: {where} {how}", soft_wrap=True)
+    out.print(f"  {f.detail}", soft_wrap=True)
+    if defect.result is not None and defect.result.inputs is not None:
+        stem = "explore-" + "-".join(str(x) for x in (f.cls, "+".join(f.backends), f.tensor, f.layer_kind) if x)
+        blob = defect.blob.decode("ascii") if defect.blob else None
+        cmds: dict[str, str] = {}
+
+        def commands(bundle: Path) -> dict[str, str]:  # they name the bundle: known once it has a path
+            cmds.update(reproduce_explored(str(bundle), args.examples, args.seed, checked.backends, args.oracle,
+                                           None if defect.while_shrinking else defect.round_seed, blob))
+            return cmds
+
+        replaced = bundle_path(defect.result, checked.bundle_dir, stem).exists()
+        path = save(defect.result, checked.bundle_dir, hypothesis=defect.hypothesis_info(), stem=stem,
+                    commands=commands)
+        entry["bundle"], entry["reproduce"] = str(path), cmds
+        how = " (replaced the bundle of the same defect and example from an earlier search)" if replaced else ""
+        lines = [f"  bundle{how}: {path}", f"  replay:  {cmds['replay']}", f"  search:  {cmds['explore']}",
+                 f"  tox:     {cmds['tox']}", f"           {cmds['tox_explore']}"]
+        if not defect.while_shrinking:
+            lines.append(f"  hypothesis: seed {defect.round_seed}" + (f", @reproduce_failure blob {blob}" if blob else ""))
+        out.print("\n".join(lines), soft_wrap=True)
+    return entry
 
 
 def replay(args: argparse.Namespace, checked, out) -> int:

@@ -395,6 +395,14 @@ class Defect:
             "also_seen_as": [[s[0], list(s[1]), s[2], s[3], n] for s, n in self.also_seen_as.items()],
         }
 
+    def to_json(self) -> dict:
+        """Its entry in the explore report (``bundle`` and ``reproduce`` are filled in once its
+        bundle is saved)."""
+        f = self.finding
+        return {"class": f.cls, "backends": list(f.backends), "tensor": f.tensor, "layer_kind": f.layer_kind,
+                "detail": f.detail, "count": self.count, "found_after": self.found_after,
+                "size": self.example.size._asdict(), "bundle": None, "reproduce": None}
+
     def describe(self) -> str:
         f = self.finding
         head = (f"{f.cls} in {'/'.join(f.backends)}: {f.tensor or ''}"
@@ -451,6 +459,20 @@ class Exploration(list):
     def __init__(self, defects: Iterable[Defect] = (), stats: Stats | None = None) -> None:
         super().__init__(defects)
         self.stats = stats or Stats()
+
+    def to_json(self, *, budget: int, seed: int, shard: str | None, backends: list[str],
+                defects: list[dict]) -> dict:
+        """The explore report (schema ``nerva-consistency/explore/1``): the search asked for, what
+        it ran and saw, and ``defects``, each defect's entry (:meth:`Defect.to_json`, with its
+        bundle and reproduce commands)."""
+        stats = self.stats
+        return {
+            "schema": "nerva-consistency/explore/1", "examples": stats.examples, "budget": budget,
+            "seed": seed, "shard": shard, "backends": backends, "seconds": round(stats.seconds, 1),
+            "rounds": stats.rounds, "shrink_runs": stats.shrink_runs, "findings": dict(stats.findings),
+            "known": dict(stats.known), "oracles": {(k or "none"): v for k, v in stats.oracles.items()},
+            "defects": defects,
+            "seen_while_shrinking_not_reproduced": [f.detail for f, _ in stats.seen_while_shrinking.values()]}
 
 
 class _Red(Exception):
