@@ -157,3 +157,27 @@ def _result(blamed=(), failures=None) -> RunResult:
 ])
 def test_outcome_pass_fail_known_and_known_missing(blamed, failures, expected, status):
     assert sharding.outcome(_result(blamed, failures), expected) == status
+
+
+def test_every_known_id_of_the_catalog_is_a_documented_defect_with_its_number():
+    from harness.run import known
+
+    listed = {i for t in scenarios.catalog().values() for i in t.get("known", [])}
+    assert listed and listed <= set(known.BY_ID)
+    assert len(known.BY_ID) == len(known.DEFECTS)  # each defect once
+    assert {d.number for d in known.DEFECTS} == {2, 3, 15, 16}
+    defect = known.expected("leaky-logsoftmax", "float64", ["numpy", "tensorflow"])
+    assert defect.id == "tensorflow-float64-alpha" and defect.finding == "docs/findings.md #2"
+    assert defect.entry() == {"id": defect.id, "dtype": "float64", "backends": ["tensorflow"],
+                              "finding": "docs/findings.md #2"}
+    assert known.expected("leaky-logsoftmax", "float32") is None
+    assert known.expected("leaky-logsoftmax", "float64", ["numpy", "torch"]) is None  # tensorflow not in the run
+    assert known.expected("relu-softmax", "float64") is None
+
+
+def test_a_catalog_known_id_that_is_not_documented_is_bad_input(recorded, monkeypatch, capsys):
+    table = {n: dict(t) for n, t in scenarios.catalog().items()}
+    table["kink-ties"]["known"] = ["kink-ties-everything"]
+    monkeypatch.setattr(scenarios, "catalog", lambda: table)
+    assert cli.main(["check", "--backends", "numpy,torch"]) == 2
+    assert "kink-ties-everything" in capsys.readouterr().err and recorded == []

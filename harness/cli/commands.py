@@ -115,13 +115,12 @@ def check(args: argparse.Namespace, checked, out, err, argv: list[str]) -> int:
 def _check_one(r, result, label: str, checked, out) -> tuple[str, dict | None, str | None]:
     """One run of ``check`` judged (harness.run.plan.outcome) and printed in one line, a failure
     in full with its bundle: (status, the expected defect's report entry, the bundle)."""
-    import scenarios
+    from harness.run import known as documented
     from harness.run.plan import outcome
 
-    expected = scenarios.known_defect(r.scenario, r.dtype)
-    if expected and not set(expected["backends"]) <= set(checked.backends):
-        expected = None  # the defective backend is not in this run
-    status = outcome(result, expected["backends"] if expected else None)
+    defect = documented.expected(r.scenario, r.dtype, checked.backends)
+    expected = defect.entry() if defect else None
+    status = outcome(result, defect.backends if defect else None)
     if status == "known":
         first = result.first_divergence
         blamed = sorted(first[1].blamed)

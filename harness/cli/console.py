@@ -85,7 +85,7 @@ def print_result(result, out, commands: dict[str, str] | None = None) -> None:
     run: what was judged until then."""
     from rich.table import Table
 
-    from harness.run.findings import known_dtype
+    from harness.run.known import known_dtype
     from harness.reports.report import reproduce, summary
 
     sc = result.scenario

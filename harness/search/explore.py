@@ -15,9 +15,10 @@ defect, whatever the example. :func:`evaluate` only names the defect's kind and 
 - ``red``: a red finding (bug, unstable, non-finite, dtype, error) that no documented defect
   explains - it fails the property. A float32 ``bug`` that the same values in float64 do not
   show is ``unstable`` (:func:`unstable`): a numerically unstable formula, still red;
-- ``known``: a red finding explained by a documented defect (:data:`KNOWN`, docs/findings.md),
-  checked by a counterfactual run with the cause removed (e.g. tensorflow's float64 alpha: the
-  same example with every alpha rounded to float32 must be clean) - counted, not failed;
+- ``known``: a red finding explained by a documented defect (harness.run.known, the one list,
+  docs/findings.md), checked by a counterfactual run with the cause removed (e.g. tensorflow's
+  float64 alpha: the same example with every alpha rounded to float32 must be clean) - counted,
+  not failed;
 - ``other``: kink and convention findings, and non-finite values in every backend - counted,
   never failed.
 
@@ -30,10 +31,9 @@ so far ignored (counted in ``Defect.count``, not failed), until the example budg
 round ends without a new defect. Rounds are seeded from ``seed`` (``hypothesis.seed``): the same
 seed, budget and backends give the same search.
 
-Deduplication goes one step beyond the signature: a red finding whose blamed backends were
-already clearly apart from the others at an earlier tensor that has the signature of a found
-defect (:func:`consequence_of`: a wrong Db still inside the bound, whose update makes Y wrong
-a step later) is counted for that defect (``Defect.also_seen_as``), not reported as a new one.
+Deduplication is by signature alone: a red finding with a found defect's signature is counted
+for that defect (``Defect.count``); every red finding with a new signature is a defect of its
+own, whatever was seen before it in the run.
 
 Shrinking costs at most ``max_shrink_runs`` runs per defect (Hypothesis's own limits allow far
 more): after that, new shrink candidates pass without being run and the smallest example so far
@@ -63,13 +63,12 @@ from hypothesis.strategies import SearchStrategy
 
 import adapters
 from harness.run.findings import Finding, classify
+from harness.run.known import DEFECTS
 from harness.core.errors import BackendUnavailable
 from harness.run.runner import RunResult, run
 from scenarios.strategies import Example, examples as example_strategy
 
 MAX_SHRINK_RUNS = 400  # runs per defect spent on shrinking (Hypothesis's own limits are far higher)
-OUTLIER_RATIO = 0.02  # attribution: the blamed backends' ratio (error / bound) where they are "apart"
-OUTLIER_FACTOR = 20.0  # ... and how many times the other backends' largest error it must be
 HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]  # no "explain": it re-runs a lot
 
@@ -107,95 +106,6 @@ def stable_generation() -> Iterator[None]:
         cache.cache.clear()
 
 
-# ------------------------------------------------------------------------------ known defects
-
-def _inexact_alphas(example: Example) -> bool:
-    return any(layer.kind in ("LeakyReLU", "AllReLU") and float(np.float32(layer.arg["alpha"])) != layer.arg["alpha"]
-               for layer in example.scenario.layers)
-
-
-def _alphas_in_float32(example: Example) -> Example:
-    layers = tuple(
-        dataclasses.replace(layer, args=(("alpha", float(np.float32(layer.arg["alpha"]))),))
-        if layer.kind in ("LeakyReLU", "AllReLU") else layer
-        for layer in example.scenario.layers)
-    return dataclasses.replace(example, scenario=example.scenario.with_(layers=layers))
-
-
-@contextlib.contextmanager
-def _exact_torch_log_sigmoid() -> Iterator[None]:
-    """nerva-torch's log_sigmoid with softplus's shortcut above 20 removed (docs/findings.md #15)."""
-    import torch
-    from nerva_torch import loss_functions, matrix_operations
-
-    def log_sigmoid(X):
-        return -torch.nn.functional.softplus(-X, threshold=float("inf"))
-
-    saved = loss_functions.log_sigmoid
-    loss_functions.log_sigmoid = log_sigmoid
-    try:
-        yield
-    finally:
-        loss_functions.log_sigmoid = saved
-        del matrix_operations  # imported to make sure the module the loss uses is loaded
-
-
-@contextlib.contextmanager
-def _stable_log_softmax_layers() -> Iterator[None]:
-    """The four LogSoftmax layers with the libraries' own stable_log_softmax (docs/findings.md #16)."""
-    import importlib
-
-    saved = []
-    for name in ("numpy", "torch", "jax", "tensorflow"):
-        try:
-            layers = importlib.import_module(f"nerva_{name}.layers")
-            functions = importlib.import_module(f"nerva_{name}.softmax_functions")
-        except ImportError:
-            continue
-        saved.append((layers, layers.log_softmax))
-        layers.log_softmax = functions.stable_log_softmax
-    try:
-        yield
-    finally:
-        for layers, original in saved:
-            layers.log_softmax = original
-
-
-def _unchanged(example: Example) -> Example:
-    return example
-
-
-@dataclass(frozen=True)
-class Known:
-    """A documented defect: when it may explain a finding, and the example with its cause removed
-    (``counterfactual`` changes the example; ``patch`` the backend, inside this process)."""
-
-    name: str
-    reference: str
-    applies: Callable[[Example, Finding], bool]
-    counterfactual: Callable[[Example], Example]
-    patch: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-
-
-KNOWN: tuple[Known, ...] = (
-    Known("tensorflow-float64-alpha",
-          "docs/findings.md #2: nerva-tensorflow uses LeakyReLU/AllReLU alpha rounded to float32 in float64 runs",
-          lambda ex, f: ex.scenario.dtype == "float64" and "tensorflow" in f.backends and _inexact_alphas(ex),
-          _alphas_in_float32),
-    Known("torch-float64-log-sigmoid",
-          "docs/findings.md #15: nerva-torch's log_sigmoid is -softplus(-x), and torch's softplus returns x "
-          "above 20, so float64 LogisticCrossEntropy values lose up to e^-20 per element",
-          lambda ex, f: (ex.scenario.dtype == "float64" and ex.scenario.loss == "LogisticCrossEntropy"
-                         and "torch" in f.backends and f.tensor == "loss"),
-          _unchanged, _exact_torch_log_sigmoid),
-    Known("plain-log-softmax-layer",
-          "docs/findings.md #16: the LogSoftmax layers use the plain log_softmax, z - log(sum(exp(z))), "
-          "whose error is u absolute, not u |y|: outputs near 0 are less accurate than a stable form's",
-          lambda ex, f: any(layer.kind == "LogSoftmax" for layer in ex.scenario.layers),
-          _unchanged, _stable_log_softmax_layers),
-)
-
-
 # ------------------------------------------------------------------------------ one example
 
 @dataclass
@@ -228,48 +138,6 @@ def _worst_ratio(result: RunResult) -> float:
         return float("inf")
     _, tv = first
     return max((tv.worst.get(b, float("inf")) for b in tv.blamed), default=float("inf"))
-
-
-def consequence_of(result: RunResult | None, finding: Finding, signatures: Iterable[tuple]) -> tuple | None:
-    """The signature of an already-found defect this finding is a consequence of, or None.
-
-    A first divergence is often the amplified consequence of a smaller deviation earlier on: a
-    wrong bias gradient that was still inside the bound moves one backend's parameters, and a
-    step later its Y is outside the bound (trajectory mode), or an optimizer with eta (1 + mu) > 1
-    pushes an update outside it. The finding counts as a consequence of a found defect when an
-    earlier tensor of the run (in the comparator's order, over the steps up to the divergence) has
-    that defect's signature (``bug`` or ``unstable``) and there every blamed backend is at least
-    :data:`OUTLIER_RATIO` of the bound off and :data:`OUTLIER_FACTOR` times further off than every
-    other backend.
-    Only found signatures are considered, so a new kind of defect is never folded away by a
-    rounding-sized difference elsewhere.
-    """
-    known = set(signatures)
-    first = result.first_divergence if result is not None else None
-    if finding.cls not in ("bug", "unstable") or first is None or not known:
-        return None
-    step, failing = first
-    blamed = [b for b in finding.backends if b in failing.worst]
-    others = [b for b in failing.worst if b not in blamed]
-    if not blamed or not others:
-        return None
-    for verdict in result.steps:
-        if verdict.step > step:
-            break
-        for tv in verdict.tensors:
-            if verdict.step == step and tv.key == failing.key:
-                return None
-            tensor, layer = tv.key
-            kind = None if layer is None else result.scenario.layers[layer - 1].kind
-            signature = next((sig for cls in ("bug", "unstable")
-                              if (sig := Finding(cls, finding.backends, tensor, layer, kind).signature) in known), None)
-            if signature is None:
-                continue
-            mine = min(tv.worst.get(b, 0.0) for b in blamed)
-            rest = max(tv.worst.get(b, 0.0) for b in others)
-            if mine >= OUTLIER_RATIO and mine >= OUTLIER_FACTOR * rest:
-                return signature
-    return None
 
 
 def evaluate(example: Example, backends: list[str], *, oracle: str = "auto", known: bool = True) -> Evaluation:
@@ -341,13 +209,18 @@ def unstable(example: Example, result: RunResult, finding: Finding, backends: li
 
 
 def _explain(example: Example, finding: Finding, backends: list[str], oracle: str, ev: Evaluation) -> str | None:
-    for k in KNOWN:
-        if k.applies(example, finding):
-            with k.patch():
-                again = evaluate(k.counterfactual(example), backends, oracle=oracle, known=False)
-            ev.runs += again.runs
-            if all(f.signature != finding.signature for f in again.red):  # gone with its cause
-                return k.name
+    """The id of the documented defect (harness.run.known) that explains ``finding``: one that
+    may explain it, and without whose cause (its counterfactual scenario, its patch) the same
+    example no longer shows it."""
+    for defect in DEFECTS:
+        if defect.may_explain(example.scenario, finding):
+            again = example if defect.counterfactual is None else \
+                dataclasses.replace(example, scenario=defect.counterfactual(example.scenario))
+            with (defect.patch or contextlib.nullcontext)():
+                rerun = evaluate(again, backends, oracle=oracle, known=False)
+            ev.runs += rerun.runs
+            if all(f.signature != finding.signature for f in rerun.red):  # gone with its cause
+                return defect.id
     return None
 
 
@@ -368,7 +241,6 @@ class Defect:
     found_after: int  # examples run when it was first seen
     shrink_runs: int = 0
     seconds: float = 0.0  # to find and shrink it
-    also_seen_as: Counter = field(default_factory=Counter)  # signatures counted as its consequences
     strategy: str = "scenarios.strategies.examples()"  # what the reproduce blob is for
     while_shrinking: bool = False  # first seen in a shrink candidate of another defect (not shrunk itself)
 
@@ -392,7 +264,6 @@ class Defect:
             "count": self.count, "found_after": self.found_after, "shrink_runs": self.shrink_runs,
             "size": self.example.size._asdict(), "tricks": list(self.example.tricks),
             "while_shrinking": self.while_shrinking,
-            "also_seen_as": [[s[0], list(s[1]), s[2], s[3], n] for s, n in self.also_seen_as.items()],
         }
 
     def to_json(self) -> dict:
@@ -409,9 +280,6 @@ class Defect:
                 f"{f' of a {f.layer_kind} layer' if f.layer_kind else ''}; seen in {self.count} example(s), "
                 f"first after {self.found_after}; smallest example ({self.example.size}):")
         lines = [head, f.detail, self.example.describe()]
-        if self.also_seen_as:
-            lines.append("also seen as (consequences): " + "; ".join(
-                f"{'/'.join(sig[1])} {sig[2]} of {sig[3] or '-'} x{n}" for sig, n in self.also_seen_as.items()))
         if self.reproduce:
             lines.append(f"reproduce: {self.reproduce} on a test over {self.strategy}")
         return "\n".join(lines)
@@ -584,12 +452,8 @@ class _Search:
         new = None
         for f in ev.red:
             s.red[f.signature] += 1
-            cause = f.signature if f.signature in self.defects else consequence_of(ev.result, f, self.defects)
-            if cause is not None:
-                d = self.defects[cause]
-                d.count += 1
-                if cause != f.signature:
-                    d.also_seen_as[f.signature] += 1
+            if f.signature in self.defects:
+                self.defects[f.signature].count += 1
             elif new is None:
                 new = f
         if self.progress:
@@ -613,7 +477,7 @@ class _Search:
             if f.signature == self.locked:
                 self._keep(f, ev)
                 return f, ev
-            if f.signature not in self.defects and consequence_of(ev.result, f, self.defects) is None:
+            if f.signature not in self.defects:
                 seen = self.stats.seen_while_shrinking.get(f.signature)
                 if seen is None or example.weight < seen[1].weight:
                     self.stats.seen_while_shrinking[f.signature] = (f, example)
