@@ -143,14 +143,9 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
     bundles). They must already be exact in the run's dtype. ``status(text)`` is told what the
     run does before its first step ("loading torch": the first use of a framework imports it).
     """
-    oracle, note = choose_oracle(scenario, oracle)
-    state0 = initial_state(scenario) if state0 is None else state0
-    data = batches(scenario) if data is None else data
-    models = {name: adapters.load(name) for name in backends}  # BackendUnavailable is bad input
-    result = RunResult(scenario, list(backends), oracle=oracle, oracle_note=note, inputs=(state0, data))
-    start = time.perf_counter()
-    session = _build(result, models, state0, status, start)
+    session = _build(scenario, backends, oracle, state0, data, status)
     session.progress, session.keep_going = progress, keep_going
+    result, start, data = session.result, session.start, session.result.inputs[1]
     if status:
         status("step 0")
     try:
@@ -174,11 +169,18 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
     return result
 
 
-def _build(result: RunResult, models: dict, state0: dict[str, np.ndarray], status: Callable[[str], None] | None,
-           start: float) -> "_Session":
-    """Build the oracle (its failure is a harness bug: it raises) and every backend (a backend's
-    failure is recorded, the others go on) at ``state0``; Ctrl-C raises :class:`Interrupted`."""
-    scenario, oracle = result.scenario, result.oracle
+def _build(scenario: Scenario, backends: list[str], oracle: str | None, state0: dict[str, np.ndarray] | None,
+           data: Sequence[tuple[np.ndarray, np.ndarray]] | None, status: Callable[[str], None] | None) -> "_Session":
+    """The run set up: its oracle chosen, its initial state and batches, the adapters loaded (an
+    unavailable backend is bad input: BackendUnavailable), then the oracle built (its failure
+    is a harness bug: it raises) and every backend (a backend's failure is recorded, the others
+    go on) at the initial state. Ctrl-C raises :class:`Interrupted`."""
+    oracle, note = choose_oracle(scenario, oracle)
+    state0 = initial_state(scenario) if state0 is None else state0
+    data = batches(scenario) if data is None else data
+    models = {name: adapters.load(name) for name in backends}
+    result = RunResult(scenario, list(backends), oracle=oracle, oracle_note=note, inputs=(state0, data))
+    start = time.perf_counter()
     exact, active = None, {}
     try:
         if oracle is not None:
@@ -197,7 +199,7 @@ def _build(result: RunResult, models: dict, state0: dict[str, np.ndarray], statu
     except KeyboardInterrupt:
         result.interrupted, result.seconds = True, time.perf_counter() - start
         raise Interrupted(result) from None
-    return _Session(result, active, exact, state0)
+    return _Session(result, active, exact, state0, start)
 
 
 class _Session:
@@ -208,8 +210,8 @@ class _Session:
     compute step s + 1; only the cheap kink scan must finish first (it decides re-anchoring).
     """
 
-    def __init__(self, result: RunResult, active: dict, exact, state0: dict[str, np.ndarray]) -> None:
-        self.result, self.scenario, self.oracle = result, result.scenario, result.oracle
+    def __init__(self, result: RunResult, active: dict, exact, state0: dict[str, np.ndarray], start: float) -> None:
+        self.result, self.scenario, self.oracle, self.start = result, result.scenario, result.oracle, start
         self.active, self.exact = active, exact
         self.progress: Callable[[int, StepVerdict], None] | None = None
         self.keep_going = False
