@@ -1,7 +1,8 @@
-"""Hypothesis over whole random networks: scenarios/strategies.py draws them, harness/search/explore.py searches.
+"""Hypothesis over whole random networks: scenarios/strategies.py draws them, harness/search/explore.py searches
+(harness/search/evaluate.py judges each example).
 
 - the property: on the released backends no example shows a red finding (known defects of
-  docs/findings.md, listed in harness.run.known, are sorted out by harness.search.explore.evaluate;
+  docs/findings.md, listed in harness.run.known, are sorted out by harness.search.evaluate.evaluate;
   nothing else is excused); runs under the active profile (tests/conftest.py: dev | ci | nightly);
 - the ``unstable`` rule: a float32 ``bug`` that float64 does not show is ``unstable`` (red),
   one that float64 shows too stays ``bug`` (planted on an explicit example);
@@ -26,7 +27,8 @@ from profiles import HEALTH, PROFILE
 from harness.core.components import LAYERS, LOSSES, OPTIMIZERS
 from harness.run.findings import RED
 from harness.cli.main import main
-from harness.search.explore import evaluate, example_from_blob, explore, fingerprint, stable_generation
+from harness.search.evaluate import evaluate
+from harness.search.explore import example_from_blob, explore, fingerprint, stable_generation
 from harness.reports.bundle import load, replay
 from harness.reports.report import flags
 from harness.core.components import DTYPES, MODES

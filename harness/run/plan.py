@@ -14,7 +14,7 @@ variants. ``check`` runs:
 alone, never of the machine or the clock: every run goes to exactly one shard (disjoint), the
 shards together are the plan (the union), and the same plan always splits the same way
 (deterministic), so a red cell of the nightly matrix can be rerun on a laptop with the same
-``--shard``. Runs differ in cost by four orders of magnitude (``upstream`` against the small
+``--shard``. Runs differ in cost by orders of magnitude (``upstream`` against the small
 scenarios), so the split is not round-robin: runs are dealt, most expensive first, to the shard
 with the least estimated work so far (longest-processing-time first, ties to the lowest shard),
 with :func:`cost` as the estimate. Within a shard the plan's own order is kept.
