@@ -4,7 +4,9 @@ A catalog entry uses the same keys as the command-line flags of ``nerva-consiste
 (``layers``, ``sizes``, ``optimizers``, ``init-weights``, ``loss``, ``learning-rate``,
 ``batch-size``, ``steps``, ``dataset``, ``targets``, ``dtype``, ``mode``, ``seed``), plus
 ``description``, ``check`` (part of the main job), ``variants`` (the dtype/mode pairs the main
-job runs it in, default all four) and ``base`` (start from another entry and change some keys).
+job runs it in, default all four), ``known`` (the ids of the documented defects its runs show,
+from harness/run/known.py: ``check`` expects exactly them) and ``base`` (start from another entry
+and change some keys).
 There are no tolerances to set: every element is judged in units of its rounding bound
 (harness.judge.rounding).
 """
@@ -86,30 +88,3 @@ def get(name: str, **overrides: Any) -> Scenario:
     table = dict(entries[name])
     table.update({k: v for k, v in overrides.items() if v is not None})
     return from_table(name, table)
-
-
-def known_defect(name: str, dtype: str) -> dict[str, Any] | None:
-    """The documented defect a main-job run of ``name`` in ``dtype`` is expected to show, if any.
-
-    A catalog entry may list ``known = [{dtype = "float64", backends = ["tensorflow"],
-    finding = "docs/findings.md #2"}]``: a defect of a released backend that the comparator
-    catches. ``check`` then expects exactly that verdict (strictly: failing with those backends
-    blamed and nothing else), reports it as known with its finding, and fails when it does not
-    show, so a fix upstream or a loss of sensitivity is noticed. This is not an excuse for
-    rounding: the judgement is the comparator's alone.
-    """
-    for entry in catalog().get(name, {}).get("known", []):
-        if entry.get("dtype", dtype) == dtype:
-            return entry
-    return None
-
-
-def main_job() -> list[tuple[str, str, str]]:
-    """(name, dtype, mode) of every run of the main job."""
-    runs = []
-    for name, table in catalog().items():
-        if table.get("check"):
-            for variant in table.get("variants", ALL_VARIANTS):
-                dtype, _, mode = variant.partition("/")
-                runs.append((name, dtype, mode))
-    return runs

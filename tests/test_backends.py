@@ -8,22 +8,24 @@ import pytest
 import adapters
 import scenarios
 from harness.judge.compare import key_name, tensor_order
+from harness.run.known import expected
+from harness.run.plan import plan
 from harness.run.runner import run
 from harness.spec.scenario import build_scenario
 
 pytestmark = pytest.mark.backends
 
-SMALL = [run for run in scenarios.main_job() if run[0] != "upstream"]
+SMALL = [(r.scenario, r.dtype, r.mode) for r in plan() if r.scenario != "upstream"]
 
 
 @pytest.mark.parametrize("name,dtype,mode", SMALL)
 def test_catalog_scenario_agrees(name, dtype, mode, installed):
-    known = scenarios.known_defect(name, dtype)
-    if known and set(known["backends"]) <= set(installed):  # a documented defect: exactly it shows
+    known = expected(name, dtype, installed)
+    if known:  # a documented defect: exactly it shows
         result = run(scenarios.get(name, dtype=dtype, mode=mode), installed, keep_going=True)
         assert not result.failures
         step, tv = result.first_divergence
-        assert sorted(tv.blamed) == sorted(known["backends"]), (name, result.first_divergence)
+        assert sorted(tv.blamed) == sorted(known.backends), (name, result.first_divergence)
         return
     result = run(scenarios.get(name, dtype=dtype, mode=mode), installed)
     assert not result.failures

@@ -88,7 +88,7 @@ def test_signature_ignores_step_and_element_so_duplicates_collapse():
 
 def test_unstable_is_red_with_its_own_signature_and_classify_alone_says_bug():
     """``unstable`` (a float32 bug that float64 does not show) needs a float64 rerun, so only
-    harness.search.explore names it; classify judges one run. It is red, and a defect of its own."""
+    harness.search.evaluate names it; classify judges one run. It is red, and a defect of its own."""
     r = result([failing({"numpy": 1.0, "torch": 1.0, "jax": 1.1, "tensorflow": 1.0, "consensus": 1.0})])
     (f,) = classify(r)
     assert f.cls == "bug"

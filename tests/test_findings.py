@@ -104,7 +104,7 @@ def test_run_flags_tensorflow_float64_alpha_and_blames_tensorflow_alone(installe
 # must replay with its expected verdict, on any CPU. The numbers are not compared: their last
 # bits depend on the kernels BLAS, oneDNN and XLA pick by CPU. What is compared is what must
 # hold on any machine - passed or not, where the first divergence is (step, tensor, layer),
-# each finding's class and the backends it blames, how it is triaged (harness.search.explore.evaluate)
+# each finding's class and the backends it blames, how it is triaged (harness.search.evaluate.evaluate)
 # and bounds on the blamed backends' worst error / bound there.
 #
 # The expected verdict of each bundle is written here, keyed by the start of its file name (a
@@ -172,7 +172,7 @@ def test_every_row_says_what_its_bundle_recorded(path):
 @pytest.mark.backends
 @pytest.mark.parametrize("path", BUNDLES, ids=bundle_id)
 def test_a_search_finding_replays_with_its_verdict_class_and_blame(path, installed):
-    from harness.search.explore import evaluate
+    from harness.search.evaluate import evaluate
     from harness.reports.bundle import compare_verdicts, describe_verdict, load as load_bundle, replay, verdict
     from scenarios.strategies import Example
 

@@ -29,9 +29,11 @@ def test_parse_shard():
             sharding.parse_shard(bad)
 
 
-def test_catalog_plan_is_the_main_job():
+def test_catalog_plan_is_each_check_scenario_in_its_catalog_variants():
     seeds = {n: int(t.get("seed", 0)) for n, t in scenarios.catalog().items()}
-    assert [(r.scenario, r.dtype, r.mode) for r in sharding.plan()] == scenarios.main_job()
+    assert [(r.scenario, r.variant) for r in sharding.plan()] == [
+        (n, v) for n, t in scenarios.catalog().items() if t.get("check")
+        for v in t.get("variants", scenarios.ALL_VARIANTS)]
     assert all(r.seed == seeds[r.scenario] for r in sharding.plan())
     assert all(r.seed == 5 for r in sharding.plan(seed=5))
 
@@ -112,3 +114,70 @@ def test_check_rejects_a_bad_shard(recorded, capsys):
     assert cli.main(["check", "--backends", "numpy,torch", "--shard", "4/3"]) == 2
     assert "--shard 4/3" in capsys.readouterr().err
     assert recorded == []
+
+
+@pytest.mark.parametrize("extra", [[], ["--variants", "all", "--add-seed", "812"], ["--seed", "5", "--shard", "2/3"],
+                                   ["--variants", "all", "--add-seed", "4", "--shard", "3/4"]])
+def test_validation_prepares_exactly_the_runs_check_runs(recorded, extra):
+    """The command line is validated on the plan's own runs (the same --variants, --seed,
+    --add-seed and --shard), so no run of ``check`` starts unprepared."""
+    from harness.cli import checks, parser
+
+    argv = ["check", "--backends", "numpy,torch", "--quiet", *extra]
+    prepared = checks.command(parser.parser().parse_args(argv)).runs
+    assert cli.main(argv) == 0
+    assert [(s.name, s.dtype, s.mode, s.seed) for s in prepared] == recorded
+
+
+def test_check_rejects_a_bad_added_seed(recorded, capsys):
+    assert cli.main(["check", "--backends", "numpy,torch", "--add-seed", "-1"]) == 2
+    assert "--add-seed" in capsys.readouterr().err
+    assert recorded == []
+
+
+def _result(blamed=(), failures=None) -> RunResult:
+    from harness.judge.compare import StepVerdict, TensorVerdict
+
+    sc = scenarios.get("leaky-logsoftmax", steps=1)
+    r = RunResult(sc, ["numpy", "torch", "tensorflow"], failures=dict(failures or {}))
+    worst = {b: (9.0 if b in blamed else 0.1) for b in r.backends}
+    r.steps.append(StepVerdict(0, [TensorVerdict(("X", 3), worst, {b: 0 for b in r.backends}, list(blamed))], [], 0, 0))
+    return r
+
+
+@pytest.mark.parametrize("blamed,failures,expected,status", [
+    ((), None, None, "pass"),
+    (("torch",), None, None, "fail"),
+    ((), {"torch": "step 0: RuntimeError"}, None, "fail"),
+    (("tensorflow",), None, ["tensorflow"], "known"),
+    ((), None, ["tensorflow"], "known-missing"),  # a pass is not the expected defect
+    (("tensorflow", "torch"), None, ["tensorflow"], "known-missing"),  # more than it blamed
+    (("torch",), None, ["tensorflow"], "known-missing"),
+    (("tensorflow",), {"numpy": "build: ValueError"}, ["tensorflow"], "known-missing"),  # and a backend raised
+])
+def test_outcome_pass_fail_known_and_known_missing(blamed, failures, expected, status):
+    assert sharding.outcome(_result(blamed, failures), expected) == status
+
+
+def test_every_known_id_of_the_catalog_is_a_documented_defect_with_its_number():
+    from harness.run import known
+
+    listed = {i for t in scenarios.catalog().values() for i in t.get("known", [])}
+    assert listed and listed <= set(known.BY_ID)
+    assert len(known.BY_ID) == len(known.DEFECTS)  # each defect once
+    assert {d.number for d in known.DEFECTS} == {2, 3, 15, 16}
+    defect = known.expected("leaky-logsoftmax", "float64", ["numpy", "tensorflow"])
+    assert defect.id == "tensorflow-float64-alpha" and defect.finding == "docs/findings.md #2"
+    assert defect.entry() == {"id": defect.id, "dtype": "float64", "backends": ["tensorflow"],
+                              "finding": "docs/findings.md #2"}
+    assert known.expected("leaky-logsoftmax", "float32") is None
+    assert known.expected("leaky-logsoftmax", "float64", ["numpy", "torch"]) is None  # tensorflow not in the run
+    assert known.expected("relu-softmax", "float64") is None
+
+
+def test_a_catalog_known_id_that_is_not_documented_is_bad_input(recorded, monkeypatch, capsys):
+    table = {n: dict(t) for n, t in scenarios.catalog().items()}
+    table["kink-ties"]["known"] = ["kink-ties-everything"]
+    monkeypatch.setattr(scenarios, "catalog", lambda: table)
+    assert cli.main(["check", "--backends", "numpy,torch"]) == 2
+    assert "kink-ties-everything" in capsys.readouterr().err and recorded == []

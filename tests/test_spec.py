@@ -12,6 +12,7 @@ import scenarios
 from harness.core.components import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS
 from harness.spec.data import batches
 from harness.core.errors import SpecError
+from harness.run import plan
 from harness.spec.scenario import (
     DataSpec,
     build_scenario,
@@ -370,8 +371,8 @@ def test_every_catalog_scenario_rebuilds_from_its_printed_flags():
         assert again.with_(description=sc.description) == sc, name
 
 
-def test_main_job_runs_small_scenarios_in_all_four_variants_and_upstream_once():
-    jobs = scenarios.main_job()
+def test_the_plan_runs_small_scenarios_in_all_four_variants_and_upstream_once():
+    jobs = [(r.scenario, r.dtype, r.mode) for r in plan.plan()]
     assert [j for j in jobs if j[0] == "upstream"] == [("upstream", "float32", "trajectory")]
     small = {j[0] for j in jobs} - {"upstream"}
     assert len(small) >= 6
@@ -442,7 +443,7 @@ sizes = "3,7,2"
     assert b.sizes == (3, 7, 2) and b.lr == 0.5 and b.steps == 3
     assert {o.mu for layer in b.layers for _, o in layer.optimizers} == {0.9}
     assert "base" not in scenarios.catalog()["b"]
-    assert {n for n, _, _ in scenarios.main_job()} == {"a"}  # check is not inherited
+    assert {r.scenario for r in plan.plan()} == {"a"}  # check is not inherited
 
 
 def test_catalog_base_chains_and_variants(monkeypatch, tmp_path):
@@ -468,7 +469,7 @@ variants = ["float64/lockstep"]
 """)
     c = scenarios.get("c")
     assert (c.steps, c.lr, c.dtype) == (4, 0.5, "float64")
-    assert scenarios.main_job() == [("c", "float64", "lockstep")]
+    assert [(r.scenario, r.dtype, r.mode) for r in plan.plan()] == [("c", "float64", "lockstep")]
 
 
 # ------------------------------------------------------------------------------------- data

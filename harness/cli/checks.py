@@ -112,11 +112,15 @@ def command(args: Any) -> Checked:
         ready(scenario, len(out.backends), args.oracle)
         out.runs = [scenario]
     elif cmd == "check":
-        import scenarios
+        from harness.run import known, plan
 
         out.backends = backends(args.backends)
-        for name, dtype, mode in scenarios.main_job():
-            scenario = scenarios.get(name, seed=args.seed, dtype=dtype, mode=mode)
+        for extra in args.add_seed:
+            seed(extra, "--add-seed")
+        _, runs = plan.shard_plan(args.variants, args.seed, args.add_seed, args.shard)
+        for run in runs:  # exactly the runs check will run
+            scenario = plan.scenario(run)
+            known.expected(run.scenario, run.dtype)  # the catalog's known ids are documented defects
             ready(scenario, len(out.backends), args.oracle)
             out.runs.append(scenario)
     elif cmd == "explore":

@@ -16,13 +16,15 @@ def list_(out) -> int:
     import scenarios
     from rich.table import Table
 
+    from harness.run import plan
+
     table = Table(title="scenario catalog (check: the dtype/mode variants `nerva-consistency check` runs)")
     for col in ("name", "check", "model", "loss", "steps", "description"):
         table.add_column(col)
-    jobs = scenarios.main_job()
+    runs = plan.plan()
     for name, t in scenarios.catalog().items():
         sc = scenarios.from_table(name, t)
-        variants = [f"{d}/{m}" for n, d, m in jobs if n == name]
+        variants = [r.variant for r in runs if r.scenario == name]
         table.add_row(name, "all 4" if len(variants) == 4 else ", ".join(variants),
                       f"{t['sizes']}: {t['layers']}", sc.loss, str(sc.steps), sc.description)
     out.print(table)
@@ -63,17 +65,14 @@ def check(args: argparse.Namespace, checked, out, err, argv: list[str]) -> int:
 
     import scenarios
     from harness.reports import merge
+    from harness.reports.report import to_json
     from harness.run import plan as sharding
-    from harness.reports.report import to_json, versions
     from harness.run.runner import Interrupted
 
-    backends = checked.backends
     part = sharding.parse_shard(args.shard)
-    planned = sharding.plan(args.variants, args.seed, args.add_seed)
-    runs = sharding.select(planned, part)
+    planned, runs = sharding.shard_plan(args.variants, args.seed, args.add_seed, args.shard)
     out_dir = checked.out
     json_dir = checked.json or (out_dir / "json" if out_dir else None)
-    junit_path = str(checked.junit) if checked.junit else (str(out_dir / "junit.xml") if out_dir else None)
     if out_dir and json_dir and merge.clear(json_dir):
         out.print(f"removed the reports of an earlier check from {json_dir}")
     seeds = {n: int(t.get("seed", 0)) for n, t in scenarios.catalog().items()}
@@ -83,43 +82,18 @@ def check(args: argparse.Namespace, checked, out, err, argv: list[str]) -> int:
         out.print(f"shard {part}: {len(runs)} of the plan's {len(planned)} run(s)")
     failed, known, reports = [], [], []
     for n, r in enumerate(runs):
-        scenario = scenarios.get(r.scenario, seed=r.seed, dtype=r.dtype, mode=r.mode)
         run_started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         label = f"{r.scenario} {r.dtype} {r.mode}" + ("" if r.seed == seeds.get(r.scenario) else f" seed {r.seed}")
         try:
-            result = console.run_one(scenario, backends, args, out, err)
+            result = console.run_one(sharding.scenario(r), checked.backends, args, out, err)
         except Interrupted as e:
             console.print_result(e.result, out)
             out.print(f"[yellow]INTERRUPTED[/yellow] check during {label}: {n} of {len(runs)} run(s) done, "
                       f"{n - len(failed) - len(known)} passed, {len(failed)} failed")
             return EXIT_INTERRUPTED
-        expected = scenarios.known_defect(r.scenario, r.dtype)
-        if expected and not set(expected["backends"]) <= set(backends):
-            expected = None  # the defective backend is not in this run
-        status, bundle = None, None
-        if expected:
-            first = result.first_divergence
-            blamed = sorted(first[1].blamed) if first else []
-            if not result.failures and blamed == sorted(expected["backends"]):
-                step, tv = first
-                out.print(f"[yellow]KNOWN[/yellow] {label:44s} {expected['finding']}: {console.divergence(result)}")
-                known.append(label)
-                status = "known"
-            else:
-                out.print(f"[red]expected the known defect[/red] ({', '.join(expected['backends'])}: {expected['finding']}) "
-                          f"in {label}; it did not show as expected")
-        if status is None:
-            if result.passed and not expected:
-                worst = max((w for v in result.verdicts for t in v.tensors for w in t.worst.values()), default=0.0)
-                kinks = sum(v.near_kinks for v in result.verdicts)
-                out.print(f"[green]PASS[/green] {label:45s} worst {worst:.3g}  near-kink {kinks}  "
-                          f"resyncs {len(result.resyncs)}  oracle {result.oracle or 'none'}  ({result.seconds:.1f} s)")
-                status = "pass"
-            else:
-                console.print_result(result, out)
-                bundle = str(console.save_bundle(result, checked.bundle_dir, out))
-                failed.append(label)
-                status = "known-missing" if expected else "fail"
+        status, expected, bundle = _check_one(r, result, label, checked, out)
+        if status != "pass":
+            (known if status == "known" else failed).append(label)
         report = to_json(result)
         report["check"] = merge.check_entry(status, r, part, expected, bundle, run_started)
         reports.append(report)
@@ -131,16 +105,56 @@ def check(args: argparse.Namespace, checked, out, err, argv: list[str]) -> int:
               + (f", {len(known)} known defect(s) shown as expected" if known else "")
               + (f": {'; '.join(failed)}" if failed else ""))
     code = 1 if failed else 0
+    counts = {"runs": len(runs), "passed": len(runs) - len(failed) - len(known), "failed": len(failed),
+              "known": len(known)}
+    _check_reports(args, checked, out, reports, json_dir, part=part, planned=planned, runs=runs, argv=argv,
+                   counts=counts, started=started, seconds=time.perf_counter() - clock, exit_code=code)
+    return code
+
+
+def _check_one(r, result, label: str, checked, out) -> tuple[str, dict | None, str | None]:
+    """One run of ``check`` judged (harness.run.plan.outcome) and printed in one line, a failure
+    in full with its bundle: (status, the expected defect's report entry, the bundle)."""
+    from harness.run import known as documented
+    from harness.run.plan import outcome
+
+    defect = documented.expected(r.scenario, r.dtype, checked.backends)
+    expected = defect.entry() if defect else None
+    status = outcome(result, defect.backends if defect else None)
+    if status == "known":
+        out.print(f"[yellow]KNOWN[/yellow] {label:44s} {expected['finding']}: {console.divergence(result)}")
+        return status, expected, None
+    if expected:
+        out.print(f"[red]expected the known defect[/red] ({', '.join(expected['backends'])}: {expected['finding']}) "
+                  f"in {label}; it did not show as expected")
+    if status == "pass":
+        worst = max((w for v in result.verdicts for t in v.tensors for w in t.worst.values()), default=0.0)
+        kinks = sum(v.near_kinks for v in result.verdicts)
+        out.print(f"[green]PASS[/green] {label:45s} worst {worst:.3g}  near-kink {kinks}  "
+                  f"resyncs {len(result.resyncs)}  oracle {result.oracle or 'none'}  ({result.seconds:.1f} s)")
+        return status, expected, None
+    console.print_result(result, out)
+    return status, expected, str(console.save_bundle(result, checked.bundle_dir, out))
+
+
+def _check_reports(args: argparse.Namespace, checked, out, reports: list[dict], json_dir: Path | None,
+                   **manifest) -> None:
+    """``check``'s reports: JUnit (--junit, or in --out), the cell manifest beside the JSON of
+    every run, and with --out the HTML page and plots of the merge."""
+    from harness.reports import merge
+    from harness.reports.report import versions
+
+    out_dir, part = checked.out, manifest["part"]
+    junit_path = str(checked.junit) if checked.junit else (str(out_dir / "junit.xml") if out_dir else None)
     if junit_path:
         from harness.reports import junit
 
         junit.write(reports, junit_path, name=f"nerva-consistency check, shard {part}")
     if json_dir:
-        counts = {"runs": len(runs), "passed": len(runs) - len(failed) - len(known), "failed": len(failed),
-                  "known": len(known)}
-        merge.write_manifest(json_dir, shard=part, planned=planned, runs=runs, argv=argv, counts=counts,
-                             backends=backends, versions=versions(), started=started,
-                             seconds=time.perf_counter() - clock, exit_code=code,
+        merge.write_manifest(json_dir, shard=part, planned=manifest["planned"], runs=manifest["runs"],
+                             argv=manifest["argv"], counts=manifest["counts"], backends=checked.backends,
+                             versions=versions(), started=manifest["started"], seconds=manifest["seconds"],
+                             exit_code=manifest["exit_code"],
                              options={"variants": args.variants, "seed": args.seed, "add_seed": args.add_seed})
     if out_dir:
         from harness.reports.render import render_merge
@@ -148,7 +162,6 @@ def check(args: argparse.Namespace, checked, out, err, argv: list[str]) -> int:
         merged = render_merge([json_dir], out_dir, title=f"nerva-consistency check, shard {part}")
         out.print(f"reports: {out_dir / 'index.html'}, {junit_path}, {json_dir}/ ({merge.totals_line(merged)})",
                   soft_wrap=True)
-    return code
 
 
 def explore(args: argparse.Namespace, checked, out, err) -> int:
@@ -170,8 +183,6 @@ def explore(args: argparse.Namespace, checked, out, err) -> int:
                   soft_wrap=True)
 
     from harness.search.explore import explore
-    from harness.reports.bundle import bundle_path, save
-    from harness.reports.report import reproduce_explored
 
     database = None
     if checked.database:
@@ -181,37 +192,7 @@ def explore(args: argparse.Namespace, checked, out, err) -> int:
     saved: list[dict] = []
 
     def found(defect) -> None:
-        f = defect.finding
-        entry = {"class": f.cls, "backends": list(f.backends), "tensor": f.tensor, "layer_kind": f.layer_kind,
-                 "detail": f.detail, "count": defect.count, "found_after": defect.found_after,
-                 "size": defect.example.size._asdict(), "bundle": None, "reproduce": None}
-        where = f"{f.tensor or ''}{f' of a {f.layer_kind} layer' if f.layer_kind else ''}"
-        how = (f"seen while shrinking another defect (not shrunk itself), size {defect.example.size}"
-               if defect.while_shrinking else
-               f"after {defect.found_after} example(s), shrunk to {defect.example.size} in {defect.shrink_runs} run(s)")
-        out.print(f"[red]{f.cls}[/red] in {'/'.join(f.backends)}: {where} {how}", soft_wrap=True)
-        out.print(f"  {f.detail}", soft_wrap=True)
-        if defect.result is not None and defect.result.inputs is not None:
-            stem = "explore-" + "-".join(str(x) for x in (f.cls, "+".join(f.backends), f.tensor, f.layer_kind) if x)
-            blob = defect.blob.decode("ascii") if defect.blob else None
-            cmds: dict[str, str] = {}
-
-            def commands(bundle: Path) -> dict[str, str]:  # they name the bundle: known once it has a path
-                cmds.update(reproduce_explored(str(bundle), args.examples, args.seed, backends, args.oracle,
-                                               None if defect.while_shrinking else defect.round_seed, blob))
-                return cmds
-
-            replaced = bundle_path(defect.result, checked.bundle_dir, stem).exists()
-            path = save(defect.result, checked.bundle_dir, hypothesis=defect.hypothesis_info(), stem=stem,
-                        commands=commands)
-            entry["bundle"], entry["reproduce"] = str(path), cmds
-            how = " (replaced the bundle of the same defect and example from an earlier search)" if replaced else ""
-            lines = [f"  bundle{how}: {path}", f"  replay:  {cmds['replay']}", f"  search:  {cmds['explore']}",
-                     f"  tox:     {cmds['tox']}", f"           {cmds['tox_explore']}"]
-            if not defect.while_shrinking:
-                lines.append(f"  hypothesis: seed {defect.round_seed}" + (f", @reproduce_failure blob {blob}" if blob else ""))
-            out.print("\n".join(lines), soft_wrap=True)
-        saved.append(entry)
+        saved.append(_found(defect, args, checked, out))
 
     def search(progress=None):
         return explore(args.examples, args.seed, backends, progress=progress, database=database,
@@ -229,18 +210,51 @@ def explore(args: argparse.Namespace, checked, out, err) -> int:
     red = [d for d in defects if d.red]
     if checked.json:
         checked.json.parent.mkdir(parents=True, exist_ok=True)
-        checked.json.write_text(json.dumps({
-            "schema": "nerva-consistency/explore/1", "examples": stats.examples, "budget": args.examples,
-            "seed": args.seed, "shard": args.shard, "backends": backends, "seconds": round(stats.seconds, 1), "rounds": stats.rounds,
-            "shrink_runs": stats.shrink_runs, "findings": dict(stats.findings), "known": dict(stats.known),
-            "oracles": {(k or "none"): v for k, v in stats.oracles.items()}, "defects": saved,
-            "seen_while_shrinking_not_reproduced": [f.detail for f, _ in stats.seen_while_shrinking.values()]},
-            indent=1) + "\n")
+        report = defects.to_json(budget=args.examples, seed=args.seed, shard=args.shard, backends=backends,
+                                 defects=saved)
+        checked.json.write_text(json.dumps(report, indent=1) + "\n")
     if red:
         out.print(f"[red]{len(red)} distinct defect(s)[/red]; bundles in {checked.bundle_dir}")
         return 1
     out.print(f"[green]no defect[/green] in {stats.examples} example(s) ({stats.seconds:.0f} s)")
     return 0
+
+
+def _found(defect, args: argparse.Namespace, checked, out) -> dict:
+    """A defect explore found, printed as it is found, with its bundle saved and the commands
+    that reproduce it; returns its entry in the explore report."""
+    from harness.reports.bundle import bundle_path, save
+    from harness.reports.report import reproduce_explored
+
+    f = defect.finding
+    entry = defect.to_json()
+    where = f"{f.tensor or ''}{f' of a {f.layer_kind} layer' if f.layer_kind else ''}"
+    how = (f"seen while shrinking another defect (not shrunk itself), size {defect.example.size}"
+           if defect.while_shrinking else
+           f"after {defect.found_after} example(s), shrunk to {defect.example.size} in {defect.shrink_runs} run(s)")
+    out.print(f"[red]{f.cls}[/red] in {'/'.join(f.backends)}: {where} {how}", soft_wrap=True)
+    out.print(f"  {f.detail}", soft_wrap=True)
+    if defect.result is not None and defect.result.inputs is not None:
+        stem = "explore-" + "-".join(str(x) for x in (f.cls, "+".join(f.backends), f.tensor, f.layer_kind) if x)
+        blob = defect.blob.decode("ascii") if defect.blob else None
+        cmds: dict[str, str] = {}
+
+        def commands(bundle: Path) -> dict[str, str]:  # they name the bundle: known once it has a path
+            cmds.update(reproduce_explored(str(bundle), args.examples, args.seed, checked.backends, args.oracle,
+                                           None if defect.while_shrinking else defect.round_seed, blob))
+            return cmds
+
+        replaced = bundle_path(defect.result, checked.bundle_dir, stem).exists()
+        path = save(defect.result, checked.bundle_dir, hypothesis=defect.hypothesis_info(), stem=stem,
+                    commands=commands)
+        entry["bundle"], entry["reproduce"] = str(path), cmds
+        how = " (replaced the bundle of the same defect and example from an earlier search)" if replaced else ""
+        lines = [f"  bundle{how}: {path}", f"  replay:  {cmds['replay']}", f"  search:  {cmds['explore']}",
+                 f"  tox:     {cmds['tox']}", f"           {cmds['tox_explore']}"]
+        if not defect.while_shrinking:
+            lines.append(f"  hypothesis: seed {defect.round_seed}" + (f", @reproduce_failure blob {blob}" if blob else ""))
+        out.print("\n".join(lines), soft_wrap=True)
+    return entry
 
 
 def replay(args: argparse.Namespace, checked, out) -> int:

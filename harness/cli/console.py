@@ -97,7 +97,7 @@ def print_result(result, out, commands: dict[str, str] | None = None) -> None:
 
     from harness.core.keys import Key
     from harness.judge.message import where
-    from harness.run.findings import known_dtype
+    from harness.run.known import known_dtype
     from harness.reports.report import reproduce, summary
 
     sc = result.scenario

@@ -7,7 +7,7 @@ Classes:
                  its detail is the first divergence's sentence (:mod:`harness.judge.message`);
 - ``unstable``   a float32 ``bug`` whose blamed backends are within the bound at that tensor when
                  the same values run in float64: a numerically unstable formula — red. Only
-                 :func:`harness.search.explore.unstable` gives this class (it needs that rerun;
+                 :func:`harness.search.evaluate.unstable` gives this class (it needs that rerun;
                  :func:`classify` judges one run and says ``bug``);
 - ``non-finite`` a backend produced NaN/Inf where the reference is finite (the finding names the
                  backend and the first tensor) — red when another backend stayed finite there;
@@ -16,7 +16,7 @@ Classes:
                  whose backends all hold the same NaN/Inf (``RunResult.nonfinite``, nothing
                  outside the bound): the run fails, the finding is ``everywhere``;
 - ``dtype``      a backend held a tensor in another dtype than the run asked for — red, unless it
-                 is a known finding (``KNOWN_DTYPE``, documented in docs/findings.md);
+                 is a known finding (harness.run.known, documented in docs/findings.md);
 - ``error``      a backend raised — red;
 - ``kink``       elements at or near a declared non-differentiable point where backends took
                  different sides (a flip, excused) — reported, never red;
@@ -37,24 +37,10 @@ import numpy as np
 
 from harness.core.keys import Key, parse as parse_key
 from harness.judge.message import of_verdict, where
+from harness.run.known import known_dtype
 from harness.run.runner import RunResult
 
 RED = ("bug", "unstable", "non-finite", "dtype", "error")
-
-# Known dtype findings (docs/findings.md #3): nerva-numpy's ReLU-family derivatives are
-# integer arrays, so in float32 runs DZ and DX of those layers (and what they feed) widen.
-KNOWN_DTYPE = {"numpy": ("DZ", "DX")}
-KNOWN_DTYPE_FINDING = "docs/findings.md #3"
-RELU_FAMILY = ("ReLU", "LeakyReLU", "AllReLU")
-
-
-def known_dtype(result: RunResult, backend: str) -> str | None:
-    """The documented finding that explains ``backend``'s dtype mismatches in this run, if one does."""
-    tensors = result.dtype_mismatches.get(backend, [])
-    known = tensors and backend in KNOWN_DTYPE and any(layer.kind in RELU_FAMILY for layer in result.scenario.layers) \
-        and all(parse_key(t).tensor in KNOWN_DTYPE[backend] for t in tensors)
-    return KNOWN_DTYPE_FINDING if known else None
-
 
 @dataclass(frozen=True)
 class Finding:

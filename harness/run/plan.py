@@ -1,6 +1,9 @@
-"""The plan of ``check`` (which runs, in which order) and how it is split into shards.
+"""The plan of ``check`` (which runs, in which order), how it is split into shards, and how a
+run's result becomes its status in the check.
 
-A *run* is one (scenario, dtype, mode, seed). ``check`` runs the plan:
+A *run* is one (scenario, dtype, mode, seed). This is the only plan: ``check`` runs it, the
+command-line validation prepares exactly its runs (harness.cli.checks) and ``list`` shows its
+variants. ``check`` runs:
 
 - every catalog scenario marked ``check = true``, in its catalog ``variants`` (the main job) or,
   with ``--variants all``, in all four dtype/mode pairs (the nightly matrix);
@@ -11,7 +14,7 @@ A *run* is one (scenario, dtype, mode, seed). ``check`` runs the plan:
 alone, never of the machine or the clock: every run goes to exactly one shard (disjoint), the
 shards together are the plan (the union), and the same plan always splits the same way
 (deterministic), so a red cell of the nightly matrix can be rerun on a laptop with the same
-``--shard``. Runs differ in cost by four orders of magnitude (``upstream`` against the small
+``--shard``. Runs differ in cost by orders of magnitude (``upstream`` against the small
 scenarios), so the split is not round-robin: runs are dealt, most expensive first, to the shard
 with the least estimated work so far (longest-processing-time first, ties to the lowest shard),
 with :func:`cost` as the estimate. Within a shard the plan's own order is kept.
@@ -19,18 +22,25 @@ with :func:`cost` as the estimate. Within a shard the plan's own order is kept.
 ``explore --shard K/N`` splits a search instead (:func:`explore_share`): the example budget is
 divided into N parts that add up to it, and each shard searches with its own seed derived from
 (seed, K, N), so no two shards draw the same sequence; ``--shard 1/1`` is the unsharded search.
+
+A run's status in the check (:func:`outcome`) is ``pass``, ``fail``, ``known`` (the documented
+defect the catalog expects showed, exactly) or ``known-missing`` (it did not: red).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
 from harness.core.errors import SpecError
+from harness.spec.scenario import Scenario
 from scenarios import ALL_VARIANTS
+
+if TYPE_CHECKING:
+    from harness.run.runner import RunResult
 
 # Calibrated on the nightly plan (docs/findings.md): a small scenario costs a few seconds whatever
 # its size (building four models, the per-step overhead), about 1/30 of an upstream run.
@@ -107,6 +117,37 @@ def plan(variants: str = "catalog", seed: int | None = None, add_seeds: Iterable
             dtype, _, mode = pair.partition("/")
             runs.extend(Run(name, dtype, mode, s) for s in seeds)
     return runs
+
+
+def shard_plan(variants: str = "catalog", seed: int | None = None, add_seeds: Iterable[int] = (),
+               shard: str | None = None) -> tuple[list[Run], list[Run]]:
+    """(the whole plan, the runs of ``shard``): what ``check --variants --seed --add-seed --shard``
+    runs, and what its command line is validated on."""
+    planned = plan(variants, seed, add_seeds)
+    return planned, select(planned, parse_shard(shard))
+
+
+def scenario(run: Run) -> Scenario:
+    """The scenario a run of the plan runs: its catalog entry in the run's dtype, mode and seed."""
+    import scenarios
+
+    return scenarios.get(run.scenario, seed=run.seed, dtype=run.dtype, mode=run.mode)
+
+
+def outcome(result: "RunResult", expected: Sequence[str] | None) -> str:
+    """A run's status in the check: ``pass``, ``fail``, ``known`` or ``known-missing``.
+
+    ``expected``: the backends a documented defect of the run blames (None: no defect is
+    expected, or its backends are not all in the run). Expected, it must show strictly: no
+    backend raised and the first divergence blames exactly those backends (``known``);
+    anything else is ``known-missing``, a pass included, so a fix upstream or a loss of
+    sensitivity is noticed. Without one, a passing run is ``pass`` and any other ``fail``.
+    """
+    if expected is not None:
+        first = result.first_divergence
+        blamed = sorted(first[1].blamed) if first else []
+        return "known" if not result.failures and blamed == sorted(expected) else "known-missing"
+    return "pass" if result.passed else "fail"
 
 
 def cost(run: Run, catalog: dict | None = None) -> float:

@@ -143,20 +143,51 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
     bundles). They must already be exact in the run's dtype. ``status(text)`` is told what the
     run does before its first step ("loading torch": the first use of a framework imports it).
     """
+    session = _build(scenario, backends, oracle, state0, data, status)
+    session.progress, session.keep_going = progress, keep_going
+    result, start, data = session.result, session.start, session.result.inputs[1]
+    if status:
+        status("step 0")
+    try:
+        for step, (X, T) in enumerate(data):
+            if not session.active or session.advance(step, X, T):
+                break
+        if session.pending is not None:
+            session.collect()
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        session.worker.shutdown(wait=True, cancel_futures=True)
+    pending = session.pending
+    if result.interrupted and pending is not None and pending[1].done() and not pending[1].cancelled() \
+            and pending[1].exception() is None:
+        _keep(result, pending[1].result())  # the judgement that was in flight
+    result.stopped_early = result.steps_run < scenario.steps
+    result.seconds = time.perf_counter() - start
+    if result.interrupted:
+        raise Interrupted(result)
+    return result
+
+
+def _build(scenario: Scenario, backends: list[str], oracle: str | None, state0: dict[str, np.ndarray] | None,
+           data: Sequence[tuple[np.ndarray, np.ndarray]] | None, status: Callable[[str], None] | None) -> "_Session":
+    """The run set up: its oracle chosen, its initial state and batches, the adapters loaded (an
+    unavailable backend is bad input: BackendUnavailable), then the oracle built (its failure
+    is a harness bug: it raises) and every backend (a backend's failure is recorded, the others
+    go on) at the initial state. Ctrl-C raises :class:`Interrupted`."""
     oracle, note = choose_oracle(scenario, oracle)
     state0 = initial_state(scenario) if state0 is None else state0
     data = batches(scenario) if data is None else data
-    result_inputs = (state0, data)
-    models = {name: adapters.load(name) for name in backends}  # BackendUnavailable is bad input
-    result = RunResult(scenario, list(backends), oracle=oracle, oracle_note=note, inputs=result_inputs)
+    models = {name: adapters.load(name) for name in backends}
+    result = RunResult(scenario, list(backends), oracle=oracle, oracle_note=note, inputs=(state0, data))
     start = time.perf_counter()
-    active = {}
+    exact, active = None, {}
     try:
         if oracle is not None:
             if status:
                 status(f"loading the {oracle} oracle")
             exact = adapters.load_oracle(oracle)
-            exact.build(scenario, state0)  # the oracle failing is a harness bug: let it raise
+            exact.build(scenario, state0)
         for name, model in models.items():
             if status:
                 status(f"loading {name}")
@@ -168,90 +199,102 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
     except KeyboardInterrupt:
         result.interrupted, result.seconds = True, time.perf_counter() - start
         raise Interrupted(result) from None
-    if status:
-        status("step 0")
-    reference = state0
-    before = {name: state0 for name in [*active, *([oracle] if oracle else [])]}  # each backend's parameters at the start of a step
-    # The judgement of step s (the expensive part) runs in a worker thread while the backends
-    # compute step s + 1; only the cheap kink scan must finish first (it decides re-anchoring).
-    pending: tuple[int, Future] | None = None
-    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge")
+    return _Session(result, active, exact, state0, start)
 
-    def collect() -> bool:
+
+class _Session:
+    """A run in progress: the backends still going, the oracle, the point the next step starts
+    from, and the judgement in flight.
+
+    The judgement of step s (the expensive part) runs in a worker thread while the backends
+    compute step s + 1; only the cheap kink scan must finish first (it decides re-anchoring).
+    """
+
+    def __init__(self, result: RunResult, active: dict, exact, state0: dict[str, np.ndarray], start: float) -> None:
+        self.result, self.scenario, self.oracle, self.start = result, result.scenario, result.oracle, start
+        self.active, self.exact = active, exact
+        self.progress: Callable[[int, StepVerdict], None] | None = None
+        self.keep_going = False
+        self.reference = state0
+        # each backend's parameters at the start of a step
+        self.before = {name: state0 for name in [*active, *([self.oracle] if self.oracle else [])]}
+        self.pending: tuple[int, Future] | None = None
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge")
+
+    def collect(self) -> bool:
         """Record the pending verdict; True when the run should stop there."""
-        nonlocal pending
-        assert pending is not None
-        step_, future = pending
-        pending = None
+        assert self.pending is not None
+        step, future = self.pending
+        self.pending = None
         verdict = future.result()
-        _keep(result, verdict)
-        if progress:
-            progress(step_, verdict)
-        return verdict.first_failure is not None and not keep_going
+        _keep(self.result, verdict)
+        if self.progress:
+            self.progress(step, verdict)
+        return verdict.first_failure is not None and not self.keep_going
 
-    try:
-        for step, (X, T) in enumerate(data):
-            if not active:
-                break
-            # The point the bound is evaluated at: parameters and velocities at the start of the
-            # step. In trajectory mode each backend is at its own point; the bound is taken at
-            # their consensus and carries their measured spread as the parameters' error.
-            if oracle is not None or scenario.mode == "lockstep":
-                point: dict | list = reference
-            else:
-                point = [m.get_state() for m in active.values()]
-            traces = {}
-            for name, model in list(active.items()):
-                try:
-                    traces[name] = model.step(X, T, scenario.lr)
-                except Exception as e:
-                    result.failures[name] = _describe(e, f"step {step}")
-                    del active[name]
-                    continue
-                wrong = {k for k, d in model.dtypes.items() if d != scenario.dtype}
-                if wrong:
-                    result.dtype_mismatches[name] = sorted(wrong | set(result.dtype_mismatches.get(name, [])))
-            if pending is not None and collect():
-                break  # the previous step failed; this step's traces are not judged
-            if not traces:
-                break
-            if result.nonfinite is None:
-                result.nonfinite = first_nonfinite(scenario, step, traces)
-            if oracle is not None:
-                traces[oracle] = exact.step(X, T, scenario.lr)
-            scan = scan_kinks(scenario, step, traces, before, oracle)
-            pending = (step, worker.submit(_assess, scenario, step, traces, scan, oracle, point))
-            if result.nonfinite is not None and not keep_going:
-                collect()
-                break  # NaN and Inf only spread from here
-            if oracle is not None:  # lockstep: everyone starts the next step where the oracle is
-                reference = {k: as_dtype(v, scenario.dtype) for k, v in exact.get_state().items()}
-                for model in [*active.values(), exact]:
-                    model.set_state(reference)
-                before = {name: reference for name in [*active, oracle]}
-            elif scenario.mode == "lockstep" or scan.flips:
-                reference = _consensus_state([m.get_state() for m in active.values()], scenario.dtype)
-                for model in active.values():
-                    model.set_state(reference)
-                if scenario.mode == "trajectory":
-                    result.resyncs.append(step)
-                before = {name: reference for name in active}
-            else:
-                before = dict(traces)  # the traces hold each backend's updated parameters
-        if pending is not None:
-            collect()
-    except KeyboardInterrupt:
-        result.interrupted = True
-    finally:
-        worker.shutdown(wait=True, cancel_futures=True)
-    if result.interrupted and pending is not None and pending[1].done() and not pending[1].cancelled() \
-            and pending[1].exception() is None:
-        _keep(result, pending[1].result())  # the judgement that was in flight
-    result.stopped_early = result.steps_run < scenario.steps
-    result.seconds = time.perf_counter() - start
-    if result.interrupted:
-        raise Interrupted(result)
-    return result
+    def advance(self, step: int, X: np.ndarray, T: np.ndarray) -> bool:
+        """One step: every backend's trace, the previous step's verdict collected, this step's
+        judgement submitted, then the re-anchoring. True when the run stops here."""
+        scenario, result, oracle = self.scenario, self.result, self.oracle
+        # The point the bound is evaluated at: parameters and velocities at the start of the
+        # step. In trajectory mode each backend is at its own point; the bound is taken at
+        # their consensus and carries their measured spread as the parameters' error.
+        if oracle is not None or scenario.mode == "lockstep":
+            point: dict | list = self.reference
+        else:
+            point = [m.get_state() for m in self.active.values()]
+        traces = self._traces(step, X, T)
+        if self.pending is not None and self.collect():
+            return True  # the previous step failed; this step's traces are not judged
+        if not traces:
+            return True
+        if result.nonfinite is None:
+            result.nonfinite = first_nonfinite(scenario, step, traces)
+        if oracle is not None:
+            traces[oracle] = self.exact.step(X, T, scenario.lr)
+        scan = scan_kinks(scenario, step, traces, self.before, oracle)
+        self.pending = (step, self.worker.submit(_assess, scenario, step, traces, scan, oracle, point))
+        if result.nonfinite is not None and not self.keep_going:
+            self.collect()
+            return True  # NaN and Inf only spread from here
+        self.reanchor(step, traces, scan)
+        return False
+
+    def _traces(self, step: int, X: np.ndarray, T: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+        """Every active backend's trace of one step; one that raises is recorded and dropped."""
+        result, dtype = self.result, self.scenario.dtype
+        traces = {}
+        for name, model in list(self.active.items()):
+            try:
+                traces[name] = model.step(X, T, self.scenario.lr)
+            except Exception as e:
+                result.failures[name] = _describe(e, f"step {step}")
+                del self.active[name]
+                continue
+            wrong = {k for k, d in model.dtypes.items() if d != dtype}
+            if wrong:
+                result.dtype_mismatches[name] = sorted(wrong | set(result.dtype_mismatches.get(name, [])))
+        return traces
+
+    def reanchor(self, step: int, traces: dict, scan) -> None:
+        """Where the next step starts: with an oracle (lockstep) everyone at the oracle's state;
+        in lockstep without one, or after a kink flip in trajectory mode (recorded in
+        ``resyncs``), everyone at the consensus; otherwise each backend where it got to."""
+        scenario, oracle = self.scenario, self.oracle
+        if oracle is not None:
+            self.reference = {k: as_dtype(v, scenario.dtype) for k, v in self.exact.get_state().items()}
+            for model in [*self.active.values(), self.exact]:
+                model.set_state(self.reference)
+            self.before = {name: self.reference for name in [*self.active, oracle]}
+        elif scenario.mode == "lockstep" or scan.flips:
+            self.reference = _consensus_state([m.get_state() for m in self.active.values()], scenario.dtype)
+            for model in self.active.values():
+                model.set_state(self.reference)
+            if scenario.mode == "trajectory":
+                self.result.resyncs.append(step)
+            self.before = {name: self.reference for name in self.active}
+        else:
+            self.before = dict(traces)  # the traces hold each backend's updated parameters
 
 
 def _keep(result: RunResult, verdict: StepVerdict) -> None:

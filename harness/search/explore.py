@@ -7,19 +7,9 @@
     print(defects.stats.summary())
 
 Each example (:func:`scenarios.strategies.examples`) is run on the backends with the oracle
-``auto`` (lockstep: exact SymPy for small nets, autodiff otherwise) and its findings classified
-(:func:`harness.run.findings.classify`). The comparator is the only judge of a value: its bound is the
-rounding error a correct implementation may have at each element, so a finding outside it is a
-defect, whatever the example. :func:`evaluate` only names the defect's kind and sorts:
-
-- ``red``: a red finding (bug, unstable, non-finite, dtype, error) that no documented defect
-  explains - it fails the property. A float32 ``bug`` that the same values in float64 do not
-  show is ``unstable`` (:func:`unstable`): a numerically unstable formula, still red;
-- ``known``: a red finding explained by a documented defect (:data:`KNOWN`, docs/findings.md),
-  checked by a counterfactual run with the cause removed (e.g. tensorflow's float64 alpha: the
-  same example with every alpha rounded to float32 must be clean) - counted, not failed;
-- ``other``: kink and convention findings, and non-finite values in every backend - counted,
-  never failed.
+``auto`` (lockstep: exact SymPy for small nets, autodiff otherwise), and its findings are sorted
+into red, known and other by :func:`harness.search.evaluate.evaluate` (the comparator is the
+only judge of a value; a red finding fails the search's property).
 
 Search (:func:`explore`): Hypothesis reports one failure per run, so the search runs in rounds.
 In a round, the first example with a red finding whose signature (class, backends, tensor, layer
@@ -30,10 +20,9 @@ so far ignored (counted in ``Defect.count``, not failed), until the example budg
 round ends without a new defect. Rounds are seeded from ``seed`` (``hypothesis.seed``): the same
 seed, budget and backends give the same search.
 
-Deduplication goes one step beyond the signature: a red finding whose blamed backends were
-already clearly apart from the others at an earlier tensor that has the signature of a found
-defect (:func:`consequence_of`: a wrong Db still inside the bound, whose update makes Y wrong
-a step later) is counted for that defect (``Defect.also_seen_as``), not reported as a new one.
+Deduplication is by signature alone: a red finding with a found defect's signature is counted
+for that defect (``Defect.count``); every red finding with a new signature is a defect of its
+own, whatever was seen before it in the run.
 
 Shrinking costs at most ``max_shrink_runs`` runs per defect (Hypothesis's own limits allow far
 more): after that, new shrink candidates pass without being run and the smallest example so far
@@ -43,12 +32,9 @@ is kept. Examples Hypothesis replays are answered from a cache.
 from __future__ import annotations
 
 import ast
-import contextlib
-import dataclasses
 import hashlib
 import re
 import time
-import traceback
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -62,14 +48,13 @@ from hypothesis.errors import Unsatisfiable
 from hypothesis.strategies import SearchStrategy
 
 import adapters
-from harness.run.findings import Finding, classify
 from harness.core.errors import BackendUnavailable
-from harness.run.runner import RunResult, run
+from harness.run.findings import Finding
+from harness.run.runner import RunResult
+from harness.search.evaluate import Evaluation, evaluate
 from scenarios.strategies import Example, examples as example_strategy
 
 MAX_SHRINK_RUNS = 400  # runs per defect spent on shrinking (Hypothesis's own limits are far higher)
-OUTLIER_RATIO = 0.02  # attribution: the blamed backends' ratio (error / bound) where they are "apart"
-OUTLIER_FACTOR = 20.0  # ... and how many times the other backends' largest error it must be
 HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]  # no "explain": it re-runs a lot
 
@@ -83,8 +68,8 @@ def stable_generation() -> Iterator[None]:
     Hypothesis (6.13x and later) sometimes draws a constant found in the source of the *local*
     modules in ``sys.modules`` (those outside site-packages). Which ones are loaded, and whether
     this package is installed editable or as a wheel, would then change the examples a seed
-    gives: measured, the same planted bug was found after 3, 19 and 38 examples in three
-    processes. Inside this context that pool is empty, so ``explore --seed S`` draws the same
+    gives (the same planted bug found after a different number of examples in each process).
+    Inside this context that pool is empty, so ``explore --seed S`` draws the same
     examples on every machine with the same versions. It replaces one internal function
     (``hypothesis.internal.conjecture.providers._get_local_constants``); when a Hypothesis
     release no longer has it, nothing is replaced.
@@ -107,250 +92,6 @@ def stable_generation() -> Iterator[None]:
         cache.cache.clear()
 
 
-# ------------------------------------------------------------------------------ known defects
-
-def _inexact_alphas(example: Example) -> bool:
-    return any(layer.kind in ("LeakyReLU", "AllReLU") and float(np.float32(layer.arg["alpha"])) != layer.arg["alpha"]
-               for layer in example.scenario.layers)
-
-
-def _alphas_in_float32(example: Example) -> Example:
-    layers = tuple(
-        dataclasses.replace(layer, args=(("alpha", float(np.float32(layer.arg["alpha"]))),))
-        if layer.kind in ("LeakyReLU", "AllReLU") else layer
-        for layer in example.scenario.layers)
-    return dataclasses.replace(example, scenario=example.scenario.with_(layers=layers))
-
-
-@contextlib.contextmanager
-def _exact_torch_log_sigmoid() -> Iterator[None]:
-    """nerva-torch's log_sigmoid with softplus's shortcut above 20 removed (docs/findings.md #15)."""
-    import torch
-    from nerva_torch import loss_functions, matrix_operations
-
-    def log_sigmoid(X):
-        return -torch.nn.functional.softplus(-X, threshold=float("inf"))
-
-    saved = loss_functions.log_sigmoid
-    loss_functions.log_sigmoid = log_sigmoid
-    try:
-        yield
-    finally:
-        loss_functions.log_sigmoid = saved
-        del matrix_operations  # imported to make sure the module the loss uses is loaded
-
-
-@contextlib.contextmanager
-def _stable_log_softmax_layers() -> Iterator[None]:
-    """The four LogSoftmax layers with the libraries' own stable_log_softmax (docs/findings.md #16)."""
-    import importlib
-
-    saved = []
-    for name in ("numpy", "torch", "jax", "tensorflow"):
-        try:
-            layers = importlib.import_module(f"nerva_{name}.layers")
-            functions = importlib.import_module(f"nerva_{name}.softmax_functions")
-        except ImportError:
-            continue
-        saved.append((layers, layers.log_softmax))
-        layers.log_softmax = functions.stable_log_softmax
-    try:
-        yield
-    finally:
-        for layers, original in saved:
-            layers.log_softmax = original
-
-
-def _unchanged(example: Example) -> Example:
-    return example
-
-
-@dataclass(frozen=True)
-class Known:
-    """A documented defect: when it may explain a finding, and the example with its cause removed
-    (``counterfactual`` changes the example; ``patch`` the backend, inside this process)."""
-
-    name: str
-    reference: str
-    applies: Callable[[Example, Finding], bool]
-    counterfactual: Callable[[Example], Example]
-    patch: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-
-
-KNOWN: tuple[Known, ...] = (
-    Known("tensorflow-float64-alpha",
-          "docs/findings.md #2: nerva-tensorflow uses LeakyReLU/AllReLU alpha rounded to float32 in float64 runs",
-          lambda ex, f: ex.scenario.dtype == "float64" and "tensorflow" in f.backends and _inexact_alphas(ex),
-          _alphas_in_float32),
-    Known("torch-float64-log-sigmoid",
-          "docs/findings.md #15: nerva-torch's log_sigmoid is -softplus(-x), and torch's softplus returns x "
-          "above 20, so float64 LogisticCrossEntropy values lose up to e^-20 per element",
-          lambda ex, f: (ex.scenario.dtype == "float64" and ex.scenario.loss == "LogisticCrossEntropy"
-                         and "torch" in f.backends and f.tensor == "loss"),
-          _unchanged, _exact_torch_log_sigmoid),
-    Known("plain-log-softmax-layer",
-          "docs/findings.md #16: the LogSoftmax layers use the plain log_softmax, z - log(sum(exp(z))), "
-          "whose error is u absolute, not u |y|: outputs near 0 are less accurate than a stable form's",
-          lambda ex, f: any(layer.kind == "LogSoftmax" for layer in ex.scenario.layers),
-          _unchanged, _stable_log_softmax_layers),
-)
-
-
-# ------------------------------------------------------------------------------ one example
-
-@dataclass
-class Evaluation:
-    """What one example showed, sorted (see the module docstring)."""
-
-    example: Example
-    result: RunResult | None
-    red: list[Finding] = field(default_factory=list)
-    known: list[tuple[Finding, str]] = field(default_factory=list)
-    other: list[Finding] = field(default_factory=list)
-    runs: int = 1  # runs made (counterfactuals included)
-
-    def report(self) -> str:
-        lines = [f"{f.cls} {'/'.join(f.backends)}: {f.detail}" for f in self.red]
-        lines += [f"known ({name}): {f.detail}" for f, name in self.known]
-        return "\n".join(lines + [self.example.describe()])
-
-
-def _harness_error(e: BaseException) -> Finding:
-    frame = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
-    where = f" ({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})" if frame else ""
-    return Finding("error", ("harness",), type(e).__name__, detail=f"the harness raised {type(e).__name__}: {e}{where}")
-
-
-def _worst_ratio(result: RunResult) -> float:
-    """The blamed backends' worst ratio (error / bound) at the run's first divergence."""
-    first = result.first_divergence
-    if first is None:
-        return float("inf")
-    _, tv = first
-    return max((tv.worst.get(b, float("inf")) for b in tv.blamed), default=float("inf"))
-
-
-def consequence_of(result: RunResult | None, finding: Finding, signatures: Iterable[tuple]) -> tuple | None:
-    """The signature of an already-found defect this finding is a consequence of, or None.
-
-    A first divergence is often the amplified consequence of a smaller deviation earlier on: a
-    wrong bias gradient that was still inside the bound moves one backend's parameters, and a
-    step later its Y is outside the bound (trajectory mode), or an optimizer with eta (1 + mu) > 1
-    pushes an update outside it. The finding counts as a consequence of a found defect when an
-    earlier tensor of the run (in the comparator's order, over the steps up to the divergence) has
-    that defect's signature (``bug`` or ``unstable``) and there every blamed backend is at least
-    :data:`OUTLIER_RATIO` of the bound off and :data:`OUTLIER_FACTOR` times further off than every
-    other backend.
-    Only found signatures are considered, so a new kind of defect is never folded away by a
-    rounding-sized difference elsewhere.
-    """
-    known = set(signatures)
-    first = result.first_divergence if result is not None else None
-    if finding.cls not in ("bug", "unstable") or first is None or not known:
-        return None
-    step, failing = first
-    blamed = [b for b in finding.backends if b in failing.worst]
-    others = [b for b in failing.worst if b not in blamed]
-    if not blamed or not others:
-        return None
-    for verdict in result.steps:
-        if verdict.step > step:
-            break
-        for tv in verdict.tensors:
-            if verdict.step == step and tv.key == failing.key:
-                return None
-            tensor, layer = tv.key
-            kind = None if layer is None else result.scenario.layers[layer - 1].kind
-            signature = next((sig for cls in ("bug", "unstable")
-                              if (sig := Finding(cls, finding.backends, tensor, layer, kind).signature) in known), None)
-            if signature is None:
-                continue
-            mine = min(tv.worst.get(b, 0.0) for b in blamed)
-            rest = max(tv.worst.get(b, 0.0) for b in others)
-            if mine >= OUTLIER_RATIO and mine >= OUTLIER_FACTOR * rest:
-                return signature
-    return None
-
-
-def evaluate(example: Example, backends: list[str], *, oracle: str = "auto", known: bool = True) -> Evaluation:
-    """Run one example on ``backends`` and sort its findings (red / known / other).
-
-    A float32 ``bug`` is first named ``unstable`` or left a ``bug`` (:func:`unstable`); then a
-    red finding a documented defect explains is ``known`` (``known=False``: none is).
-    """
-    try:
-        result = run(example.scenario, list(backends), oracle=oracle, state0=example.state0, data=example.data)
-        findings = classify(result)
-    except Exception as e:  # the harness itself failed on this example: a defect too (of the harness)
-        return Evaluation(example, None, red=[_harness_error(e)])
-    ev = Evaluation(example, result)
-    for f in findings:
-        if not f.red:
-            ev.other.append(f)
-            continue
-        f = unstable(example, result, f, backends, ev)
-        explained = _explain(example, f, backends, oracle, ev) if known else None
-        if explained:
-            ev.known.append((f, explained))
-        else:
-            ev.red.append(f)
-    return ev
-
-
-def unstable(example: Example, result: RunResult, finding: Finding, backends: list[str],
-             ev: Evaluation | None = None) -> Finding:
-    """``finding`` as an ``unstable`` finding when only float32 shows it; otherwise unchanged.
-
-    The rule: when a float32 example gives a ``bug`` finding blaming backends B, the same example
-    is run again in float64 - the same arrays (every float32 number is exact in float64), the
-    scenario with ``dtype="float64"``, the steps up to the finding's - against the same oracle,
-    every step judged. If none of B is blamed at that tensor (same step, tensor and layer) there,
-    the finding's class becomes ``unstable``; otherwise (B blamed there too, a backend of B
-    raised, or the rerun never judged that tensor) it stays ``bug``.
-
-    Why: the comparator's bound is the rounding error a correct implementation may have at that
-    element *in the run's dtype*, so a float32 error beyond it is a defect whatever float64
-    says. A right formula that loses more accuracy than a stable implementation in the same
-    dtype (exp without the max subtraction, a variance as E[x^2] - E[x]^2, a difference of two
-    nearly equal terms) is exactly what a float32-only finding is: numerically unstable. It is
-    red like ``bug`` (unless a documented known defect explains it); the class only says where
-    to look - the formula's conditioning, not its algebra. The rerun is counted in ``ev.runs``.
-    """
-    if finding.cls != "bug" or example.scenario.dtype != "float32" or finding.step is None:
-        return finding
-    steps = finding.step + 1
-    wide = dataclasses.replace(example.scenario, dtype="float64", steps=steps)
-    state0 = {k: v.astype(np.float64) for k, v in example.state0.items()}
-    data = [(X.astype(np.float64), T.astype(np.float64)) for X, T in example.data[:steps]]
-    try:
-        again = run(wide, list(backends), oracle=result.oracle or "none", keep_going=True, state0=state0, data=data)
-    except Exception:  # no float64 verdict: nothing shows the finding is float32's alone
-        return finding
-    finally:
-        if ev is not None:
-            ev.runs += 1
-    key = (finding.tensor, finding.layer)
-    tv = next((tv for v in again.steps if v.step == finding.step for tv in v.tensors if tv.key == key), None)
-    if tv is None or any(b in again.failures or b in tv.blamed for b in finding.backends):
-        return finding
-    wide_ratio = max(tv.worst.get(b, 0.0) for b in finding.backends)
-    return dataclasses.replace(
-        finding, cls="unstable",
-        detail=f"{finding.detail}; worst ratio {_worst_ratio(result):.3g} in float32, within the bound in float64 "
-               f"(ratio {wide_ratio:.2g})")
-
-
-def _explain(example: Example, finding: Finding, backends: list[str], oracle: str, ev: Evaluation) -> str | None:
-    for k in KNOWN:
-        if k.applies(example, finding):
-            with k.patch():
-                again = evaluate(k.counterfactual(example), backends, oracle=oracle, known=False)
-            ev.runs += again.runs
-            if all(f.signature != finding.signature for f in again.red):  # gone with its cause
-                return k.name
-    return None
-
-
 # ------------------------------------------------------------------------------ the search
 
 @dataclass
@@ -368,7 +109,6 @@ class Defect:
     found_after: int  # examples run when it was first seen
     shrink_runs: int = 0
     seconds: float = 0.0  # to find and shrink it
-    also_seen_as: Counter = field(default_factory=Counter)  # signatures counted as its consequences
     strategy: str = "scenarios.strategies.examples()"  # what the reproduce blob is for
     while_shrinking: bool = False  # first seen in a shrink candidate of another defect (not shrunk itself)
 
@@ -392,8 +132,15 @@ class Defect:
             "count": self.count, "found_after": self.found_after, "shrink_runs": self.shrink_runs,
             "size": self.example.size._asdict(), "tricks": list(self.example.tricks),
             "while_shrinking": self.while_shrinking,
-            "also_seen_as": [[s[0], list(s[1]), s[2], s[3], n] for s, n in self.also_seen_as.items()],
         }
+
+    def to_json(self) -> dict:
+        """Its entry in the explore report (``bundle`` and ``reproduce`` are filled in once its
+        bundle is saved)."""
+        f = self.finding
+        return {"class": f.cls, "backends": list(f.backends), "tensor": f.tensor, "layer_kind": f.layer_kind,
+                "detail": f.detail, "count": self.count, "found_after": self.found_after,
+                "size": self.example.size._asdict(), "bundle": None, "reproduce": None}
 
     def describe(self) -> str:
         f = self.finding
@@ -401,9 +148,6 @@ class Defect:
                 f"{f' of a {f.layer_kind} layer' if f.layer_kind else ''}; seen in {self.count} example(s), "
                 f"first after {self.found_after}; smallest example ({self.example.size}):")
         lines = [head, f.detail, self.example.describe()]
-        if self.also_seen_as:
-            lines.append("also seen as (consequences): " + "; ".join(
-                f"{'/'.join(sig[1])} {sig[2]} of {sig[3] or '-'} x{n}" for sig, n in self.also_seen_as.items()))
         if self.reproduce:
             lines.append(f"reproduce: {self.reproduce} on a test over {self.strategy}")
         return "\n".join(lines)
@@ -451,6 +195,20 @@ class Exploration(list):
     def __init__(self, defects: Iterable[Defect] = (), stats: Stats | None = None) -> None:
         super().__init__(defects)
         self.stats = stats or Stats()
+
+    def to_json(self, *, budget: int, seed: int, shard: str | None, backends: list[str],
+                defects: list[dict]) -> dict:
+        """The explore report (schema ``nerva-consistency/explore/1``): the search asked for, what
+        it ran and saw, and ``defects``, each defect's entry (:meth:`Defect.to_json`, with its
+        bundle and reproduce commands)."""
+        stats = self.stats
+        return {
+            "schema": "nerva-consistency/explore/1", "examples": stats.examples, "budget": budget,
+            "seed": seed, "shard": shard, "backends": backends, "seconds": round(stats.seconds, 1),
+            "rounds": stats.rounds, "shrink_runs": stats.shrink_runs, "findings": dict(stats.findings),
+            "known": dict(stats.known), "oracles": {(k or "none"): v for k, v in stats.oracles.items()},
+            "defects": defects,
+            "seen_while_shrinking_not_reproduced": [f.detail for f, _ in stats.seen_while_shrinking.values()]}
 
 
 class _Red(Exception):
@@ -562,12 +320,8 @@ class _Search:
         new = None
         for f in ev.red:
             s.red[f.signature] += 1
-            cause = f.signature if f.signature in self.defects else consequence_of(ev.result, f, self.defects)
-            if cause is not None:
-                d = self.defects[cause]
-                d.count += 1
-                if cause != f.signature:
-                    d.also_seen_as[f.signature] += 1
+            if f.signature in self.defects:
+                self.defects[f.signature].count += 1
             elif new is None:
                 new = f
         if self.progress:
@@ -591,7 +345,7 @@ class _Search:
             if f.signature == self.locked:
                 self._keep(f, ev)
                 return f, ev
-            if f.signature not in self.defects and consequence_of(ev.result, f, self.defects) is None:
+            if f.signature not in self.defects:
                 seen = self.stats.seen_while_shrinking.get(f.signature)
                 if seen is None or example.weight < seen[1].weight:
                     self.stats.seen_while_shrinking[f.signature] = (f, example)
