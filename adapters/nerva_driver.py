@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from adapters.extensions import absolute_error_loss, elu_activation
+from harness.core.keys import Trace
 from harness.spec.scenario import OptimizerSpec, Scenario
 
-Trace = dict[str, np.ndarray]
 
 
 def param_slots(scenario: Scenario, layers: list[Any]) -> dict[str, tuple[Any, str, str, OptimizerSpec]]:

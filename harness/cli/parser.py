@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from harness.core.components import DTYPES, ORACLES
+from harness.core.components import DTYPES, ORACLE_CHOICES
 from harness.core.errors import SpecError
 from harness.spec.flags import FLAGS
 
 PROG = "nerva-consistency"
 DEBUG_HELP = "show the traceback of an internal error"
-ORACLE_CHOICES = ("auto", *ORACLES, "none")
 
 
 class _Parser(argparse.ArgumentParser):

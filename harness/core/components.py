@@ -108,6 +108,7 @@ DTYPES = ("float32", "float64")
 MODES = ("trajectory", "lockstep")
 BACKENDS = ("numpy", "torch", "jax", "tensorflow")  # the four Nerva libraries, the default backends
 ORACLES = ("sympy", "autodiff")  # the references of lockstep mode (harness.run.choice picks one)
+ORACLE_CHOICES = ("auto", *ORACLES, "none")  # what --oracle takes: auto picks by size, none compares backends only
 
 # Weight initializers: the name, and (distribution, scale(D, K)) for W of shape (K, D).
 INITIALIZERS = {

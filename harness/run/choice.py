@@ -17,12 +17,11 @@ and autodiff otherwise; the choice and its reason are printed and recorded in th
 from __future__ import annotations
 
 import adapters
-from harness.core.components import LAYERS
+from harness.core.components import LAYERS, ORACLE_CHOICES
 from harness.core.errors import SpecError
 from harness.spec.scenario import Scenario
 
 SYMPY_LIMIT = 400_000  # multiply-adds per step the exact oracle takes on (16-32-32-10, batch 16: ~35 000)
-CHOICES = ("auto", "sympy", "autodiff", "none")
 
 
 def symbolic_cost(scenario: Scenario) -> int:
@@ -42,8 +41,8 @@ def symbolic_cost(scenario: Scenario) -> int:
 def choose(scenario: Scenario, requested: str | None) -> tuple[str | None, str]:
     """(oracle or None, why) for a run; SpecError for a request that cannot be honoured."""
     requested = requested or "auto"
-    if requested not in CHOICES:
-        raise SpecError(f"unknown oracle {requested!r}; choose one of {', '.join(CHOICES)}")
+    if requested not in ORACLE_CHOICES:
+        raise SpecError(f"unknown oracle {requested!r}; choose one of {', '.join(ORACLE_CHOICES)}")
     if requested == "none":
         return None, "none (asked): backends compared with each other"
     if scenario.mode != "lockstep":
