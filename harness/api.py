@@ -1,12 +1,19 @@
 """The public surface for a backend or component of one's own: what a plug-in imports.
 
-It stands on :mod:`harness.core` and :mod:`harness.spec` alone (checked by import-linter in
-``tox -e lint``), so a plug-in never pulls in the oracle, the judge or a framework.
+A backend implements :class:`Backend` and returns :data:`Trace` dictionaries keyed by
+:class:`Key` names; what it is asked to run is a :class:`Scenario` of :class:`LayerSpec` s, built
+from Nerva's spec strings, with the catalogue of components (:data:`LAYERS`, :data:`LOSSES`,
+:data:`OPTIMIZERS`, :data:`INITIALIZERS`). This module stands on :mod:`harness.core` and
+:mod:`harness.spec` alone (checked by import-linter in ``tox -e lint``), so a plug-in never pulls
+in the oracle, the judge or a framework.
 """
 
+from harness.core.backend import Backend, BackendFailure
 from harness.core.components import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, LayerKind, LossKind
 from harness.core.errors import BackendUnavailable, SpecError
+from harness.core.keys import GRADIENT, Key, Trace, parse as parse_key
 from harness.spec.scenario import DataSpec, LayerSpec, OptimizerSpec, Scenario, build_scenario
 
-__all__ = ["INITIALIZERS", "LAYERS", "LOSSES", "OPTIMIZERS", "LayerKind", "LossKind", "BackendUnavailable",
-           "SpecError", "DataSpec", "LayerSpec", "OptimizerSpec", "Scenario", "build_scenario"]
+__all__ = ["Backend", "BackendFailure", "INITIALIZERS", "LAYERS", "LOSSES", "OPTIMIZERS", "LayerKind", "LossKind",
+           "BackendUnavailable", "SpecError", "GRADIENT", "Key", "Trace", "parse_key", "DataSpec", "LayerSpec",
+           "OptimizerSpec", "Scenario", "build_scenario"]

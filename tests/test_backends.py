@@ -100,8 +100,9 @@ def test_a_backend_that_raises_is_reported_and_the_others_go_on(installed, monke
     monkeypatch.setattr(nerva_jax.layers.SoftmaxLayer, "backpropagate", broken)
     result = run(scenarios.get("relu-softmax", steps=2), installed)
     assert list(result.failures) == ["jax"]
-    assert "FloatingPointError: injected failure" in result.failures["jax"]
-    assert result.failures["jax"].startswith("step 0")
+    failure = result.failures["jax"]
+    assert (failure.step, failure.type, failure.message) == (0, "FloatingPointError", "injected failure")
+    assert str(failure).startswith("step 0: FloatingPointError: injected failure (")
     assert len(result.steps) == 2 and all(len(v.tensors[0].worst) == 3 for v in result.steps)
     assert not result.passed
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from harness.core.backend import BackendFailure
 from harness.run.findings import RED, Finding, classify, is_red
 from harness.judge.compare import StepVerdict, TensorVerdict
 from harness.run.runner import RunResult
@@ -73,7 +74,7 @@ def test_kink_flips_and_conventions_are_reported_never_red():
 
 
 def test_a_backend_that_raised_is_a_red_error():
-    (f,) = classify(result(failures={"torch": "step 0: RuntimeError: boom (layers.py:1)"}))
+    (f,) = classify(result(failures={"torch": BackendFailure(0, "RuntimeError", "boom", "layers.py:1")}))
     assert (f.cls, f.backends, f.red) == ("error", ("torch",), True)
 
 

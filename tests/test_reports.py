@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import console, main as cli
+from harness.core.backend import BackendFailure
 from harness.reports import merge
 from harness.judge.compare import StepVerdict, TensorVerdict
 from harness.run.runner import RunResult
@@ -49,7 +50,7 @@ def planted(scenario, backends, *args, **kw) -> RunResult:
                                                index=(1, 2), values={**{b: 0.5 for b in backends}, "consensus": 0.5},
                                                allowed=1.5e-7, outside={blamed: 3}, elements=12)
     if name == "kink-ties" and (dtype, mode) == ("float64", "trajectory") and "torch" in backends:
-        r.failures["torch"] = "step 2: RuntimeError: planted (x.py:1)"
+        r.failures["torch"] = BackendFailure(2, "RuntimeError", "planted", "x.py:1")
     return r
 
 

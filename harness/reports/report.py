@@ -166,7 +166,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "steps_run": result.steps_run,
         "steps_folded": result.folded_steps,
         "seconds": round(result.seconds, 3),
-        "failures": result.failures,
+        "failures": {b: str(f) for b, f in result.failures.items()},
         "dtype_mismatches": result.dtype_mismatches,
         "resyncs": result.resyncs,
         "unit": unit(sc, result.oracle),

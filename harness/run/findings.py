@@ -69,8 +69,8 @@ def _kind(result: RunResult, layer: int | None) -> str | None:
 def classify(result: RunResult) -> list[Finding]:
     sc = result.scenario
     out: list[Finding] = []
-    for backend, message in result.failures.items():
-        out.append(Finding("error", (backend,), detail=message))
+    for backend, failure in result.failures.items():
+        out.append(Finding("error", (backend,), detail=str(failure)))
     for backend, tensors in result.dtype_mismatches.items():
         if not known_dtype(result, backend):
             out.append(Finding("dtype", (backend,), parse_key(tensors[0]).tensor,

@@ -41,7 +41,6 @@ next step starts.
 from __future__ import annotations
 
 import time
-import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -49,6 +48,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 import adapters
+from harness.core.backend import BackendFailure
 from harness.judge.compare import StepVerdict, TensorVerdict, consensus, judge, key_name, reference as reference_trace, \
     scan_kinks, tensor_order
 from harness.spec.data import batches
@@ -92,7 +92,7 @@ class RunResult:
     scenario: Scenario
     backends: list[str]
     steps: list[StepVerdict] = field(default_factory=list)
-    failures: dict[str, str] = field(default_factory=dict)  # backend -> error message
+    failures: dict[str, BackendFailure] = field(default_factory=dict)  # backend -> what it raised
     resyncs: list[int] = field(default_factory=list)
     dtype_mismatches: dict[str, list[str]] = field(default_factory=dict)
     oracle: str | None = None  # the reference the backends were judged against (None: each other)
@@ -195,7 +195,7 @@ def _build(scenario: Scenario, backends: list[str], oracle: str | None, state0: 
                 model.build(scenario, state0)
                 active[name] = model
             except Exception as e:  # a backend's own failure: report it, keep the others going
-                result.failures[name] = _describe(e, "build")
+                result.failures[name] = BackendFailure.of(e, None)
     except KeyboardInterrupt:
         result.interrupted, result.seconds = True, time.perf_counter() - start
         raise Interrupted(result) from None
@@ -268,7 +268,7 @@ class _Session:
             try:
                 traces[name] = model.step(X, T, self.scenario.lr)
             except Exception as e:
-                result.failures[name] = _describe(e, f"step {step}")
+                result.failures[name] = BackendFailure.of(e, step)
                 del self.active[name]
                 continue
             wrong = {k for k, d in model.dtypes.items() if d != dtype}
@@ -373,10 +373,3 @@ def _pairwise_spread(values: list[np.ndarray], centre: np.ndarray) -> np.ndarray
     for v in values[1:]:
         np.maximum(out, np.abs(v - centre), out=out)
     return out
-
-
-def _describe(e: BaseException, when: str) -> str:
-    frame = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
-    where = f" ({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})" if frame else ""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{when}: {type(e).__name__}: {text}{where}"

@@ -30,7 +30,6 @@ import fnmatch
 import importlib.util
 import json
 import math
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -109,11 +108,6 @@ class Row:
         return asdict(self)
 
 
-def _failure_step(message: str) -> int | None:
-    found = re.match(r"step (\d+):", message)
-    return int(found.group(1)) if found else None
-
-
 def verdict(result: Any) -> tuple[bool, list[str], dict | None, str]:
     """(caught, blamed, first divergence, detail) of a run, as defined in the module docstring."""
     from harness.run.findings import classify
@@ -123,7 +117,7 @@ def verdict(result: Any) -> tuple[bool, list[str], dict | None, str]:
     blamed = sorted({b for f in findings for b in f.backends})
     first, detail = None, ""
     div = result.first_divergence
-    raised = sorted(((_failure_step(msg), b, msg) for b, msg in result.failures.items()),
+    raised = sorted(((f.step, b, str(f)) for b, f in result.failures.items()),
                     key=lambda t: -1 if t[0] is None else t[0])
     if raised and (div is None or raised[0][0] is None or raised[0][0] <= div[0]):
         step, backend, message = raised[0]
