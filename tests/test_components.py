@@ -184,7 +184,7 @@ def logits(case: str, dtype: str) -> np.ndarray:
 def row_function_bound(function: str, Z: np.ndarray, dtype: str) -> np.ndarray:
     """The rounding bound of a row function at the exact rows Z: its graph (the row sum as a
     node), the shift c of the stable forms bound to the row's maximum (exact: an element)."""
-    g = symbolic._row_graph(function, Z.shape[1])
+    g = symbolic.row_graph(function, Z.shape[1])
 
     def compute(ar):
         env = {z: ar.given(Z[:, k]) for k, z in enumerate(g.inputs)}

@@ -21,7 +21,7 @@ import pytest
 import sympy as sp
 
 from harness.judge import rounding
-from harness.oracle import symbolic as S
+from harness.oracle import definitions as defs, exact as num
 from harness.judge.compare import allowed, ratio
 from harness.spec.data import batches
 from harness.judge.rounding import Arithmetic, Err, evaluate, step_bounds
@@ -66,13 +66,13 @@ def _exact_step(sc, prec: int | None = None):
     oracle.build(sc, state)
     if prec is None:
         return oracle.step(X, T, sc.lr), state
-    saved = S._precision
-    S._precision = lambda: mpmath.workprec(prec)  # every mpmath operation rounds to prec bits
+    saved = num.precision
+    num.precision = lambda: mpmath.workprec(prec)  # every mpmath operation rounds to prec bits
     try:
         with mpmath.workprec(prec):
             return oracle.step(X, T, sc.lr), state
     finally:
-        S._precision = saved
+        num.precision = saved
 
 
 def _worst(sc, trace, exact, bounds) -> dict[str, float]:
@@ -198,7 +198,7 @@ def test_constants_cost_a_rounding_only_where_the_dtype_cannot_hold_them():
     assert ar.constant(sp.Rational(1, 2))[1] == (0, 0)
     assert ar.constant(0.1)[1].worst == pytest.approx(ar.u * 0.1)
     assert Arithmetic("float64").constant(0.1)[1].worst == 0  # the float 0.1 is exact in float64
-    assert ar.constant(S.EPSILON)[1].worst > 0
+    assert ar.constant(defs.EPSILON)[1].worst > 0
 
 
 def test_exp_and_the_branch_of_a_piecewise():
@@ -294,9 +294,9 @@ def test_one_error_reached_along_two_paths_is_not_added_in_quadrature():
     ar = Arithmetic("float64")
     Dx, e = np.array([-4.3e-8]), 1e-14
     dx = (Dx, Err(np.array([e]), np.array([(e / rounding.LAMBDA) ** 2])))  # bound e, all from the sd
-    x_new, v_new = S.optimizer_expressions("Nesterov")
-    env = {S._ox: ar.given(np.zeros(1)), S._oDx: dx, S._oeta: ar.constant(0.5), S._omu: ar.constant(0.9),
-           S._ov: ar.given(np.zeros(1))}
+    x_new, v_new = defs.optimizer_definition("Nesterov")
+    env = {defs.OPTIMIZER_SYMBOLS.x: ar.given(np.zeros(1)), defs.OPTIMIZER_SYMBOLS.Dx: dx, defs.OPTIMIZER_SYMBOLS.eta: ar.constant(0.5), defs.OPTIMIZER_SYMBOLS.mu: ar.constant(0.9),
+           defs.OPTIMIZER_SYMBOLS.v: ar.given(np.zeros(1))}
     (x, ex), (v, ev) = evaluate([x_new, v_new], env, ar)
     assert ar.bound(dx[1])[0] == pytest.approx(e)
     assert ar.bound(ex)[0] >= (1 + 0.9) * 0.5 * e

@@ -22,7 +22,7 @@ import sympy as sp
 torch = pytest.importorskip("torch")
 
 from adapters.sympy_oracle import SympyOracle  # noqa: E402
-from harness.oracle import symbolic as S  # noqa: E402
+from harness.oracle import definitions as defs, exact as num, symbolic as S  # noqa: E402
 from harness.judge.compare import key_name, tensor_order  # noqa: E402
 from harness.spec.data import batches  # noqa: E402
 from harness.spec.scenario import DataSpec, build_scenario  # noqa: E402
@@ -40,8 +40,8 @@ NET_RTOL = 1e-10  # float64 autodiff vs the exact values (whole networks)
 
 def close(actual, expected, rtol, atol=0.0):
     """Tensor-wise relative error: max |a - e| <= rtol * max |e| + atol (exact or float arrays)."""
-    a = np.asarray(S.to_float64(actual) if _is_obj(actual) else actual, dtype=np.float64)
-    e = np.asarray(S.to_float64(expected) if _is_obj(expected) else expected, dtype=np.float64)
+    a = np.asarray(num.to_float64(actual) if _is_obj(actual) else actual, dtype=np.float64)
+    e = np.asarray(num.to_float64(expected) if _is_obj(expected) else expected, dtype=np.float64)
     assert a.shape == e.shape, (a.shape, e.shape)
     err = float(np.max(np.abs(a - e))) if a.size else 0.0
     bound = rtol * (float(np.max(np.abs(e))) if e.size else 0.0) + atol
@@ -54,7 +54,7 @@ def _is_obj(a):
 
 def mp_close(actual, expected, rtol=FD_RTOL):
     """High-precision comparison of object arrays of mpf (no rounding to float64)."""
-    a, e = S.exact(actual).reshape(-1), S.exact(expected).reshape(-1)
+    a, e = num.exact(actual).reshape(-1), num.exact(expected).reshape(-1)
     with mpmath.workdps(FD_DPS):
         scale = max([abs(v) for v in e] + [mpmath.mpf(1e-300)])
         err = max([abs(x - y) for x, y in zip(a, e)] + [mpmath.mpf(0)])
@@ -63,7 +63,7 @@ def mp_close(actual, expected, rtol=FD_RTOL):
 
 def fd_gradient(fun, A):
     """Central differences of the scalar fun(A) in every element of A, at FD_DPS digits."""
-    A = S.exact(A)
+    A = num.exact(A)
     G = np.empty(A.shape, dtype=object)
     with mpmath.workdps(FD_DPS):
         for idx in np.ndindex(A.shape):
@@ -77,7 +77,7 @@ def fd_gradient(fun, A):
 def weighted_sum(W, F):
     """sum W * F at FD_DPS digits (a scalar loss for vector-Jacobian products)."""
     with mpmath.workdps(FD_DPS):
-        return mpmath.fsum(w * f for w, f in zip(S.exact(W).reshape(-1), S.exact(F).reshape(-1)))
+        return mpmath.fsum(w * f for w, f in zip(num.exact(W).reshape(-1), num.exact(F).reshape(-1)))
 
 
 def t(a, grad=False):
@@ -144,20 +144,20 @@ def t_batchnorm(X, gamma, beta):
 def test_exact_conversion_and_rounding_back():
     rng = np.random.default_rng(0)
     a = rng.standard_normal((3, 4))
-    E = S.exact(a)
+    E = num.exact(a)
     assert E.dtype == object and E.shape == (3, 4)
-    assert all(S._rational(e) == sp.Rational(float(v)) for e, v in zip(E.ravel(), a.ravel()))
-    assert np.array_equal(S.to_float64(E), a)  # exact both ways
+    assert all(num.rational(e) == sp.Rational(float(v)) for e, v in zip(E.ravel(), a.ravel()))
+    assert np.array_equal(num.to_float64(E), a)  # exact both ways
     f32 = rng.standard_normal(5).astype(np.float32)
-    assert np.array_equal(S.to_float64(S.exact(f32)), f32.astype(np.float64))
-    assert S._rational(S.exact(0.1)[()]) != sp.Rational(1, 10)  # the binary value, not 1/10
-    assert S.exact(2.5).shape == () and S.to_float64(S.exact(2.5)) == 2.5
+    assert np.array_equal(num.to_float64(num.exact(f32)), f32.astype(np.float64))
+    assert num.rational(num.exact(0.1)[()]) != sp.Rational(1, 10)  # the binary value, not 1/10
+    assert num.exact(2.5).shape == () and num.to_float64(num.exact(2.5)) == 2.5
     # epsilon: the exact value of the binary64 float 1e-7
-    assert S.EPSILON == sp.Rational(1e-7) and S._rational(1e-7) == S.EPSILON
+    assert defs.EPSILON == sp.Rational(1e-7) and num.rational(1e-7) == defs.EPSILON
     # rounding to nearest, once
     with mpmath.workdps(60):
         x = mpmath.mpf(1) + mpmath.mpf(2) ** -53 + mpmath.mpf(2) ** -80  # just above the midpoint
-    assert S.to_float64(np.array([x], dtype=object))[0] == 1 + 2.0 ** -52
+    assert num.to_float64(np.array([x], dtype=object))[0] == 1 + 2.0 ** -52
     dps = mpmath.mp.dps
     S.Activation("Sigmoid", {}).value(a)
     assert mpmath.mp.dps == dps  # precision set locally only
@@ -191,7 +191,7 @@ def test_activation_against_autodiff_and_finite_differences(kind, args):
         lambda u: t_activation(kind, args)(u).sum(), t(Z)).numpy(), AD_RTOL)
     # elementwise central differences of the oracle's own forward
     with mpmath.workdps(FD_DPS):
-        Ze = S.exact(Z)
+        Ze = num.exact(Z)
         plus = np.vectorize(lambda v: v + FD_H, otypes=[object])(Ze)
         minus = np.vectorize(lambda v: v - FD_H, otypes=[object])(Ze)
         fd = (act.value(plus) - act.value(minus)) / (2 * FD_H)
@@ -213,7 +213,7 @@ def test_srelu_values_derivative_and_parameter_gradients():
     assert [float(k) for k in act.kinks(srelu=p)] == [-0.3, 0.5]
     # finite differences: in x elementwise, in the four parameters on sum DY * f
     with mpmath.workdps(FD_DPS):
-        Ze = S.exact(Z)
+        Ze = num.exact(Z)
         fd = (act.value(np.vectorize(lambda v: v + FD_H, otypes=[object])(Ze), srelu=p)
               - act.value(np.vectorize(lambda v: v - FD_H, otypes=[object])(Ze), srelu=p)) / (2 * FD_H)
         mp_close(act.derivative(Ze, srelu=p), fd)
@@ -255,7 +255,7 @@ def test_one_sided_derivatives_at_the_kinks():
 
 # -- row functions ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", S.ROW_FUNCTIONS)
+@pytest.mark.parametrize("name", defs.ROW_FUNCTIONS)
 def test_row_function_against_autodiff_and_finite_differences(name):
     rng = np.random.default_rng(3)
     Z = 3 * rng.standard_normal((3, 4))
@@ -290,25 +290,25 @@ def test_jacobians_through_nodes_equal_direct_differentiation():
     bn = S.BatchNorm(3)
     x = rng.standard_normal(3)
     direct = [[sp.diff(z, xj) for xj in bn.symbols] for z in bn.z_exprs]
-    subs = {s: S._rational(v) for s, v in zip(bn.symbols, x)}
-    subs[bn.epsilon_symbol] = S.EPSILON
+    subs = {s: num.rational(v) for s, v in zip(bn.symbols, x)}
+    subs[bn.epsilon_symbol] = defs.EPSILON
     with mpmath.workdps(FD_DPS):
-        want = np.array([[S._from_sympy(e.subs(subs)) for e in row] for row in direct], dtype=object)
-        got = np.array(bn._m.graph.jacobian([*S.exact(x), S._mpf(S.EPSILON)]), dtype=object)
+        want = np.array([[num.from_sympy(e.subs(subs)) for e in row] for row in direct], dtype=object)
+        got = np.array(bn.model.graph.jacobian([*num.exact(x), num.mpf(defs.EPSILON)]), dtype=object)
         mp_close(got, want, 1e-35)
     f = S.RowFunction("softmax", 3)
     z = rng.standard_normal(3)
     direct = [[sp.diff(e, zj) for zj in f.symbols] for e in f.exprs]
-    subs = {s: S._rational(v) for s, v in zip(f.symbols, z)}
+    subs = {s: num.rational(v) for s, v in zip(f.symbols, z)}
     with mpmath.workdps(FD_DPS):
-        want = np.array([[S._from_sympy(e.subs(subs)) for e in row] for row in direct], dtype=object)
+        want = np.array([[num.from_sympy(e.subs(subs)) for e in row] for row in direct], dtype=object)
         mp_close(f.jacobian(z), want, 1e-35)
 
 
 # -- losses -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("targets", ["onehot", "soft"])
-@pytest.mark.parametrize("name", S.LOSSES)
+@pytest.mark.parametrize("name", defs.LOSSES)
 def test_loss_against_autodiff_and_finite_differences(name, targets):
     rng = np.random.default_rng(5)
     N, K = 4, 3
@@ -349,7 +349,7 @@ def test_batchnorm_against_autodiff_and_finite_differences():
     mp_close(DX, fd_gradient(lambda A: weighted_sum(DY, bn.forward(A, gamma, beta)[0]), X))
     mp_close(Dgamma, fd_gradient(lambda G: weighted_sum(DY, bn.forward(X, G, beta)[0]), gamma))
     mp_close(Dbeta, fd_gradient(lambda B: weighted_sum(DY, bn.forward(X, gamma, B)[0]), beta))
-    assert S.BatchNorm(N).epsilon == S.EPSILON
+    assert S.BatchNorm(N).epsilon == defs.EPSILON
 
 
 # -- Linear and the optimizers ------------------------------------------------------------------------
@@ -376,7 +376,7 @@ def test_optimizer_updates():
     x, Dx, v = rng.standard_normal(6), rng.standard_normal(6), rng.standard_normal(6)
     eta, mu = 0.05, 0.9
     with mpmath.workdps(FD_DPS):
-        X, D, V, e, m = S.exact(x), S.exact(Dx), S.exact(v), S._mpf(eta), S._mpf(mu)
+        X, D, V, e, m = num.exact(x), num.exact(Dx), num.exact(v), num.mpf(eta), num.mpf(mu)
         v_new = np.array([m * a - e * d for a, d in zip(V, D)], dtype=object)
         want = {
             "GradientDescent": (np.array([a - e * d for a, d in zip(X, D)], dtype=object), None),
@@ -393,8 +393,8 @@ def test_optimizer_updates():
     # starting from v = 0 (None), Momentum's first step is gradient descent
     x1, v1 = S.optimizer_update("Momentum", mu, x, Dx, None, eta)
     close(x1, x - eta * Dx, 1e-15)
-    assert S.optimizer_expressions("GradientDescent")[1] is None
-    assert S.optimizer_expressions("Nesterov")[0].free_symbols >= {S._ox, S._ov, S._oDx, S._oeta, S._omu}
+    assert defs.optimizer_definition("GradientDescent")[1] is None
+    assert defs.optimizer_definition("Nesterov")[0].free_symbols >= {defs.OPTIMIZER_SYMBOLS.x, defs.OPTIMIZER_SYMBOLS.v, defs.OPTIMIZER_SYMBOLS.Dx, defs.OPTIMIZER_SYMBOLS.eta, defs.OPTIMIZER_SYMBOLS.mu}
 
 
 # -- whole networks: SympyOracle.step against torch.autograd of an independent forward pass -----------
@@ -501,7 +501,7 @@ def test_oracle_step_against_autodiff(name):
                 close(got[key], want[key], NET_RTOL, atol=1e-15)
             except AssertionError as e:
                 raise AssertionError(f"step {step} {key}: {e}") from None
-        assert np.array_equal(S.to_float64(oracle.exact["W1"]), got["W1"])
+        assert np.array_equal(num.to_float64(oracle.exact["W1"]), got["W1"])
 
 
 def test_state_round_trip_and_velocities():

@@ -47,6 +47,7 @@ import numpy as np
 import sympy as sp
 
 from harness.oracle import symbolic as S
+from harness.oracle.definitions import OPTIMIZER_SYMBOLS, optimizer_definition
 from harness.core.components import LAYERS, LOSSES
 from harness.core.keys import GRADIENT
 from harness.spec.scenario import Scenario
@@ -791,9 +792,9 @@ def loss(ar: Arithmetic, name: str, Y: Pair, T: Pair) -> tuple[Err, Pair]:
     return value_error, grad
 
 
-def _row_function(name: str, K: int) -> S._Graph:
+def _row_function(name: str, K: int) -> S.Graph:
     """The stable form of a row function (shifted by c = max z; d/dc is identically 0)."""
-    return S._row_graph(f"stable_{name}", K)
+    return S.row_graph(f"stable_{name}", K)
 
 
 @functools.lru_cache(maxsize=None)
@@ -815,7 +816,7 @@ def _larger(a: Err, b: Err) -> Err:
     return Err(np.fmax(a.worst, b.worst), var)
 
 
-def _graph_env(graph: S._Graph, env: dict, ar: Arithmetic) -> dict:
+def _graph_env(graph: S.Graph, env: dict, ar: Arithmetic) -> dict:
     env = dict(env)
     for sym, expr in graph.nodes:
         env[sym] = evaluate([expr], env, ar)[0]
@@ -882,7 +883,7 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
         keep: dict[str, Any] = {"X": h}
         if spec.kind == "BatchNormalization":
             bn = S.BatchNorm(N)
-            m = bn._m
+            m = bn.model
             cols = {x: (h[0][j], h[1].full(h[0].shape)[j]) for j, x in enumerate(m.x)}
             env = _graph_env(m.graph, {**cols, m.epsilon: ar.constant(bn.epsilon)}, ar)
             Z = _stack(evaluate(m.z, env, ar), (h[0].shape[1],), axis=0)
@@ -930,7 +931,7 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
         X, Z = keep["X"], keep["Z"]
         if spec.kind == "BatchNormalization":
             bn, env = keep["bn"]
-            m = bn._m
+            m = bn.model
             gamma = P[f"gamma{i}"]
             DZ = times(ar, DY, gamma)
             E[f"DZ{i}"] = DZ[1]
@@ -974,7 +975,7 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
                 DZ = times(ar, DY, d)
                 DZ = (ref[f"DZ{i}"], DZ[1])
                 if spec.kind == "SReLU":
-                    dp = evaluate(list(act._m.dparam_exprs), env, ar)
+                    dp = evaluate(list(act.parameter_derivative_exprs), env, ar)
                     errs = []
                     for dv, de in dp:
                         prod = times(ar, DY, (np.broadcast_to(dv, DY[0].shape), de.full(DY[0].shape)))
@@ -994,11 +995,12 @@ def _step_bounds(scenario: Scenario, ref: dict[str, np.ndarray], state: dict[str
     for i, spec in enumerate(scenario.layers, start=1):
         for param, opt in spec.optimizers:
             key = f"{param}{i}"
-            x_new, v_new = S.optimizer_expressions(opt.name)
+            x_new, v_new = optimizer_definition(opt.name)
             grad_key = GRADIENT[param] + str(i)
-            env = {S._ox: P[key], S._oDx: (ref[grad_key], E[grad_key]), S._oeta: eta,
-                   S._omu: ar.constant(opt.mu if opt.mu is not None else 0.0),
-                   S._ov: P.get(key + ".v", (np.float64(0.0), NO_ERROR))}
+            o = OPTIMIZER_SYMBOLS
+            env = {o.x: P[key], o.Dx: (ref[grad_key], E[grad_key]), o.eta: eta,
+                   o.mu: ar.constant(opt.mu if opt.mu is not None else 0.0),
+                   o.v: P.get(key + ".v", (np.float64(0.0), NO_ERROR))}
             exprs = [x_new] + ([v_new] if v_new is not None else [])
             out = evaluate(exprs, env, ar)
             E[key] = new_state[key] = out[0][1]
