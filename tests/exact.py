@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from harness.judge.compare import ratio
-from harness.judge.rounding import Arithmetic, Pair
+from harness.judge.arithmetic import Arithmetic, Pair
 from harness.oracle.symbolic import to_float64
 
 

@@ -36,8 +36,8 @@ import numpy as np
 import pytest
 
 import adapters
-from harness.judge import rounding
-from harness.judge.rounding import evaluate
+from harness.judge import arithmetic, bounds as judge_bounds
+from harness.judge.walk import evaluate
 from harness.spec.scenario import build_scenario
 from harness.spec.state import as_dtype, initial_state
 from harness.oracle.symbolic import to_float64
@@ -126,7 +126,7 @@ def activation_bounds(kind: str, Z: np.ndarray, dtype: str) -> tuple[np.ndarray,
     def compute(ar):
         env = {act.symbol: ar.given(Z)}
         env.update({p: ar.constant(float(act.args[p.name])) for p in act.parameters})
-        return [evaluate([act.expr], env, ar)[0], rounding.activation_derivative(ar, act, env)]
+        return [evaluate([act.expr], env, ar)[0], judge_bounds.activation_derivative(ar, act, env)]
 
     value, derivative = rounding_bound(dtype, compute)
     return value, derivative
@@ -188,11 +188,11 @@ def row_function_bound(function: str, Z: np.ndarray, dtype: str) -> np.ndarray:
 
     def compute(ar):
         env = {z: ar.given(Z[:, k]) for k, z in enumerate(g.inputs)}
-        env[g.params[0]] = (Z.max(axis=1), rounding.NO_ERROR)
+        env[g.params[0]] = (Z.max(axis=1), arithmetic.NO_ERROR)
         for sym, expr in g.nodes:
             env[sym] = evaluate([expr], env, ar)[0]
         out = evaluate(g.outputs, env, ar)
-        return [rounding._stack(out, Z.shape[:1])]
+        return [arithmetic.stack(out, Z.shape[:1])]
 
     return rounding_bound(dtype, compute)[0]
 
@@ -241,7 +241,7 @@ def loss_bounds(loss: str, Y: np.ndarray, T: np.ndarray, dtype: str) -> tuple[np
     (not divided by N) at exact Y, T, as harness.judge.rounding.step_bounds computes them: the softmax
     cross-entropy may shift a row by its maximum (u max|row| in every element)."""
     def compute(ar):
-        value_error, grad = rounding.loss(ar, loss, ar.given(Y), ar.given(T))
+        value_error, grad = judge_bounds.loss(ar, loss, ar.given(Y), ar.given(T))
         return [(np.float64(0.0), value_error), grad]
 
     value, grad = rounding_bound(dtype, compute)
@@ -332,7 +332,7 @@ def layer_bounds(sc, state, X, DY, exact: dict) -> dict[str, np.ndarray]:
     for N = 1) - not the error of a loss the layer never saw. T only matters to the loss."""
     ref = {k: to_float64(v) for k, v in exact.items()}
     ref.update(X=X, X1=X, DY=DY, T=ref["Y"], loss=np.float64(0.0))
-    bounds, _ = rounding.step_bounds(sc.with_(loss="AbsoluteError"), ref, state)
+    bounds, _ = judge_bounds.step_bounds(sc.with_(loss="AbsoluteError"), ref, state)
     return bounds
 
 

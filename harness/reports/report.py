@@ -36,7 +36,7 @@ import shlex
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from harness.judge import rounding
+from harness.judge.arithmetic import LAMBDA, Arithmetic
 from harness.judge.compare import key_name
 from harness.run.runner import RunResult
 from harness.spec.scenario import Scenario
@@ -146,8 +146,8 @@ def _num(x: float) -> float | str:
 
 def unit(sc: Scenario, oracle: str | None) -> dict[str, Any]:
     """What a ratio of 1 means in this run (the rounding model of harness.judge.rounding)."""
-    ar = rounding.Arithmetic(sc.dtype)
-    return {"name": "rounding bound", "unit_roundoff": ar.u, "lambda": rounding.LAMBDA,
+    ar = Arithmetic(sc.dtype)
+    return {"name": "rounding bound", "unit_roundoff": ar.u, "lambda": LAMBDA,
             "function_ulps": ar.function_ulps,
             "reference_factor": 1 if oracle else 2,
             "carried": sc.mode == "trajectory" and not oracle}

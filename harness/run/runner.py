@@ -53,7 +53,7 @@ from harness.judge.compare import StepVerdict, TensorVerdict, consensus, judge, 
     scan_kinks, tensor_order
 from harness.spec.data import batches
 from harness.run.choice import choose as choose_oracle
-from harness.judge.rounding import step_bounds
+from harness.judge.bounds import step_bounds
 from harness.spec.scenario import Scenario
 from harness.spec.state import as_dtype, initial_state
 
