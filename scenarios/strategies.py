@@ -55,7 +55,8 @@ import numpy as np
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from harness.core.components import BN_EPSILON, DTYPES, INITIALIZERS, LAYERS, LOSSES, MODES, OPTIMIZERS, ROW_LAYERS, SRELU_PARAMS
+from harness.core.components import DTYPES, INITIALIZERS, LAYERS, LOSSES, MODES, OPTIMIZERS, ROW_LAYERS, SRELU_PARAMS
+from harness.oracle.definitions import numpy_activation, numpy_batch_normalization, numpy_row_function
 from harness.spec.scenario import DataSpec, Scenario, build_scenario
 from harness.spec.state import as_dtype
 
@@ -202,38 +203,14 @@ def _kink_points(kind: str, args: dict[str, float], dtype: str) -> list[float]:
     return [0.0] if kind in KINKED else []
 
 
-def _activation(kind: str, args: dict[str, float], Z: np.ndarray) -> np.ndarray:
-    """The forward definitions (float64; only used to keep magnitudes in range)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        if kind == "Linear":
-            return Z
-        if kind == "ReLU":
-            return np.maximum(Z, 0.0)
-        if kind == "Sigmoid":
-            return 1.0 / (1.0 + np.exp(-np.clip(Z, -700, 700)))
-        if kind == "HyperbolicTangent":
-            return np.tanh(Z)
-        if kind == "LeakyReLU":
-            return np.where(Z > 0, Z, args["alpha"] * Z)
-        if kind == "AllReLU":
-            return np.where(Z < 0, args["alpha"] * Z, Z)
-        if kind == "ELU":
-            return np.where(Z > 0, Z, args["alpha"] * np.expm1(np.minimum(Z, 0.0)))
-        if kind == "SReLU":
-            al, tl, ar, tr = args["al"], args["tl"], args["ar"], args["tr"]
-            return np.where(Z <= tl, tl + al * (Z - tl), np.where(Z < tr, Z, tr + ar * (Z - tr)))
-        S = Z - Z.max(axis=1, keepdims=True)
-        if kind == "Softmax":
-            E = np.exp(S)
-            return E / E.sum(axis=1, keepdims=True)
-        if kind == "LogSoftmax":
-            return S - np.log(np.exp(S).sum(axis=1, keepdims=True))
-    raise ValueError(kind)
-
-
-def _batch_norm(X: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    R = X - X.mean(axis=0)
-    return gamma * (R / np.sqrt((R * R).mean(axis=0) + BN_EPSILON)) + beta
+def _forward(kind: str, args: dict[str, float], Z: np.ndarray) -> np.ndarray:
+    """A layer's output in float64 from its pre-activation, by the oracle's definitions (only used
+    to keep magnitudes in range): the row functions in their stable forms."""
+    if kind == "Linear":
+        return Z
+    if LAYERS[kind].row:
+        return numpy_row_function("stable_softmax" if kind == "Softmax" else "stable_log_softmax", Z)
+    return numpy_activation(kind, args, Z)
 
 
 # --------------------------------------------------------------------------------- arrays
@@ -592,7 +569,7 @@ def _normalize(layers: list[_Layer], state: dict[str, np.ndarray], xs: list[np.n
     hs = [X.copy() for X in xs]
     for i, layer in enumerate(layers, 1):
         if layer.kind == "BatchNormalization":
-            hs = [_batch_norm(h, state[f"gamma{i}"], state[f"beta{i}"]) for h in hs]
+            hs = [numpy_batch_normalization(h, state[f"gamma{i}"], state[f"beta{i}"]) for h in hs]
             continue
         W, b = state[f"W{i}"], state[f"b{i}"]
         limit = LOGIT_LIMIT[dtype] if LAYERS[layer.kind].row else VALUE_LIMIT[dtype]
@@ -608,7 +585,7 @@ def _normalize(layers: list[_Layer], state: dict[str, np.ndarray], xs: list[np.n
         args = layer.args
         if layer.kind == "SReLU":
             args = dict(zip(SRELU_PARAMS, state[f"srelu{i}"]))
-        hs = [_activation(layer.kind, args, z) for z in zs]
+        hs = [_forward(layer.kind, args, z) for z in zs]
     return hs
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from harness.judge.compare import ratio
 from harness.judge.arithmetic import Arithmetic, Pair
-from harness.oracle.symbolic import to_float64
+from harness.oracle.exact import to_float64
 
 
 

@@ -40,7 +40,7 @@ from harness.judge import arithmetic, bounds as judge_bounds
 from harness.judge.walk import evaluate
 from harness.spec.scenario import build_scenario
 from harness.spec.state import as_dtype, initial_state
-from harness.oracle.symbolic import to_float64
+from harness.oracle.exact import to_float64
 from exact import assert_exact, ratios, rounding_bound
 
 symbolic = pytest.importorskip("harness.oracle.symbolic")

@@ -2,13 +2,15 @@
 
 Two independent references:
 
-- float64 automatic differentiation: every component written again here, as a small torch
-  forward function (not the Nerva code, not the symbolic code), differentiated by torch.autograd;
+- float64 automatic differentiation: every component's float64 torch transcription
+  (harness.oracle.transcription, checked element by element against the SymPy definitions in
+  tests/test_autodiff_oracle.py; not the Nerva code, not the symbolic derivation), differentiated
+  by torch.autograd;
 - high-precision central finite differences (mpmath at 50 digits, h = 1e-20) of the oracle's own
   forward ``value`` functions: this checks the derivatives against the forward definitions at
   ~1e-30, far beyond float64.
 
-Plus full-network oracle traces against torch.autograd of an independently written forward pass,
+Plus full-network oracle traces against torch.autograd of that transcription's forward pass,
 the one-sided derivatives at the kinks, and the stable softmax's shift-invariance.
 """
 
@@ -22,7 +24,8 @@ import sympy as sp
 torch = pytest.importorskip("torch")
 
 from adapters.sympy_oracle import SympyOracle  # noqa: E402
-from harness.oracle import definitions as defs, exact as num, symbolic as S  # noqa: E402
+from harness.core.components import BN_EPSILON  # noqa: E402
+from harness.oracle import definitions as defs, exact as num, symbolic as S, transcription  # noqa: E402
 from harness.judge.compare import key_name, tensor_order  # noqa: E402
 from harness.spec.data import batches  # noqa: E402
 from harness.spec.scenario import DataSpec, build_scenario  # noqa: E402
@@ -93,50 +96,10 @@ def away_from(values, points, margin=1e-3):
     return v
 
 
-# -- the independent float64 forward definitions (torch) ----------------------------------------
-
-def t_activation(kind, args):
-    a = args.get("alpha")
-    return {
-        "ReLU": lambda z: torch.clamp(z, min=0.0),
-        "Sigmoid": torch.sigmoid,
-        "HyperbolicTangent": torch.tanh,
-        "LeakyReLU": lambda z: torch.maximum(a * z, z),
-        "AllReLU": lambda z: torch.where(z < 0, a * z, z),
-        "ELU": lambda z: torch.where(z > 0, z, a * torch.expm1(z)),
-    }[kind]
-
-
-def t_srelu(z, p):
-    al, tl, ar, tr = p[0], p[1], p[2], p[3]
-    return torch.where(z <= tl, tl + al * (z - tl), torch.where(z < tr, z, tr + ar * (z - tr)))
-
+# -- the float64 forward definitions: the one torch transcription (harness.oracle.transcription) --
 
 def t_row(name, z):
-    return torch.log_softmax(z, dim=1) if "log" in name else torch.softmax(z, dim=1)
-
-
-def t_loss(name, Y, T):
-    if name == "SquaredError":
-        return ((Y - T) ** 2).sum()
-    if name == "CrossEntropy":
-        return -(T * torch.log(Y)).sum()
-    if name == "SoftmaxCrossEntropy":
-        return -(T * torch.log_softmax(Y, dim=1)).sum()
-    if name == "LogisticCrossEntropy":
-        return -(T * torch.nn.functional.logsigmoid(Y)).sum()
-    if name == "NegativeLogLikelihood":
-        return -torch.log((Y * T).sum(dim=1)).sum()
-    if name == "AbsoluteError":
-        return (Y - T).abs().sum()
-    raise ValueError(name)
-
-
-def t_batchnorm(X, gamma, beta):
-    mean = X.mean(dim=0)
-    var = ((X - mean) ** 2).mean(dim=0)
-    Z = (X - mean) / torch.sqrt(var + 1e-7)
-    return gamma * Z + beta, Z
+    return transcription.row_function(torch, name.replace("stable_", ""), z)
 
 
 # -- numbers --------------------------------------------------------------------------------------
@@ -152,8 +115,8 @@ def test_exact_conversion_and_rounding_back():
     assert np.array_equal(num.to_float64(num.exact(f32)), f32.astype(np.float64))
     assert num.rational(num.exact(0.1)[()]) != sp.Rational(1, 10)  # the binary value, not 1/10
     assert num.exact(2.5).shape == () and num.to_float64(num.exact(2.5)) == 2.5
-    # epsilon: the exact value of the binary64 float 1e-7
-    assert defs.EPSILON == sp.Rational(1e-7) and num.rational(1e-7) == defs.EPSILON
+    # epsilon: the exact value of the binary64 float BN_EPSILON
+    assert defs.EPSILON == sp.Rational(BN_EPSILON) and num.rational(BN_EPSILON) == defs.EPSILON
     # rounding to nearest, once
     with mpmath.workdps(60):
         x = mpmath.mpf(1) + mpmath.mpf(2) ** -53 + mpmath.mpf(2) ** -80  # just above the midpoint
@@ -183,12 +146,12 @@ def test_activation_against_autodiff_and_finite_differences(kind, args):
     DY = rng.standard_normal(Z.shape)
     act = S.Activation(kind, args)
     z = t(Z, grad=True)
-    y = t_activation(kind, args)(z)
+    y = transcription.activation(torch, kind, args, z)
     (y * t(DY)).sum().backward()
     close(act.value(Z), y.detach().numpy(), AD_RTOL)
     close(act.vjp(Z, DY), z.grad.numpy(), AD_RTOL)
     close(act.derivative(Z), torch.autograd.functional.jacobian(
-        lambda u: t_activation(kind, args)(u).sum(), t(Z)).numpy(), AD_RTOL)
+        lambda u: transcription.activation(torch, kind, args, u).sum(), t(Z)).numpy(), AD_RTOL)
     # elementwise central differences of the oracle's own forward
     with mpmath.workdps(FD_DPS):
         Ze = num.exact(Z)
@@ -205,7 +168,7 @@ def test_srelu_values_derivative_and_parameter_gradients():
     DY = rng.standard_normal(Z.shape)
     act = S.Activation("SReLU", {"al": 0.0, "tl": 0.0, "ar": 0.0, "tr": 1.0})  # srelu= overrides
     z, tp = t(Z, grad=True), t(p, grad=True)
-    y = t_srelu(z, tp)
+    y = transcription.activation(torch, "SReLU", {}, z, tp)
     (y * t(DY)).sum().backward()
     close(act.value(Z, srelu=p), y.detach().numpy(), AD_RTOL)
     close(act.vjp(Z, DY, srelu=p), z.grad.numpy(), AD_RTOL)
@@ -318,7 +281,7 @@ def test_loss_against_autodiff_and_finite_differences(name, targets):
     T = np.eye(K)[rng.integers(0, K, N)] if targets == "onehot" else rng.dirichlet(np.ones(K), N)
     loss = S.Loss(name, K)
     y = t(Y, grad=True)
-    value = t_loss(name, y, t(T))
+    value = transcription.loss_value(torch, name, y, t(T))
     value.backward()
     close(np.array(loss.value(Y, T), dtype=object), value.detach().numpy(), AD_RTOL)
     close(loss.gradient(Y, T), y.grad.numpy(), AD_RTOL)
@@ -335,7 +298,7 @@ def test_batchnorm_against_autodiff_and_finite_differences():
     DY = rng.standard_normal((N, D))
     bn = S.BatchNorm(N)
     x, g, b = t(X, True), t(gamma, True), t(beta, True)
-    y, z = t_batchnorm(x, g, b)
+    z, y = transcription.batch_normalization(torch, x, g, b)
     z.retain_grad()
     (y * t(DY)).sum().backward()
     Y, Z = bn.forward(X, gamma, beta)
@@ -397,10 +360,10 @@ def test_optimizer_updates():
     assert defs.optimizer_definition("Nesterov")[0].free_symbols >= {defs.OPTIMIZER_SYMBOLS.x, defs.OPTIMIZER_SYMBOLS.v, defs.OPTIMIZER_SYMBOLS.Dx, defs.OPTIMIZER_SYMBOLS.eta, defs.OPTIMIZER_SYMBOLS.mu}
 
 
-# -- whole networks: SympyOracle.step against torch.autograd of an independent forward pass -----------
+# -- whole networks: SympyOracle.step against torch.autograd of the transcription's forward pass ----
 
 def torch_reference(scenario, state, data, lr):
-    """Traces of Nerva's training step written independently in torch (float64, autograd)."""
+    """Traces of Nerva's training step in torch (float64, autograd of the transcription)."""
     params = {k: v.copy() for k, v in state.items() if not k.endswith(".v")}
     velocity = {k: v.copy() for k, v in state.items() if k.endswith(".v")}
     traces = []
@@ -413,24 +376,24 @@ def torch_reference(scenario, state, data, lr):
                 h.retain_grad()
             inputs.append(h)
             if spec.kind == "BatchNormalization":
-                h, z = t_batchnorm(h, P[f"gamma{i}"], P[f"beta{i}"])
+                z, h = transcription.batch_normalization(torch, h, P[f"gamma{i}"], P[f"beta{i}"])
             else:
                 z = h @ P[f"W{i}"].T + P[f"b{i}"]
                 if spec.kind == "Linear":
                     h = z
                 elif spec.kind in ("Softmax", "LogSoftmax"):
-                    h = t_row(spec.kind.lower(), z)
+                    h = t_row("softmax" if spec.kind == "Softmax" else "log_softmax", z)
                 elif spec.kind == "SReLU":
-                    h = t_srelu(z, P[f"srelu{i}"])
+                    h = transcription.activation(torch, "SReLU", {}, z, P[f"srelu{i}"])
                 else:
-                    h = t_activation(spec.kind, spec.arg)(z)
+                    h = transcription.activation(torch, spec.kind, spec.arg, z)
             if spec.kind != "Linear":
                 z.retain_grad()
                 zs[i] = z
         Y = h
         Y.retain_grad()
         Tt = t(T)
-        loss = t_loss(scenario.loss, Y, Tt)
+        loss = transcription.loss_value(torch, scenario.loss, Y, Tt)
         (loss / X.shape[0]).backward()
         tr = {"X": X, "T": T, "Y": Y.detach().numpy(), "DY": Y.grad.numpy(), "loss": loss.detach().numpy()}
         for i, spec in enumerate(scenario.layers, start=1):
