@@ -1,9 +1,14 @@
-"""The custom pieces of nerva-sympy's cross-framework test, written once for any backend.
+"""The ELU and AbsoluteError extensions of the Nerva libraries: code under test, written once for any backend.
+
+nerva-sympy's cross-framework test adds these two components to the libraries; this is that
+IMPLEMENTATION, in each library's own array module, and it is judged like the rest of the
+library's code. The DEFINITION it is judged against is harness.oracle's
+(:mod:`harness.oracle.definitions`), never this code.
 
 ``xp`` is a small namespace of array functions the adapter hands in (``where``, ``exp``,
 ``sign``, ``abs``, ``sum``, ``ones_like``); the classes derive from the backend's own
 ``ActivationFunction`` / ``LossFunction`` so the backend's layers use them like their own.
-The formulas are declared in :mod:`harness.core.components`.
+The components are declared in :mod:`harness.core.components`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The exact oracle ("sympy"): the same interface and trace as a Nerva backend, every value exact.
 
-A thin driver over :mod:`harness.oracle.symbolic` (where all the mathematics lives): it runs Nerva's
+A thin driver over :mod:`harness.oracle.symbolic` (where all the mathematics lives, on the
+definitions of :mod:`harness.oracle.definitions`): it runs Nerva's
 training step - feedforward, loss, ``DY = dL/dY / N``, backpropagation through every layer, then
 every parameter's optimizer update - on the SymPy-derived components, evaluated exactly at the
 given inputs and parameters (mpmath, 40 digits; nothing is ever rounded to float32 inside).
@@ -21,6 +22,7 @@ import numpy as np
 from harness.core.components import VELOCITY_OPTIMIZERS
 from harness.core.keys import GRADIENT, Key, parse as parse_key
 from harness.oracle import symbolic as S
+from harness.oracle.exact import divide, exact, to_float64
 from harness.spec.scenario import Scenario
 
 Trace = dict[str, np.ndarray]
@@ -66,9 +68,9 @@ class SympyOracle:
         """Parameters and velocities (``W1.v`` … for Momentum/Nesterov parameters) as float64."""
         state = {}
         for key in self._optimizers:
-            state[key] = S.to_float64(self._params[key])
+            state[key] = to_float64(self._params[key])
             if key in self._velocity:
-                state[key + ".v"] = S.to_float64(self._velocity[key])
+                state[key + ".v"] = to_float64(self._velocity[key])
         return state
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
@@ -76,15 +78,15 @@ class SympyOracle:
         self._params: dict[str, np.ndarray] = {}
         self._velocity: dict[str, np.ndarray] = {}
         for key, opt in self._optimizers.items():
-            self._params[key] = S.exact(state[key])
+            self._params[key] = exact(state[key])
             if opt.name in VELOCITY_OPTIMIZERS:
                 v = state.get(key + ".v")
-                self._velocity[key] = S.exact(np.zeros(np.shape(state[key])) if v is None else v)
+                self._velocity[key] = exact(np.zeros(np.shape(state[key])) if v is None else v)
 
     def step(self, X: np.ndarray, T: np.ndarray, lr: float) -> Trace:
         """One exact SGD step in Nerva's order; every intermediate as float64 (exact ones in .exact)."""
         P, N = self._params, X.shape[0]
-        ex: dict[str, Any] = {"X": S.exact(X), "T": S.exact(T)}
+        ex: dict[str, Any] = {"X": exact(X), "T": exact(T)}
         saved = []  # per layer: (input, Z) for the backward pass
         h = ex["X"]
         for i, (spec, f) in enumerate(zip(self.scenario.layers, self._components), start=1):
@@ -104,7 +106,7 @@ class SympyOracle:
             saved.append((ex[f"X{i}"], Z))
         ex["Y"] = Y = h
         ex["loss"] = np.array(self._loss.value(Y, ex["T"]), dtype=object).reshape(())
-        ex["DY"] = DY = S.divide(self._loss.gradient(Y, ex["T"]), N)
+        ex["DY"] = DY = divide(self._loss.gradient(Y, ex["T"]), N)
         for i in range(len(self.scenario.layers), 0, -1):
             spec, f = self.scenario.layers[i - 1], self._components[i - 1]
             Xi, Z = saved[i - 1]
@@ -131,4 +133,4 @@ class SympyOracle:
                 self._velocity[key] = v_new
         self.exact = ex
         self.dtypes = {key: "exact" for key in ex}
-        return {key: S.to_float64(value) for key, value in ex.items()}
+        return {key: to_float64(value) for key, value in ex.items()}

@@ -8,7 +8,7 @@ job runs it in, default all four), ``known`` (the ids of the documented defects 
 from harness/run/known.py: ``check`` expects exactly them) and ``base`` (start from another entry
 and change some keys).
 There are no tolerances to set: every element is judged in units of its rounding bound
-(harness.judge.rounding).
+(harness.judge.bounds).
 """
 
 from __future__ import annotations

@@ -30,19 +30,19 @@ lists towards shorter) leads to few layers, narrow layers, a small batch and few
    samples and input columns, duplicated samples, logits pushed to the limit, targets tied
    exactly (AbsoluteError's kink) or nearly with Y.
 
-Arrays are drawn as shape-free *recipes* with the layer or step they belong to: a pattern (the
-initializer's distribution, Gaussian, uniform, a dyadic grid, small integers - exact sums, exact
-zeros and ties - or a constant), a seed for NumPy, a scale and up to three special elements (0,
-+-1, tiny and large magnitudes) - so deleting a layer or a step deletes its values too. Targets
-suit the loss: one-hot, soft (Dirichlet rows, non one-hot), binary or real. The example stores
+Arrays are drawn as shape-free *recipes* (:mod:`scenarios.recipes`) with the layer or step they
+belong to: a pattern (the initializer's distribution, Gaussian, uniform, a dyadic grid, small
+integers - exact sums, exact zeros and ties - or a constant), a seed for NumPy, a scale and up
+to three special elements (0, +-1, tiny and large magnitudes) - so deleting a layer or a step
+deletes its values too. Targets suit the loss: one-hot, soft (Dirichlet rows, non one-hot), binary or real. The example stores
 the arrays themselves, exact in the run's dtype.
 
-By construction (``_normalize``) a float32 run cannot overflow: every layer's pre-activation
-stays within :data:`VALUE_LIMIT` (Softmax/LogSoftmax logits within :data:`LOGIT_LIMIT`, where
-the libraries' unstable softmax is exact) on every batch, and a float64 dry run of every step
-(the autodiff oracle's forward definitions, when torch is installed) must stay finite and
-within :data:`DRY_LIMIT`; the learning rate is divided by 10 (up to three times) until it does,
-else the example is rejected (rarely). Subnormal magnitudes are avoided (JAX flushes them:
+By construction (``_normalize``, on the oracle's forward definitions evaluated in float64) a
+float32 run cannot overflow: every layer's pre-activation stays within :data:`VALUE_LIMIT`
+(Softmax/LogSoftmax logits within :data:`LOGIT_LIMIT`, where the libraries' unstable softmax is
+exact) on every batch, and a float64 dry run of every step (the autodiff oracle, when torch is
+installed) must stay finite and within :data:`DRY_LIMIT`; the learning rate is divided by 10 (up
+to three times) until it does, else the example is rejected (rarely). Subnormal magnitudes are avoided (JAX flushes them:
 docs/findings.md #4).
 """
 
@@ -55,9 +55,11 @@ import numpy as np
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from harness.core.components import BN_EPSILON, DTYPES, INITIALIZERS, LAYERS, LOSSES, MODES, OPTIMIZERS, ROW_LAYERS, SRELU_PARAMS
+from harness.core.components import DTYPES, INITIALIZERS, LAYERS, LOSSES, MODES, OPTIMIZERS, ROW_LAYERS, SRELU_PARAMS
+from harness.oracle.definitions import numpy_activation, numpy_batch_normalization, numpy_row_function
 from harness.spec.scenario import DataSpec, Scenario, build_scenario
 from harness.spec.state import as_dtype
+from scenarios.recipes import POSITION, TARGET, TINY, Recipe, array, many, recipe, targets
 
 NAME = "hypothesis"
 KINDS = tuple(LAYERS)  # "Linear" first: kinds shrink towards it
@@ -74,12 +76,11 @@ LOSSES_FOR["LogSoftmax"] = ("SoftmaxCrossEntropy", "SquaredError", "AbsoluteErro
 assert {loss for losses in LOSSES_FOR.values() for loss in losses} == set(LOSSES)
 
 # Magnitudes, per dtype (see the module docstring). Tiny and large values are drawn, but within
-# what the comparator's fixed tolerances can judge: larger ones mostly find its limits (rounding
-# amplified past a tolerance that does not scale with conditioning), not backend defects.
+# the range where the libraries' unstable formulas are still correct implementations: beyond it
+# an example mostly finds overflow that every backend shares, not a backend defect.
 X_SCALES = {"float32": (1.0, 0.1, 10.0, 1e-3), "float64": (1.0, 0.1, 10.0, 1e-3, 100.0)}
 LARGE = {"float32": 100.0, "float64": 1e3}  # the "large" special element of X
 PARAM_LARGE = {"float32": 10.0, "float64": 10.0}  # ... of W, b, gamma, beta
-TINY = {"float32": 1e-6, "float64": 1e-9}  # the "tiny" special element (never subnormal)
 PARAM_LIMIT = {"float32": 1e3, "float64": 1e4}  # |W|, |b|
 VALUE_LIMIT = {"float32": 100.0, "float64": 1e3}  # |Z| of every layer on every batch (step 0 parameters)
 LOGIT_LIMIT = {"float32": 15.0, "float64": 30.0}  # |Z| of Softmax/LogSoftmax layers
@@ -161,19 +162,6 @@ def _count(lo: int, typical: int, hi: int) -> st.SearchStrategy[int]:
     return draw_count()
 
 
-def _many(draw: Any, element: st.SearchStrategy[Any], at_least: int, cap: int) -> list[Any]:
-    """A list of ``at_least`` to ``cap`` elements, each further one with probability about 3/5.
-
-    Unlike ``st.lists`` at its ``max_size``, a "more?" choice is drawn after the last element too,
-    so deleting an element never shifts the meaning of the choices after the list.
-    """
-    items = [draw(element) for _ in range(at_least)]
-    while True:
-        more = draw(st.integers(0, 4)) >= 2
-        if not more or len(items) >= cap:
-            return items
-        items.append(draw(element))
-
 
 def _nice(values: list[float], lo: float, hi: float) -> st.SearchStrategy[float]:
     """A few readable values first (what shrinking reaches), sometimes any float in [lo, hi]."""
@@ -202,142 +190,15 @@ def _kink_points(kind: str, args: dict[str, float], dtype: str) -> list[float]:
     return [0.0] if kind in KINKED else []
 
 
-def _activation(kind: str, args: dict[str, float], Z: np.ndarray) -> np.ndarray:
-    """The forward definitions (float64; only used to keep magnitudes in range)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        if kind == "Linear":
-            return Z
-        if kind == "ReLU":
-            return np.maximum(Z, 0.0)
-        if kind == "Sigmoid":
-            return 1.0 / (1.0 + np.exp(-np.clip(Z, -700, 700)))
-        if kind == "HyperbolicTangent":
-            return np.tanh(Z)
-        if kind == "LeakyReLU":
-            return np.where(Z > 0, Z, args["alpha"] * Z)
-        if kind == "AllReLU":
-            return np.where(Z < 0, args["alpha"] * Z, Z)
-        if kind == "ELU":
-            return np.where(Z > 0, Z, args["alpha"] * np.expm1(np.minimum(Z, 0.0)))
-        if kind == "SReLU":
-            al, tl, ar, tr = args["al"], args["tl"], args["ar"], args["tr"]
-            return np.where(Z <= tl, tl + al * (Z - tl), np.where(Z < tr, Z, tr + ar * (Z - tr)))
-        S = Z - Z.max(axis=1, keepdims=True)
-        if kind == "Softmax":
-            E = np.exp(S)
-            return E / E.sum(axis=1, keepdims=True)
-        if kind == "LogSoftmax":
-            return S - np.log(np.exp(S).sum(axis=1, keepdims=True))
-    raise ValueError(kind)
+def _forward(kind: str, args: dict[str, float], Z: np.ndarray) -> np.ndarray:
+    """A layer's output in float64 from its pre-activation, by the oracle's definitions (only used
+    to keep magnitudes in range): the row functions in their stable forms."""
+    if kind == "Linear":
+        return Z
+    if LAYERS[kind].row:
+        return numpy_row_function("stable_softmax" if kind == "Softmax" else "stable_log_softmax", Z)
+    return numpy_activation(kind, args, Z)
 
-
-def _batch_norm(X: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    R = X - X.mean(axis=0)
-    return gamma * (R / np.sqrt((R * R).mean(axis=0) + BN_EPSILON)) + beta
-
-
-# --------------------------------------------------------------------------------- arrays
-# Arrays are drawn as *recipes* that do not depend on shapes (a pattern, a seed, a scale and a few
-# special elements at positions taken modulo the size); they become arrays once the shapes are
-# known. So deleting a layer or a step deletes its recipes with it, and the rest of the example
-# stays aligned while Hypothesis shrinks.
-
-_SPECIAL = ("zero", "one", "minus-one", "half", "tiny", "minus-tiny", "large", "minus-large", "two", "eighth")
-_POSITION = st.integers(0, 2**16 - 1)
-
-
-class Recipe(NamedTuple):
-    pattern: str
-    seed: int
-    scale: float
-    specials: tuple[tuple[int, str], ...]  # (position modulo the size, special value)
-    constant: float = 0.0
-
-
-def _recipe(patterns: tuple[str, ...], scales: tuple[float, ...]) -> st.SearchStrategy[Recipe]:
-    @st.composite
-    def draw_recipe(draw: Any) -> Recipe:
-        pattern = draw(st.sampled_from(patterns))
-        constant = draw(st.sampled_from([0.0, 1.0, 0.5, -1.0, 0.1]))  # the "constant" pattern's value
-        seed = draw(st.integers(0, 2**16 - 1))
-        scale = draw(st.sampled_from(scales))
-        specials = tuple(_many(draw, st.tuples(_POSITION, st.sampled_from(_SPECIAL)), 0, 3))
-        return Recipe(pattern, seed, scale, specials, constant)
-
-    return draw_recipe()
-
-
-def _special(name: str, dtype: str, large: float) -> float:
-    return {"zero": 0.0, "one": 1.0, "minus-one": -1.0, "half": 0.5, "tiny": TINY[dtype], "minus-tiny": -TINY[dtype],
-            "large": large, "minus-large": -large, "two": 2.0, "eighth": 0.125}[name]
-
-
-def _array(recipe: Recipe, shape: tuple[int, ...], dtype: str, large: float,
-           init: tuple[str, float] | None = None) -> np.ndarray:
-    """The array a recipe makes for ``shape``, exact in ``dtype`` (see the module docstring)."""
-    rng = np.random.default_rng(recipe.seed)
-    pattern = recipe.pattern
-    if pattern == "init":  # the layer's weight initializer, as harness.spec.state draws it
-        dist, s = init or ("normal", 1.0)
-        a = rng.normal(0.0, s, shape) if dist == "normal" else rng.uniform(-s, s, shape) if dist == "uniform" \
-            else np.zeros(shape)
-    elif pattern == "normal":
-        a = rng.standard_normal(shape)
-    elif pattern == "uniform":
-        a = rng.uniform(-1.0, 1.0, shape)
-    elif pattern == "grid":  # quarters in [-2, 2]: exact sums, exact zeros, ties
-        a = rng.integers(-8, 9, shape) / 4.0
-    elif pattern == "integers":  # -2..2: many exact zeros and cancellations
-        a = rng.integers(-2, 3, shape).astype(np.float64)
-    elif pattern == "constant":
-        a = np.full(shape, recipe.constant)
-    elif pattern == "zeros":
-        a = np.zeros(shape)
-    elif pattern == "ones":
-        a = np.ones(shape)
-    else:
-        raise ValueError(pattern)
-    a = np.array(a * recipe.scale, dtype=np.float64)
-    if a.size:
-        flat = a.reshape(-1)
-        for position, name in recipe.specials:
-            flat[position % flat.size] = _special(name, dtype, large)
-    return as_dtype(a, dtype)
-
-
-class TargetRecipe(NamedTuple):
-    choice: int  # which of the loss's target kinds (modulo)
-    seed: int
-    alpha: float  # soft targets: the Dirichlet concentration
-    scale: float  # real targets
-
-
-_TARGET = st.builds(TargetRecipe, st.integers(0, 2), st.integers(0, 2**16 - 1), st.sampled_from([1.0, 0.3, 5.0]),
-                    st.sampled_from([1.0, 0.1, 10.0]))
-
-
-def target_kinds(loss: str) -> tuple[str, ...]:
-    """The targets that suit a loss (first = what shrinking reaches)."""
-    if loss in ("CrossEntropy", "NegativeLogLikelihood", "SoftmaxCrossEntropy"):
-        return ("onehot", "soft")
-    if loss == "LogisticCrossEntropy":
-        return ("binary", "soft", "onehot")
-    return ("real", "onehot", "soft")
-
-
-def _targets(recipe: TargetRecipe, loss: str, N: int, K: int, dtype: str) -> tuple[np.ndarray, str]:
-    kinds = target_kinds(loss)
-    kind = kinds[recipe.choice % len(kinds)]
-    rng = np.random.default_rng(recipe.seed)
-    if kind == "onehot":
-        T = np.eye(K)[rng.integers(0, K, size=N)]
-    elif kind == "soft":  # rows of a Dirichlet draw (alpha 0.3: many near-zero entries)
-        T = rng.dirichlet(np.full(K, recipe.alpha), size=N)
-    elif kind == "binary":
-        T = rng.integers(0, 2, size=(N, K)).astype(np.float64)
-    else:
-        T = rng.standard_normal((N, K)) * recipe.scale
-    return as_dtype(T, dtype), kind
 
 
 # --------------------------------------------------------------------------------- the network
@@ -404,7 +265,7 @@ def _linear_layer(kinds: tuple[str, ...], width: st.SearchStrategy[int]) -> st.S
         layer.units = draw(width)
         layer.init = draw(st.sampled_from(tuple(INITIALIZERS)))
         layer.optimizer = _layer_optimizer(draw, kind)
-        layer.recipes = (draw(_recipe(W_PATTERNS, (1.0, 0.1, 3.0))), draw(_recipe(B_PATTERNS, (1.0, 0.1, 0.01))))
+        layer.recipes = (draw(recipe(W_PATTERNS, (1.0, 0.1, 3.0))), draw(recipe(B_PATTERNS, (1.0, 0.1, 0.01))))
         return layer
 
     return draw_layer()
@@ -414,9 +275,9 @@ def _linear_layer(kinds: tuple[str, ...], width: st.SearchStrategy[int]) -> st.S
 def _batch_norm_layer(draw: Any) -> _Layer:
     layer = _Layer("BatchNormalization", {})
     layer.optimizer = _layer_optimizer(draw, "BatchNormalization")
-    layer.recipes = (draw(_recipe(("ones", "uniform", "normal"), (1.0, 0.5, 2.0))),
-                     draw(_recipe(("zeros", "normal"), (1.0, 0.1, 2.0))))
-    column = draw(_POSITION)
+    layer.recipes = (draw(recipe(("ones", "uniform", "normal"), (1.0, 0.5, 2.0))),
+                     draw(recipe(("zeros", "normal"), (1.0, 0.1, 2.0))))
+    column = draw(POSITION)
     if draw(st.booleans()):  # a constant input column for about one in two
         layer.constant_column = column
     return layer
@@ -441,12 +302,26 @@ class _Trick(NamedTuple):
 
 
 _TRICK = st.builds(_Trick, st.sampled_from(tuple(t for t in TRICKS if t != "constant-bn-column")),  # that one:
-                   st.tuples(_POSITION, _POSITION, _POSITION), st.booleans())  # per BatchNormalization layer
+                   st.tuples(POSITION, POSITION, POSITION), st.booleans())  # per BatchNormalization layer
 
 
-@st.composite
-def _examples(draw: Any, max_layers: int, max_width: int, max_batch: int, max_steps: int,
-              dtypes: tuple[str, ...], modes: tuple[str, ...], adversarial: bool, dry_run: bool) -> Example:
+class _Drawn(NamedTuple):
+    """Every choice of an example, drawn before any array is made."""
+
+    N: int
+    dtype: str
+    mode: str
+    layers: list[_Layer]
+    loss: str
+    lr: float
+    D0: int
+    steps: list[tuple[Recipe, Any]]  # per step: the recipe of X, that of T
+    tricks: list[_Trick]
+
+
+def _draw(draw: Any, max_layers: int, max_width: int, max_batch: int, max_steps: int,
+          dtypes: tuple[str, ...], modes: tuple[str, ...], adversarial: bool) -> _Drawn:
+    """Every choice, in the order of the module docstring (what shrinking relies on)."""
     # 1. the batch size, dtype and mode
     N = draw(_count(1, min(4, max_batch), max_batch))
     dtype = draw(st.sampled_from(dtypes))
@@ -457,7 +332,7 @@ def _examples(draw: Any, max_layers: int, max_width: int, max_batch: int, max_st
     loss = draw(st.sampled_from(LOSSES_FOR[output.kind]))
     lr = draw(_nice([0.01, 0.1, 0.001, 0.5, 1.0], 1e-4, 1.0))
     D0 = draw(width)
-    hidden = _many(draw, _hidden_layer(width), 0, max_layers - 1)
+    hidden = many(draw, _hidden_layer(width), 0, max_layers - 1)
     layers: list[_Layer] = []
     for group in hidden:
         for layer in group:
@@ -466,123 +341,162 @@ def _examples(draw: Any, max_layers: int, max_width: int, max_batch: int, max_st
     layers.append(output)
     # 3. the steps, as a list: each one batch (X) and its targets (T)
     long_run = draw(st.integers(0, 7)) == 7
-    steps_drawn = _many(draw, st.tuples(_recipe(X_PATTERNS, X_SCALES[dtype]), _TARGET), 1,
-                        max_steps if long_run else min(3, max_steps))
-    steps = len(steps_drawn)
-    tricks_drawn = _many(draw, _TRICK, 0, 3) if adversarial else []
+    steps = many(draw, st.tuples(recipe(X_PATTERNS, X_SCALES[dtype]), TARGET), 1,
+                 max_steps if long_run else min(3, max_steps))
+    # 4. the adversarial tricks
+    tricks = many(draw, _TRICK, 0, 3) if adversarial else []
+    return _Drawn(N, dtype, mode, layers, loss, lr, D0, steps, tricks)
 
-    # 4. the arrays: parameters in the harness's names, then one batch per step
+
+def _parameters(layers: list[_Layer], D0: int, dtype: str) -> tuple[dict[str, np.ndarray], list[int]]:
+    """(the initial parameters in the harness's names, the layer sizes)."""
     sizes = [D0]
     state: dict[str, np.ndarray] = {}
     width_in = D0
     for i, layer in enumerate(layers, 1):
         if layer.kind == "BatchNormalization":
             layer.units = width_in
-            state[f"gamma{i}"] = _array(layer.recipes[0], (width_in,), dtype, PARAM_LARGE[dtype])
-            state[f"beta{i}"] = _array(layer.recipes[1], (width_in,), dtype, PARAM_LARGE[dtype])
+            state[f"gamma{i}"] = array(layer.recipes[0], (width_in,), dtype, PARAM_LARGE[dtype])
+            state[f"beta{i}"] = array(layer.recipes[1], (width_in,), dtype, PARAM_LARGE[dtype])
             continue
         D, K = width_in, layer.units
         dist, scale = INITIALIZERS[layer.init or "XavierNormal"]
-        state[f"W{i}"] = _array(layer.recipes[0], (K, D), dtype, PARAM_LARGE[dtype], init=(dist, scale(D, K)))
-        state[f"b{i}"] = _array(layer.recipes[1], (K,), dtype, PARAM_LARGE[dtype])
+        state[f"W{i}"] = array(layer.recipes[0], (K, D), dtype, PARAM_LARGE[dtype], init=(dist, scale(D, K)))
+        state[f"b{i}"] = array(layer.recipes[1], (K,), dtype, PARAM_LARGE[dtype])
         if layer.kind == "SReLU":
             a = layer.args
             state[f"srelu{i}"] = as_dtype(np.array([a["al"], a["tl"], a["ar"], a["tr"]]), dtype)
         sizes.append(K)
         width_in = K
+    return state, sizes
+
+
+class _Tricks:
+    """The adversarial constructions, applied to the parameters and batches in place."""
+
+    def __init__(self, drawn: _Drawn, state: dict[str, np.ndarray], xs: list[np.ndarray]) -> None:
+        self.drawn, self.state, self.xs = drawn, state, xs
+        self.layers, self.dtype = drawn.layers, drawn.dtype
+        self.applied: list[str] = []
+        self.tie_targets: list[tuple[int, int]] = []  # (output unit, step or -1 for all): T tied to Y there
+        self.linear_at = [i for i, layer in enumerate(self.layers, 1) if LAYERS[layer.kind].has_weights]
+
+    def zero_row(self, i: int, k: int, bias: float) -> None:  # Z[:, k] == b[k] exactly, for every sample
+        self.state[f"W{i}"][k, :] = 0.0
+        self.state[f"b{i}"][k] = _exact(bias, self.dtype)
+
+    def constant_bn_columns(self) -> None:
+        for j, layer in enumerate(self.layers, 1):
+            if layer.kind == "BatchNormalization" and layer.constant_column is not None:
+                i = max(li for li in self.linear_at if li < j)
+                k = layer.constant_column % self.layers[i - 1].units
+                self.zero_row(i, k, [0.625, 0.0, 0.1, 3.0, -1.5][layer.constant_column % 5])
+                self.applied.append(f"constant-bn-column X{j}[:, {k}]")
+
+    def apply(self, trick: _Trick) -> None:
+        method = getattr(self, "_" + trick.name.replace("-", "_"))
+        method(*trick.selectors, trick.exact)
+
+    def _zero_row(self, s0: int, s1: int, s2: int, exact: bool) -> None:
+        i = self.linear_at[s0 % len(self.linear_at)]
+        k = s1 % self.layers[i - 1].units
+        layer = self.layers[i - 1]
+        choices = [0.0, *_kink_points(layer.kind, layer.args, self.dtype), 1.0, -1.0, TINY[self.dtype]]
+        self.zero_row(i, k, choices[s2 % len(choices)])
+        self.applied.append(f"zero-row W{i}[{k}]")
+
+    def _kink_tie(self, s0: int, s1: int, s2: int, exact: bool) -> None:
+        """A kinked layer whose Z sits exactly on a kink for one unit."""
+        kinked = [i for i in self.linear_at if self.layers[i - 1].kind in KINKED]
+        if not kinked:
+            return
+        i = kinked[s0 % len(kinked)]
+        k = s1 % self.layers[i - 1].units
+        points = _kink_points(self.layers[i - 1].kind, self.layers[i - 1].args, self.dtype)
+        point = points[s2 % len(points)]
+        self.zero_row(i, k, point)
+        self.applied.append(f"kink-tie Z{i}[:, {k}] = {point!r}")
+
+    def _zero_sample(self, s0: int, s1: int, s2: int, exact: bool) -> None:
+        """A sample of zeros: Z1 of that row is exactly b1."""
+        s, n = s0 % len(self.xs), s1 % self.drawn.N
+        self.xs[s][n, :] = 0.0
+        self.applied.append(f"zero-sample X[step {s}][{n}]")
+
+    def _zero_column(self, s0: int, s1: int, s2: int, exact: bool) -> None:
+        d = s0 % self.drawn.D0
+        for X in self.xs:
+            X[:, d] = 0.0
+        self.applied.append(f"zero-column X[:, {d}]")
+
+    def _duplicate_rows(self, s0: int, s1: int, s2: int, exact: bool) -> None:
+        N = self.drawn.N
+        if N < 2:
+            return
+        n, m = s0 % N, s1 % N
+        for X in self.xs:
+            X[n] = X[m]
+        self.applied.append(f"duplicate-rows X[{n}] = X[{m}]")
+
+    def _large_logits(self, s0: int, s1: int, s2: int, exact: bool) -> None:
+        """The output layer's pre-activations pushed to the limit."""
+        i = self.linear_at[-1]
+        factor = (1e3, 10.0, 100.0)[s0 % 3]
+        self.state[f"W{i}"] = as_dtype(self.state[f"W{i}"] * factor, self.dtype)
+        self.state[f"b{i}"] = as_dtype(self.state[f"b{i}"] * factor, self.dtype)
+        self.applied.append(f"large-logits W{i} x {factor:g}")
+
+    def _tie_target(self, s0: int, s1: int, s2: int, exact: bool) -> None:
+        """T == Y: exactly where Y is exact (a zero row), else nearly."""
+        if self.drawn.loss not in ("AbsoluteError", "SquaredError"):  # the others need targets in [0, 1]
+            return
+        k = s0 % self.layers[-1].units
+        if exact:
+            self.state[f"W{len(self.layers)}"][k, :] = 0.0
+        self.tie_targets.append((k, -1 if exact else s1 % len(self.xs)))
+        self.applied.append(f"tie-target T[:, {k}] {'exact' if exact else 'near'}")
+
+
+@st.composite
+def _examples(draw: Any, max_layers: int, max_width: int, max_batch: int, max_steps: int,
+              dtypes: tuple[str, ...], modes: tuple[str, ...], adversarial: bool, dry_run: bool) -> Example:
+    drawn = _draw(draw, max_layers, max_width, max_batch, max_steps, dtypes, modes, adversarial)
+    layers, dtype, N = drawn.layers, drawn.dtype, drawn.N
+    # the arrays: parameters in the harness's names, then one batch per step
+    state, sizes = _parameters(layers, drawn.D0, dtype)
     K = layers[-1].units
-    xs = [_array(x, (N, D0), dtype, LARGE[dtype]) for x, _ in steps_drawn]
-
-    # 5. adversarial tricks
-    tricks: list[str] = []
-    tie_targets: list[tuple[int, int]] = []  # (output unit, step or -1 for all): T tied to Y there
-    linear_at = [i for i, layer in enumerate(layers, 1) if LAYERS[layer.kind].has_weights]
-
-    def zero_row(i: int, k: int, bias: float) -> None:  # Z[:, k] == b[k] exactly, for every sample
-        state[f"W{i}"][k, :] = 0.0
-        state[f"b{i}"][k] = _exact(bias, dtype)
-
-    for j, layer in enumerate(layers, 1):  # constant columns under BatchNormalization
-        if layer.kind == "BatchNormalization" and layer.constant_column is not None:
-            i = max(li for li in linear_at if li < j)
-            k = layer.constant_column % layers[i - 1].units
-            zero_row(i, k, [0.625, 0.0, 0.1, 3.0, -1.5][layer.constant_column % 5])
-            tricks.append(f"constant-bn-column X{j}[:, {k}]")
-    for trick in tricks_drawn:
-        s0, s1, s2 = trick.selectors
-        if trick.name == "zero-row":
-            i = linear_at[s0 % len(linear_at)]
-            k = s1 % layers[i - 1].units
-            choices = [0.0, *_kink_points(layers[i - 1].kind, layers[i - 1].args, dtype), 1.0, -1.0, TINY[dtype]]
-            zero_row(i, k, choices[s2 % len(choices)])
-            tricks.append(f"zero-row W{i}[{k}]")
-        elif trick.name == "kink-tie":  # a kinked layer whose Z sits exactly on a kink for one unit
-            kinked = [i for i in linear_at if layers[i - 1].kind in KINKED]
-            if not kinked:
-                continue
-            i = kinked[s0 % len(kinked)]
-            k = s1 % layers[i - 1].units
-            points = _kink_points(layers[i - 1].kind, layers[i - 1].args, dtype)
-            point = points[s2 % len(points)]
-            zero_row(i, k, point)
-            tricks.append(f"kink-tie Z{i}[:, {k}] = {point!r}")
-        elif trick.name == "zero-sample":  # a sample of zeros: Z1 of that row is exactly b1
-            s, n = s0 % steps, s1 % N
-            xs[s][n, :] = 0.0
-            tricks.append(f"zero-sample X[step {s}][{n}]")
-        elif trick.name == "zero-column":
-            d = s0 % D0
-            for X in xs:
-                X[:, d] = 0.0
-            tricks.append(f"zero-column X[:, {d}]")
-        elif trick.name == "duplicate-rows":
-            if N < 2:
-                continue
-            n, m = s0 % N, s1 % N
-            for X in xs:
-                X[n] = X[m]
-            tricks.append(f"duplicate-rows X[{n}] = X[{m}]")
-        elif trick.name == "large-logits":  # the output layer's pre-activations pushed to the limit
-            i = linear_at[-1]
-            factor = (1e3, 10.0, 100.0)[s0 % 3]
-            state[f"W{i}"] = as_dtype(state[f"W{i}"] * factor, dtype)
-            state[f"b{i}"] = as_dtype(state[f"b{i}"] * factor, dtype)
-            tricks.append(f"large-logits W{i} x {factor:g}")
-        elif trick.name == "tie-target":  # T == Y: exactly where Y is exact (a zero row), else nearly
-            if loss not in ("AbsoluteError", "SquaredError"):  # the others need targets in [0, 1]
-                continue
-            k = s0 % K
-            if trick.exact:
-                state[f"W{len(layers)}"][k, :] = 0.0
-            tie_targets.append((k, -1 if trick.exact else s1 % steps))
-            tricks.append(f"tie-target T[:, {k}] {'exact' if trick.exact else 'near'}")
-
-    # 6. magnitudes in range by construction, then targets (tied ones from the forward pass)
-    outputs = _normalize(layers, state, xs, dtype, tricks)
+    xs = [array(x, (N, drawn.D0), dtype, LARGE[dtype]) for x, _ in drawn.steps]
+    # the adversarial tricks
+    tricks = _Tricks(drawn, state, xs)
+    tricks.constant_bn_columns()
+    for trick in drawn.tricks:
+        tricks.apply(trick)
+    state = tricks.state
+    # magnitudes in range by construction, then targets (tied ones from the forward pass)
+    outputs = _normalize(layers, state, xs, dtype, tricks.applied)
     ts = []
     target_kind = "onehot"
-    for s, (_, t) in enumerate(steps_drawn):
-        T, target_kind = _targets(t, loss, N, K, dtype)
-        for k, step in tie_targets:
+    for s, (_, t) in enumerate(drawn.steps):
+        T, target_kind = targets(t, drawn.loss, N, K, dtype)
+        for k, step in tricks.tie_targets:
             if step in (-1, s):
                 T[:, k] = as_dtype(outputs[s][:, k], dtype)
         ts.append(T)
     data = list(zip(xs, ts))
-
-    # 7. the scenario, and a float64 dry run of every step
+    # the scenario, and a float64 dry run of every step
     scenario = build_scenario(
         name=NAME,
         layers=[_layer_text(layer.kind, layer.args) for layer in layers],
         sizes=sizes,
         optimizers=[layer.optimizer for layer in layers],
         init_weights=[layer.init for layer in layers if LAYERS[layer.kind].has_weights],
-        loss=loss, lr=lr, batch_size=N, steps=steps,
+        loss=drawn.loss, lr=drawn.lr, batch_size=N, steps=len(drawn.steps),
         data=DataSpec("synthetic", "real" if target_kind == "binary" else target_kind),
-        dtype=dtype, mode=mode, seed=0,
+        dtype=dtype, mode=drawn.mode, seed=0,
     )
     if dry_run:
-        scenario = _dry_run(scenario, state, data, tricks)
-    return Example(scenario, state, data, tuple(tricks))
+        scenario = _dry_run(scenario, state, data, tricks.applied)
+    return Example(scenario, state, data, tuple(tricks.applied))
 
 
 def _normalize(layers: list[_Layer], state: dict[str, np.ndarray], xs: list[np.ndarray], dtype: str,
@@ -592,7 +506,7 @@ def _normalize(layers: list[_Layer], state: dict[str, np.ndarray], xs: list[np.n
     hs = [X.copy() for X in xs]
     for i, layer in enumerate(layers, 1):
         if layer.kind == "BatchNormalization":
-            hs = [_batch_norm(h, state[f"gamma{i}"], state[f"beta{i}"]) for h in hs]
+            hs = [numpy_batch_normalization(h, state[f"gamma{i}"], state[f"beta{i}"]) for h in hs]
             continue
         W, b = state[f"W{i}"], state[f"b{i}"]
         limit = LOGIT_LIMIT[dtype] if LAYERS[layer.kind].row else VALUE_LIMIT[dtype]
@@ -608,7 +522,7 @@ def _normalize(layers: list[_Layer], state: dict[str, np.ndarray], xs: list[np.n
         args = layer.args
         if layer.kind == "SReLU":
             args = dict(zip(SRELU_PARAMS, state[f"srelu{i}"]))
-        hs = [_activation(layer.kind, args, z) for z in zs]
+        hs = [_forward(layer.kind, args, z) for z in zs]
     return hs
 
 

@@ -1,12 +1,12 @@
 """assert_exact: torch.testing.assert_close's message, but against exact values, in units of a
 rounding bound.
 
-The unit is the comparator's (harness.judge.rounding, harness.judge.compare.allowed with an oracle): each
+The unit is the comparator's (harness.judge.bounds, harness.judge.compare.allowed with an oracle): each
 element's bound ``E`` on the error a correct implementation of the definitions in
 harness.oracle.symbolic makes in the dtype at that point, plus the rounding of the exact value to
 float64 (``2**-53 |exact|``). There is no other tolerance and no condition factor: the bound
 carries the conditioning of the computation itself. :func:`rounding_bound` computes ``E`` the way
-harness.judge.rounding.step_bounds does, ``min(worst case, LAMBDA * standard deviation)`` per element.
+harness.judge.bounds.step_bounds does, ``min(worst case, LAMBDA * standard deviation)`` per element.
 
 The message names the backend and component, counts the mismatches, and gives the worst element:
 its index, the point, the exact value, the value got, the error in units of the bound and in
@@ -20,16 +20,16 @@ from typing import Callable, Sequence
 import numpy as np
 
 from harness.judge.compare import ratio
+from harness.judge.arithmetic import Arithmetic, Pair
 from harness.judge.message import sentence
-from harness.judge.rounding import Arithmetic, Pair
-from harness.oracle.symbolic import to_float64
+from harness.oracle.exact import to_float64
 
 
 
 def rounding_bound(dtype: str, compute: Callable[[Arithmetic], Sequence[Pair]]) -> list[np.ndarray]:
     """The bound of each (value, error) pair ``compute(ar)`` returns for ``ar = Arithmetic(dtype)``:
     ``ar.bound``, i.e. min(worst case, LAMBDA standard deviations) element by element, as
-    harness.judge.rounding.step_bounds takes it."""
+    harness.judge.bounds.step_bounds takes it."""
     ar = Arithmetic(dtype)
     return [np.broadcast_to(ar.bound(e), np.shape(v)) for v, e in compute(ar)]
 
@@ -49,7 +49,7 @@ def assert_exact(got, exact, dtype: str, what: str, bound, point=None, skip=None
     """Fail unless ``got`` (float array) is within the rounding ``bound`` of ``exact`` (mpf object array).
 
     ``bound``: per element (broadcastable), from :func:`rounding_bound` or
-    harness.judge.rounding.step_bounds; 0 where a correct implementation is exact.
+    harness.judge.bounds.step_bounds; 0 where a correct implementation is exact.
     ``skip``: a boolean mask of elements not judged (exactly on a kink: a convention).
     Returns the worst error / bound, so a test can also assert it is not trivially 0.
     """

@@ -1,4 +1,5 @@
-"""The float64 torch.autograd reference (adapters/autodiff_oracle.py) against nerva-numpy and by hand."""
+"""The float64 torch.autograd reference (adapters/autodiff_oracle.py) against nerva-numpy and by hand,
+and its transcription (harness.oracle.transcription) against the SymPy definitions, element by element."""
 
 import numpy as np
 import pytest
@@ -220,3 +221,108 @@ def test_absolute_error_at_ties_has_zero_gradient():
     trace = oracle.step(np.array([[1.0, 2.0], [3.0, 4.0]]), T, sc.lr)
     np.testing.assert_array_equal(trace["DY"], np.sign(0.0 - T) / 2)  # sign(0) = 0 at Y = T
     assert trace["loss"] == np.abs(T).sum()
+
+
+# -- the transcription against the SymPy definitions, element by element -------------------------
+
+TRANSCRIPTION_RTOL = 1e-13  # a float64 evaluation of a few operations against the exact value
+TRANSCRIBED_ACTIVATIONS = [
+    ("ReLU", {}), ("Sigmoid", {}), ("HyperbolicTangent", {}), ("LeakyReLU", {"alpha": 0.1}),
+    ("LeakyReLU", {"alpha": 2.0}), ("AllReLU", {"alpha": 0.3}), ("ELU", {"alpha": 0.5}),
+    ("SReLU", {"al": 0.2, "tl": -0.3, "ar": 0.4, "tr": 0.5}),
+]
+
+
+def _tensor(torch, a):
+    return torch.tensor(np.asarray(a, dtype=np.float64), dtype=torch.float64)
+
+
+def _close(got, want, rtol=TRANSCRIPTION_RTOL):
+    """Every element of the transcription's value within ``rtol`` of the exact definition's."""
+    from harness.oracle.exact import to_float64
+
+    got = got.detach().numpy() if hasattr(got, "detach") else np.asarray(got)
+    want = to_float64(want)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * 1e-3)
+
+
+def _points(rng, shape, scale=2.0):
+    """Real points, some exactly on the kinks (0, -0.3, 0.5) and some far out."""
+    Z = scale * rng.standard_normal(shape)
+    Z.reshape(-1)[:5] = [0.0, -0.3, 0.5, -30.0, 30.0]
+    return Z
+
+
+@pytest.mark.parametrize("kind,args", TRANSCRIBED_ACTIVATIONS, ids=[f"{k}{v}" for k, v in TRANSCRIBED_ACTIVATIONS])
+def test_transcribed_activations_equal_the_definitions(kind, args):
+    import torch
+
+    from harness.core.components import SRELU_PARAMS
+    from harness.oracle import symbolic, transcription
+
+    Z = _points(np.random.default_rng(11), (6, 5))
+    srelu = np.array([args[k] for k in SRELU_PARAMS]) if kind == "SReLU" else None
+    got = transcription.activation(torch, kind, args, _tensor(torch, Z), None if srelu is None else _tensor(torch, srelu))
+    _close(got, symbolic.Activation(kind, args).value(Z, srelu=srelu))
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_transcribed_row_functions_equal_the_definitions(name):
+    import torch
+
+    from harness.oracle import symbolic, transcription
+
+    Z = _points(np.random.default_rng(12), (5, 4), scale=5.0)
+    got = transcription.row_function(torch, name, _tensor(torch, Z))
+    for form in (name, f"stable_{name}"):  # the plain and the stable definitions
+        _close(got, symbolic.RowFunction(form, 4).value(Z))
+
+
+@pytest.mark.parametrize("targets", ["onehot", "soft"])
+@pytest.mark.parametrize("name", LOSSES)
+def test_transcribed_losses_equal_the_definitions(name, targets):
+    import torch
+
+    from harness.oracle import symbolic, transcription
+
+    rng = np.random.default_rng(13)
+    N, K = 5, 3
+    Y = rng.standard_normal((N, K))
+    if name in ("CrossEntropy", "NegativeLogLikelihood"):  # they take probabilities
+        Y = np.exp(Y) / np.exp(Y).sum(axis=1, keepdims=True)
+    T = np.eye(K)[rng.integers(0, K, N)] if targets == "onehot" else rng.dirichlet(np.ones(K), N)
+    got = transcription.loss_value(torch, name, _tensor(torch, Y), _tensor(torch, T))
+    _close(got, np.array(symbolic.Loss(name, K).value(Y, T), dtype=object))
+
+
+def test_transcribed_batch_normalization_equals_the_definition():
+    import torch
+
+    from harness.oracle import symbolic, transcription
+
+    rng = np.random.default_rng(14)
+    N, D = 6, 4
+    X = rng.standard_normal((N, D)) * np.array([1.0, 0.01, 3.0, 1.0]) + 0.5
+    X[:, 3] = 0.75  # a constant column: Z = 0 / sqrt(epsilon)
+    gamma, beta = rng.standard_normal(D), rng.standard_normal(D)
+    Z, Y = transcription.batch_normalization(torch, _tensor(torch, X), _tensor(torch, gamma), _tensor(torch, beta))
+    Y_exact, Z_exact = symbolic.BatchNorm(N).forward(X, gamma, beta)
+    _close(Z, Z_exact)
+    _close(Y, Y_exact)
+
+
+@pytest.mark.parametrize("name", ["GradientDescent", "Momentum", "Nesterov"])
+def test_transcribed_optimizer_updates_equal_the_definitions(name):
+    import torch
+
+    from harness.oracle import symbolic, transcription
+
+    rng = np.random.default_rng(15)
+    x, Dx, v = rng.standard_normal(7), rng.standard_normal(7), rng.standard_normal(7)
+    eta, mu = 0.05, 0.9
+    p, vt = _tensor(torch, x), _tensor(torch, v)
+    transcription.optimizer_update(name, mu, p, vt, _tensor(torch, Dx), eta)
+    x_new, v_new = symbolic.optimizer_update(name, mu, x, Dx, None if name == "GradientDescent" else v, eta)
+    _close(p, x_new)
+    if v_new is not None:
+        _close(vt, v_new)

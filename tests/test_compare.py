@@ -374,7 +374,7 @@ def test_ulps_against_the_oracle_at_the_tensors_scale():
 
 def test_carried_bounds_pass_what_an_exact_start_fails():
     """Trajectory mode has no growth law: the parameters' error carried from earlier steps makes
-    the bounds larger (harness.judge.rounding), and the comparator judges whatever bounds it is given."""
+    the bounds larger (harness.judge.bounds), and the comparator judges whatever bounds it is given."""
     sc = scenario()
     assert sc.mode == "trajectory"
     base = base_trace(sc)

@@ -7,10 +7,10 @@ magnitudes (large logits), a batch of one, constant and nearly constant columns 
 BatchNormalization. Exact values come from harness.oracle.symbolic (SymPy derivatives of the forward
 definitions, evaluated at exactly the points the backend used, at 40 digits).
 
-Every element is judged in units of its rounding bound (harness.judge.rounding: the error a correct
+Every element is judged in units of its rounding bound (harness.judge.bounds: the error a correct
 implementation of the definitions in harness.oracle.symbolic can make in the dtype at that point,
 ``min(worst case, LAMBDA * sd)``), computed here from the same SymPy expressions with the inputs
-exact (error 0); whole layers take harness.judge.rounding.step_bounds on the exact trace. The bound
+exact (error 0); whole layers take harness.judge.bounds.step_bounds on the exact trace. The bound
 carries the conditioning of the computation (a nearly constant BatchNormalization column
 amplifies the rounding of x - mean by max|x| / sqrt(var + eps), and so does its bound): there is
 no tolerance and no factor. Two things are not failures, and each is stated where it happens:
@@ -36,11 +36,11 @@ import numpy as np
 import pytest
 
 import adapters
-from harness.judge import rounding
-from harness.judge.rounding import evaluate
+from harness.judge import arithmetic, bounds as judge_bounds
+from harness.judge.walk import evaluate
 from harness.spec.scenario import build_scenario
 from harness.spec.state import as_dtype, initial_state
-from harness.oracle.symbolic import to_float64
+from harness.oracle.exact import to_float64
 from exact import assert_exact, ratios, rounding_bound
 
 symbolic = pytest.importorskip("harness.oracle.symbolic")
@@ -126,7 +126,7 @@ def activation_bounds(kind: str, Z: np.ndarray, dtype: str) -> tuple[np.ndarray,
     def compute(ar):
         env = {act.symbol: ar.given(Z)}
         env.update({p: ar.constant(float(act.args[p.name])) for p in act.parameters})
-        return [evaluate([act.expr], env, ar)[0], rounding.activation_derivative(ar, act, env)]
+        return [evaluate([act.expr], env, ar)[0], judge_bounds.activation_derivative(ar, act, env)]
 
     value, derivative = rounding_bound(dtype, compute)
     return value, derivative
@@ -184,15 +184,15 @@ def logits(case: str, dtype: str) -> np.ndarray:
 def row_function_bound(function: str, Z: np.ndarray, dtype: str) -> np.ndarray:
     """The rounding bound of a row function at the exact rows Z: its graph (the row sum as a
     node), the shift c of the stable forms bound to the row's maximum (exact: an element)."""
-    g = symbolic._row_graph(function, Z.shape[1])
+    g = symbolic.row_graph(function, Z.shape[1])
 
     def compute(ar):
         env = {z: ar.given(Z[:, k]) for k, z in enumerate(g.inputs)}
-        env[g.params[0]] = (Z.max(axis=1), rounding.NO_ERROR)
+        env[g.params[0]] = (Z.max(axis=1), arithmetic.NO_ERROR)
         for sym, expr in g.nodes:
             env[sym] = evaluate([expr], env, ar)[0]
         out = evaluate(g.outputs, env, ar)
-        return [rounding._stack(out, Z.shape[:1])]
+        return [arithmetic.stack(out, Z.shape[:1])]
 
     return rounding_bound(dtype, compute)[0]
 
@@ -238,10 +238,10 @@ def loss_points(loss: str, targets: str, dtype: str) -> tuple[np.ndarray, np.nda
 
 def loss_bounds(loss: str, Y: np.ndarray, T: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """The rounding bounds of the loss (the sum of the rows' values) and of its gradient dL/dY
-    (not divided by N) at exact Y, T, as harness.judge.rounding.step_bounds computes them: the softmax
+    (not divided by N) at exact Y, T, as harness.judge.bounds.step_bounds computes them: the softmax
     cross-entropy may shift a row by its maximum (u max|row| in every element)."""
     def compute(ar):
-        value_error, grad = rounding.loss(ar, loss, ar.given(Y), ar.given(T))
+        value_error, grad = judge_bounds.loss(ar, loss, ar.given(Y), ar.given(T))
         return [(np.float64(0.0), value_error), grad]
 
     value, grad = rounding_bound(dtype, compute)
@@ -325,14 +325,14 @@ def exact_layer(layer: str, state, X, DY) -> dict:
 
 
 def layer_bounds(sc, state, X, DY, exact: dict) -> dict[str, np.ndarray]:
-    """The rounding bound of every tensor of the layer, from harness.judge.rounding.step_bounds on the
+    """The rounding bound of every tensor of the layer, from harness.judge.bounds.step_bounds on the
     exact trace. The test feeds an upstream gradient DY exact in the dtype, where step_bounds
     derives DY's bound from the loss: the bound is taken with AbsoluteError, whose gradient
     sign(Y - T) is exact, so that DY carries only the rounding of the division by N (u |DY|, 0
     for N = 1) - not the error of a loss the layer never saw. T only matters to the loss."""
     ref = {k: to_float64(v) for k, v in exact.items()}
     ref.update(X=X, X1=X, DY=DY, T=ref["Y"], loss=np.float64(0.0))
-    bounds, _ = rounding.step_bounds(sc.with_(loss="AbsoluteError"), ref, state)
+    bounds, _ = judge_bounds.step_bounds(sc.with_(loss="AbsoluteError"), ref, state)
     return bounds
 
 

@@ -1,4 +1,4 @@
-"""The rounding bound itself (harness.judge.rounding): its rules, and three checks of what it claims.
+"""The rounding bound itself (harness.judge.arithmetic, walk and bounds): its rules, and three checks of what it claims.
 
 - an exact computation sits inside it (the exact values rounded once to the dtype);
 - a deliberately rounded computation sits inside it: the exact oracle's own step evaluated with
@@ -20,11 +20,13 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from harness.judge import rounding
-from harness.oracle import symbolic as S
+from harness.judge import arithmetic, walk
+from harness.oracle import definitions as defs, exact as num
 from harness.judge.compare import allowed, ratio
 from harness.spec.data import batches
-from harness.judge.rounding import Arithmetic, Err, evaluate, step_bounds
+from harness.judge.arithmetic import Arithmetic, Err
+from harness.judge.bounds import loss, step_bounds
+from harness.judge.walk import evaluate
 from harness.spec.scenario import build_scenario
 from harness.spec.state import as_dtype, initial_state
 
@@ -66,13 +68,13 @@ def _exact_step(sc, prec: int | None = None):
     oracle.build(sc, state)
     if prec is None:
         return oracle.step(X, T, sc.lr), state
-    saved = S._precision
-    S._precision = lambda: mpmath.workprec(prec)  # every mpmath operation rounds to prec bits
+    saved = num.precision
+    num.precision = lambda: mpmath.workprec(prec)  # every mpmath operation rounds to prec bits
     try:
         with mpmath.workprec(prec):
             return oracle.step(X, T, sc.lr), state
     finally:
-        S._precision = saved
+        num.precision = saved
 
 
 def _worst(sc, trace, exact, bounds) -> dict[str, float]:
@@ -113,15 +115,15 @@ def test_blocks_of_a_large_evaluation_give_the_whole_evaluations_bound(name, mon
     carried = {k: np.abs(v) * 1e-6 for k, v in state.items()}  # parameters with errors: every rule in use
     whole, whole_new = step_bounds(sc, exact, state, carried, new_state=True)
     split = {"evaluations": 0}
-    original = rounding._join
+    original = walk.join_blocks
 
     def counted(*args):
         split["evaluations"] += 1
         return original(*args)
 
-    monkeypatch.setattr(rounding, "_join", counted)
+    monkeypatch.setattr(walk, "join_blocks", counted)
     for block in (8, 10, 16):
-        monkeypatch.setattr(rounding, "BLOCK", block)
+        monkeypatch.setattr(walk, "BLOCK", block)
         blocks, blocks_new = step_bounds(sc, exact, state, carried, new_state=True)
         for key in whole:
             np.testing.assert_allclose(blocks[key], whole[key], rtol=1e-12, atol=0, err_msg=key)
@@ -185,7 +187,7 @@ def test_long_sums_take_the_probabilistic_bound_short_ones_the_worst_case():
     assert ar.gamma(n) == pytest.approx(n * ar.u, rel=1e-3)
     long = ar.bound(ar.local(1.0, n))
     short = ar.bound(ar.local(1.0, 4))
-    assert long == pytest.approx(rounding.LAMBDA * math.sqrt(n) * ar.u, rel=1e-6)  # < n u
+    assert long == pytest.approx(arithmetic.LAMBDA * math.sqrt(n) * ar.u, rel=1e-6)  # < n u
     assert short == pytest.approx(ar.gamma(4), rel=1e-6)  # < LAMBDA sqrt(4) u
     both = ar.combine(Err(3.0, 9.0), Err(4.0, 16.0))
     assert (both.worst, math.sqrt(both.var)) == (7.0, 5.0)  # worst cases add, standard deviations in quadrature
@@ -198,7 +200,7 @@ def test_constants_cost_a_rounding_only_where_the_dtype_cannot_hold_them():
     assert ar.constant(sp.Rational(1, 2))[1] == (0, 0)
     assert ar.constant(0.1)[1].worst == pytest.approx(ar.u * 0.1)
     assert Arithmetic("float64").constant(0.1)[1].worst == 0  # the float 0.1 is exact in float64
-    assert ar.constant(S.EPSILON)[1].worst > 0
+    assert ar.constant(defs.EPSILON)[1].worst > 0
 
 
 def test_exp_and_the_branch_of_a_piecewise():
@@ -219,13 +221,13 @@ def test_a_product_of_two_errors_around_zero_is_bounded_to_second_order():
     and a matrix product."""
     ar = Arithmetic("float32")
     dy, a = ar.given(np.array([0.0, 2.0]), 1e-8), ar.given(np.array([0.0, 0.0]), 5e-10)
-    v, e = rounding.times(ar, dy, a)
+    v, e = arithmetic.times(ar, dy, a)
     corner = (0.0 + 1e-8) * (0.0 + 5e-10)
     assert list(v) == [0.0, 0.0] and ar.bound(e)[0] >= corner and ar.bound(e)[1] >= (2.0 + 1e-8) * 5e-10
     (v, e), = evaluate([x * y], {x: dy, y: a}, ar)
     assert ar.bound(e)[0] >= corner
     A, B = ar.given(np.zeros((1, 3)), 1e-8), ar.given(np.zeros((3, 1)), 5e-10)
-    v, e = rounding.dot(ar, A, B, n=3)
+    v, e = arithmetic.dot(ar, A, B, n=3)
     assert ar.bound(e)[0, 0] >= 3 * corner
 
 
@@ -238,17 +240,17 @@ def test_a_long_product_bounds_every_corner_and_is_unknown_only_where_an_error_i
     rng = np.random.default_rng(5)
     a, b = rng.standard_normal((3, n)), rng.standard_normal((n, 4))
     ea, eb = np.abs(a) * 1e-3 * rng.random((3, n)), np.abs(b) * 1e-3 * rng.random((n, 4))
-    c = rounding.LAMBDA * math.sqrt(n) * ar.u
+    c = arithmetic.LAMBDA * math.sqrt(n) * ar.u
     carried = np.abs(a) @ eb + ea @ np.abs(b) + ea @ eb
-    v, e = rounding.dot(ar, ar.given(a, ea), ar.given(b, eb), n=n)
-    np.testing.assert_allclose(ar.bound(e), c * (np.abs(a) @ np.abs(b)) + carried + rounding.LAMBDA * math.sqrt(n) * ar.tiny, rtol=1e-12)
+    v, e = arithmetic.dot(ar, ar.given(a, ea), ar.given(b, eb), n=n)
+    np.testing.assert_allclose(ar.bound(e), c * (np.abs(a) @ np.abs(b)) + carried + arithmetic.LAMBDA * math.sqrt(n) * ar.tiny, rtol=1e-12)
     corner = (a + np.sign(a) * ea) @ (b + np.sign(b) * eb) - a @ b
     assert np.all(np.abs(corner) <= ar.bound(e))
-    v, e = rounding.dot(ar, ar.given(a), ar.given(b, eb), n=n)  # an exact operand adds nothing
-    np.testing.assert_allclose(ar.bound(e), c * (np.abs(a) @ np.abs(b)) + np.abs(a) @ eb + rounding.LAMBDA * math.sqrt(n) * ar.tiny, rtol=1e-12)
+    v, e = arithmetic.dot(ar, ar.given(a), ar.given(b, eb), n=n)  # an exact operand adds nothing
+    np.testing.assert_allclose(ar.bound(e), c * (np.abs(a) @ np.abs(b)) + np.abs(a) @ eb + arithmetic.LAMBDA * math.sqrt(n) * ar.tiny, rtol=1e-12)
     a[0, :], ea[1, 7], b[7, 2], eb[7, 2] = 0.0, np.inf, 0.0, 0.0
     ea[0, :] = 0.0
-    v, e = rounding.dot(ar, ar.given(a, ea), ar.given(b, eb), n=n)
+    v, e = arithmetic.dot(ar, ar.given(a, ea), ar.given(b, eb), n=n)
     unknown = np.isinf(ar.bound(e))
     assert unknown[1].tolist() == [True, True, False, True] and not unknown[[0, 2]].any()
 
@@ -261,7 +263,7 @@ def test_a_softmax_cross_entropy_gradient_from_rounded_probabilities_is_inside(d
     TensorFlow, float32). That gradient is inside the bound; one a hundred units of u off is not."""
     ar = Arithmetic(dtype)
     Y, T = np.array([[0.0158], [3.0], [-40.0]]), np.ones((3, 1))
-    _, (g, e) = rounding.loss(ar, "SoftmaxCrossEntropy", ar.given(Y), ar.given(T))
+    _, (g, e) = loss(ar, "SoftmaxCrossEntropy", ar.given(Y), ar.given(T))
     bound = ar.bound(e)
     one_below = float(np.nextafter(np.array(1.0, dtype=dtype), 0)) - 1.0  # p = 1 - u, t = 1
     assert np.all(g == 0) and np.all(abs(one_below) <= bound) and np.all(100 * ar.u > bound)
@@ -293,10 +295,10 @@ def test_one_error_reached_along_two_paths_is_not_added_in_quadrature():
     float64 lockstep where quadrature allowed sqrt(mu**2 + 1) instead of 1 + mu)."""
     ar = Arithmetic("float64")
     Dx, e = np.array([-4.3e-8]), 1e-14
-    dx = (Dx, Err(np.array([e]), np.array([(e / rounding.LAMBDA) ** 2])))  # bound e, all from the sd
-    x_new, v_new = S.optimizer_expressions("Nesterov")
-    env = {S._ox: ar.given(np.zeros(1)), S._oDx: dx, S._oeta: ar.constant(0.5), S._omu: ar.constant(0.9),
-           S._ov: ar.given(np.zeros(1))}
+    dx = (Dx, Err(np.array([e]), np.array([(e / arithmetic.LAMBDA) ** 2])))  # bound e, all from the sd
+    x_new, v_new = defs.optimizer_definition("Nesterov")
+    env = {defs.OPTIMIZER_SYMBOLS.x: ar.given(np.zeros(1)), defs.OPTIMIZER_SYMBOLS.Dx: dx, defs.OPTIMIZER_SYMBOLS.eta: ar.constant(0.5), defs.OPTIMIZER_SYMBOLS.mu: ar.constant(0.9),
+           defs.OPTIMIZER_SYMBOLS.v: ar.given(np.zeros(1))}
     (x, ex), (v, ev) = evaluate([x_new, v_new], env, ar)
     assert ar.bound(dx[1])[0] == pytest.approx(e)
     assert ar.bound(ex)[0] >= (1 + 0.9) * 0.5 * e

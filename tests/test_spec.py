@@ -417,7 +417,7 @@ def test_catalog_unknown_key_rejected(monkeypatch, tmp_path):
 @pytest.mark.parametrize("line", ["tolerance = { DW = [1e-3, 1e-3] }", "tolerance-growth = 1"])
 def test_catalog_tolerance_key_is_rejected_as_unknown(monkeypatch, tmp_path, line):
     """Fixed tolerances are gone (every element is judged in units of its rounding bound,
-    harness.judge.rounding): a catalog entry that still sets one is an error, not silently ignored."""
+    harness.judge.bounds): a catalog entry that still sets one is an error, not silently ignored."""
     _fake_catalog(monkeypatch, tmp_path, f'[a]\nlayers = "ReLU;Linear"\n{line}\n')
     message = spec_error(scenarios.catalog)  # one line (spec_error checks)
     assert "'a'" in message and "unknown key" in message and line.split(" =")[0] in message

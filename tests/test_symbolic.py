@@ -2,13 +2,15 @@
 
 Two independent references:
 
-- float64 automatic differentiation: every component written again here, as a small torch
-  forward function (not the Nerva code, not the symbolic code), differentiated by torch.autograd;
+- float64 automatic differentiation: every component's float64 torch transcription
+  (harness.oracle.transcription, checked element by element against the SymPy definitions in
+  tests/test_autodiff_oracle.py; not the Nerva code, not the symbolic derivation), differentiated
+  by torch.autograd;
 - high-precision central finite differences (mpmath at 50 digits, h = 1e-20) of the oracle's own
   forward ``value`` functions: this checks the derivatives against the forward definitions at
   ~1e-30, far beyond float64.
 
-Plus full-network oracle traces against torch.autograd of an independently written forward pass,
+Plus full-network oracle traces against torch.autograd of that transcription's forward pass,
 the one-sided derivatives at the kinks, and the stable softmax's shift-invariance.
 """
 
@@ -22,7 +24,8 @@ import sympy as sp
 torch = pytest.importorskip("torch")
 
 from adapters.sympy_oracle import SympyOracle  # noqa: E402
-from harness.oracle import symbolic as S  # noqa: E402
+from harness.core.components import BN_EPSILON  # noqa: E402
+from harness.oracle import definitions as defs, exact as num, symbolic as S, transcription  # noqa: E402
 from harness.judge.compare import key_name, tensor_order  # noqa: E402
 from harness.spec.data import batches  # noqa: E402
 from harness.spec.scenario import DataSpec, build_scenario  # noqa: E402
@@ -40,8 +43,8 @@ NET_RTOL = 1e-10  # float64 autodiff vs the exact values (whole networks)
 
 def close(actual, expected, rtol, atol=0.0):
     """Tensor-wise relative error: max |a - e| <= rtol * max |e| + atol (exact or float arrays)."""
-    a = np.asarray(S.to_float64(actual) if _is_obj(actual) else actual, dtype=np.float64)
-    e = np.asarray(S.to_float64(expected) if _is_obj(expected) else expected, dtype=np.float64)
+    a = np.asarray(num.to_float64(actual) if _is_obj(actual) else actual, dtype=np.float64)
+    e = np.asarray(num.to_float64(expected) if _is_obj(expected) else expected, dtype=np.float64)
     assert a.shape == e.shape, (a.shape, e.shape)
     err = float(np.max(np.abs(a - e))) if a.size else 0.0
     bound = rtol * (float(np.max(np.abs(e))) if e.size else 0.0) + atol
@@ -54,7 +57,7 @@ def _is_obj(a):
 
 def mp_close(actual, expected, rtol=FD_RTOL):
     """High-precision comparison of object arrays of mpf (no rounding to float64)."""
-    a, e = S.exact(actual).reshape(-1), S.exact(expected).reshape(-1)
+    a, e = num.exact(actual).reshape(-1), num.exact(expected).reshape(-1)
     with mpmath.workdps(FD_DPS):
         scale = max([abs(v) for v in e] + [mpmath.mpf(1e-300)])
         err = max([abs(x - y) for x, y in zip(a, e)] + [mpmath.mpf(0)])
@@ -63,7 +66,7 @@ def mp_close(actual, expected, rtol=FD_RTOL):
 
 def fd_gradient(fun, A):
     """Central differences of the scalar fun(A) in every element of A, at FD_DPS digits."""
-    A = S.exact(A)
+    A = num.exact(A)
     G = np.empty(A.shape, dtype=object)
     with mpmath.workdps(FD_DPS):
         for idx in np.ndindex(A.shape):
@@ -77,7 +80,7 @@ def fd_gradient(fun, A):
 def weighted_sum(W, F):
     """sum W * F at FD_DPS digits (a scalar loss for vector-Jacobian products)."""
     with mpmath.workdps(FD_DPS):
-        return mpmath.fsum(w * f for w, f in zip(S.exact(W).reshape(-1), S.exact(F).reshape(-1)))
+        return mpmath.fsum(w * f for w, f in zip(num.exact(W).reshape(-1), num.exact(F).reshape(-1)))
 
 
 def t(a, grad=False):
@@ -93,50 +96,10 @@ def away_from(values, points, margin=1e-3):
     return v
 
 
-# -- the independent float64 forward definitions (torch) ----------------------------------------
-
-def t_activation(kind, args):
-    a = args.get("alpha")
-    return {
-        "ReLU": lambda z: torch.clamp(z, min=0.0),
-        "Sigmoid": torch.sigmoid,
-        "HyperbolicTangent": torch.tanh,
-        "LeakyReLU": lambda z: torch.maximum(a * z, z),
-        "AllReLU": lambda z: torch.where(z < 0, a * z, z),
-        "ELU": lambda z: torch.where(z > 0, z, a * torch.expm1(z)),
-    }[kind]
-
-
-def t_srelu(z, p):
-    al, tl, ar, tr = p[0], p[1], p[2], p[3]
-    return torch.where(z <= tl, tl + al * (z - tl), torch.where(z < tr, z, tr + ar * (z - tr)))
-
+# -- the float64 forward definitions: the one torch transcription (harness.oracle.transcription) --
 
 def t_row(name, z):
-    return torch.log_softmax(z, dim=1) if "log" in name else torch.softmax(z, dim=1)
-
-
-def t_loss(name, Y, T):
-    if name == "SquaredError":
-        return ((Y - T) ** 2).sum()
-    if name == "CrossEntropy":
-        return -(T * torch.log(Y)).sum()
-    if name == "SoftmaxCrossEntropy":
-        return -(T * torch.log_softmax(Y, dim=1)).sum()
-    if name == "LogisticCrossEntropy":
-        return -(T * torch.nn.functional.logsigmoid(Y)).sum()
-    if name == "NegativeLogLikelihood":
-        return -torch.log((Y * T).sum(dim=1)).sum()
-    if name == "AbsoluteError":
-        return (Y - T).abs().sum()
-    raise ValueError(name)
-
-
-def t_batchnorm(X, gamma, beta):
-    mean = X.mean(dim=0)
-    var = ((X - mean) ** 2).mean(dim=0)
-    Z = (X - mean) / torch.sqrt(var + 1e-7)
-    return gamma * Z + beta, Z
+    return transcription.row_function(torch, name.replace("stable_", ""), z)
 
 
 # -- numbers --------------------------------------------------------------------------------------
@@ -144,20 +107,20 @@ def t_batchnorm(X, gamma, beta):
 def test_exact_conversion_and_rounding_back():
     rng = np.random.default_rng(0)
     a = rng.standard_normal((3, 4))
-    E = S.exact(a)
+    E = num.exact(a)
     assert E.dtype == object and E.shape == (3, 4)
-    assert all(S._rational(e) == sp.Rational(float(v)) for e, v in zip(E.ravel(), a.ravel()))
-    assert np.array_equal(S.to_float64(E), a)  # exact both ways
+    assert all(num.rational(e) == sp.Rational(float(v)) for e, v in zip(E.ravel(), a.ravel()))
+    assert np.array_equal(num.to_float64(E), a)  # exact both ways
     f32 = rng.standard_normal(5).astype(np.float32)
-    assert np.array_equal(S.to_float64(S.exact(f32)), f32.astype(np.float64))
-    assert S._rational(S.exact(0.1)[()]) != sp.Rational(1, 10)  # the binary value, not 1/10
-    assert S.exact(2.5).shape == () and S.to_float64(S.exact(2.5)) == 2.5
-    # epsilon: the exact value of the binary64 float 1e-7
-    assert S.EPSILON == sp.Rational(1e-7) and S._rational(1e-7) == S.EPSILON
+    assert np.array_equal(num.to_float64(num.exact(f32)), f32.astype(np.float64))
+    assert num.rational(num.exact(0.1)[()]) != sp.Rational(1, 10)  # the binary value, not 1/10
+    assert num.exact(2.5).shape == () and num.to_float64(num.exact(2.5)) == 2.5
+    # epsilon: the exact value of the binary64 float BN_EPSILON
+    assert defs.EPSILON == sp.Rational(BN_EPSILON) and num.rational(BN_EPSILON) == defs.EPSILON
     # rounding to nearest, once
     with mpmath.workdps(60):
         x = mpmath.mpf(1) + mpmath.mpf(2) ** -53 + mpmath.mpf(2) ** -80  # just above the midpoint
-    assert S.to_float64(np.array([x], dtype=object))[0] == 1 + 2.0 ** -52
+    assert num.to_float64(np.array([x], dtype=object))[0] == 1 + 2.0 ** -52
     dps = mpmath.mp.dps
     S.Activation("Sigmoid", {}).value(a)
     assert mpmath.mp.dps == dps  # precision set locally only
@@ -183,15 +146,15 @@ def test_activation_against_autodiff_and_finite_differences(kind, args):
     DY = rng.standard_normal(Z.shape)
     act = S.Activation(kind, args)
     z = t(Z, grad=True)
-    y = t_activation(kind, args)(z)
+    y = transcription.activation(torch, kind, args, z)
     (y * t(DY)).sum().backward()
     close(act.value(Z), y.detach().numpy(), AD_RTOL)
     close(act.vjp(Z, DY), z.grad.numpy(), AD_RTOL)
     close(act.derivative(Z), torch.autograd.functional.jacobian(
-        lambda u: t_activation(kind, args)(u).sum(), t(Z)).numpy(), AD_RTOL)
+        lambda u: transcription.activation(torch, kind, args, u).sum(), t(Z)).numpy(), AD_RTOL)
     # elementwise central differences of the oracle's own forward
     with mpmath.workdps(FD_DPS):
-        Ze = S.exact(Z)
+        Ze = num.exact(Z)
         plus = np.vectorize(lambda v: v + FD_H, otypes=[object])(Ze)
         minus = np.vectorize(lambda v: v - FD_H, otypes=[object])(Ze)
         fd = (act.value(plus) - act.value(minus)) / (2 * FD_H)
@@ -205,7 +168,7 @@ def test_srelu_values_derivative_and_parameter_gradients():
     DY = rng.standard_normal(Z.shape)
     act = S.Activation("SReLU", {"al": 0.0, "tl": 0.0, "ar": 0.0, "tr": 1.0})  # srelu= overrides
     z, tp = t(Z, grad=True), t(p, grad=True)
-    y = t_srelu(z, tp)
+    y = transcription.activation(torch, "SReLU", {}, z, tp)
     (y * t(DY)).sum().backward()
     close(act.value(Z, srelu=p), y.detach().numpy(), AD_RTOL)
     close(act.vjp(Z, DY, srelu=p), z.grad.numpy(), AD_RTOL)
@@ -213,7 +176,7 @@ def test_srelu_values_derivative_and_parameter_gradients():
     assert [float(k) for k in act.kinks(srelu=p)] == [-0.3, 0.5]
     # finite differences: in x elementwise, in the four parameters on sum DY * f
     with mpmath.workdps(FD_DPS):
-        Ze = S.exact(Z)
+        Ze = num.exact(Z)
         fd = (act.value(np.vectorize(lambda v: v + FD_H, otypes=[object])(Ze), srelu=p)
               - act.value(np.vectorize(lambda v: v - FD_H, otypes=[object])(Ze), srelu=p)) / (2 * FD_H)
         mp_close(act.derivative(Ze, srelu=p), fd)
@@ -255,7 +218,7 @@ def test_one_sided_derivatives_at_the_kinks():
 
 # -- row functions ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", S.ROW_FUNCTIONS)
+@pytest.mark.parametrize("name", defs.ROW_FUNCTIONS)
 def test_row_function_against_autodiff_and_finite_differences(name):
     rng = np.random.default_rng(3)
     Z = 3 * rng.standard_normal((3, 4))
@@ -290,25 +253,25 @@ def test_jacobians_through_nodes_equal_direct_differentiation():
     bn = S.BatchNorm(3)
     x = rng.standard_normal(3)
     direct = [[sp.diff(z, xj) for xj in bn.symbols] for z in bn.z_exprs]
-    subs = {s: S._rational(v) for s, v in zip(bn.symbols, x)}
-    subs[bn.epsilon_symbol] = S.EPSILON
+    subs = {s: num.rational(v) for s, v in zip(bn.symbols, x)}
+    subs[bn.epsilon_symbol] = defs.EPSILON
     with mpmath.workdps(FD_DPS):
-        want = np.array([[S._from_sympy(e.subs(subs)) for e in row] for row in direct], dtype=object)
-        got = np.array(bn._m.graph.jacobian([*S.exact(x), S._mpf(S.EPSILON)]), dtype=object)
+        want = np.array([[num.from_sympy(e.subs(subs)) for e in row] for row in direct], dtype=object)
+        got = np.array(bn.model.graph.jacobian([*num.exact(x), num.mpf(defs.EPSILON)]), dtype=object)
         mp_close(got, want, 1e-35)
     f = S.RowFunction("softmax", 3)
     z = rng.standard_normal(3)
     direct = [[sp.diff(e, zj) for zj in f.symbols] for e in f.exprs]
-    subs = {s: S._rational(v) for s, v in zip(f.symbols, z)}
+    subs = {s: num.rational(v) for s, v in zip(f.symbols, z)}
     with mpmath.workdps(FD_DPS):
-        want = np.array([[S._from_sympy(e.subs(subs)) for e in row] for row in direct], dtype=object)
+        want = np.array([[num.from_sympy(e.subs(subs)) for e in row] for row in direct], dtype=object)
         mp_close(f.jacobian(z), want, 1e-35)
 
 
 # -- losses -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("targets", ["onehot", "soft"])
-@pytest.mark.parametrize("name", S.LOSSES)
+@pytest.mark.parametrize("name", defs.LOSSES)
 def test_loss_against_autodiff_and_finite_differences(name, targets):
     rng = np.random.default_rng(5)
     N, K = 4, 3
@@ -318,7 +281,7 @@ def test_loss_against_autodiff_and_finite_differences(name, targets):
     T = np.eye(K)[rng.integers(0, K, N)] if targets == "onehot" else rng.dirichlet(np.ones(K), N)
     loss = S.Loss(name, K)
     y = t(Y, grad=True)
-    value = t_loss(name, y, t(T))
+    value = transcription.loss_value(torch, name, y, t(T))
     value.backward()
     close(np.array(loss.value(Y, T), dtype=object), value.detach().numpy(), AD_RTOL)
     close(loss.gradient(Y, T), y.grad.numpy(), AD_RTOL)
@@ -335,7 +298,7 @@ def test_batchnorm_against_autodiff_and_finite_differences():
     DY = rng.standard_normal((N, D))
     bn = S.BatchNorm(N)
     x, g, b = t(X, True), t(gamma, True), t(beta, True)
-    y, z = t_batchnorm(x, g, b)
+    z, y = transcription.batch_normalization(torch, x, g, b)
     z.retain_grad()
     (y * t(DY)).sum().backward()
     Y, Z = bn.forward(X, gamma, beta)
@@ -349,7 +312,7 @@ def test_batchnorm_against_autodiff_and_finite_differences():
     mp_close(DX, fd_gradient(lambda A: weighted_sum(DY, bn.forward(A, gamma, beta)[0]), X))
     mp_close(Dgamma, fd_gradient(lambda G: weighted_sum(DY, bn.forward(X, G, beta)[0]), gamma))
     mp_close(Dbeta, fd_gradient(lambda B: weighted_sum(DY, bn.forward(X, gamma, B)[0]), beta))
-    assert S.BatchNorm(N).epsilon == S.EPSILON
+    assert S.BatchNorm(N).epsilon == defs.EPSILON
 
 
 # -- Linear and the optimizers ------------------------------------------------------------------------
@@ -376,7 +339,7 @@ def test_optimizer_updates():
     x, Dx, v = rng.standard_normal(6), rng.standard_normal(6), rng.standard_normal(6)
     eta, mu = 0.05, 0.9
     with mpmath.workdps(FD_DPS):
-        X, D, V, e, m = S.exact(x), S.exact(Dx), S.exact(v), S._mpf(eta), S._mpf(mu)
+        X, D, V, e, m = num.exact(x), num.exact(Dx), num.exact(v), num.mpf(eta), num.mpf(mu)
         v_new = np.array([m * a - e * d for a, d in zip(V, D)], dtype=object)
         want = {
             "GradientDescent": (np.array([a - e * d for a, d in zip(X, D)], dtype=object), None),
@@ -393,14 +356,14 @@ def test_optimizer_updates():
     # starting from v = 0 (None), Momentum's first step is gradient descent
     x1, v1 = S.optimizer_update("Momentum", mu, x, Dx, None, eta)
     close(x1, x - eta * Dx, 1e-15)
-    assert S.optimizer_expressions("GradientDescent")[1] is None
-    assert S.optimizer_expressions("Nesterov")[0].free_symbols >= {S._ox, S._ov, S._oDx, S._oeta, S._omu}
+    assert defs.optimizer_definition("GradientDescent")[1] is None
+    assert defs.optimizer_definition("Nesterov")[0].free_symbols >= {defs.OPTIMIZER_SYMBOLS.x, defs.OPTIMIZER_SYMBOLS.v, defs.OPTIMIZER_SYMBOLS.Dx, defs.OPTIMIZER_SYMBOLS.eta, defs.OPTIMIZER_SYMBOLS.mu}
 
 
-# -- whole networks: SympyOracle.step against torch.autograd of an independent forward pass -----------
+# -- whole networks: SympyOracle.step against torch.autograd of the transcription's forward pass ----
 
 def torch_reference(scenario, state, data, lr):
-    """Traces of Nerva's training step written independently in torch (float64, autograd)."""
+    """Traces of Nerva's training step in torch (float64, autograd of the transcription)."""
     params = {k: v.copy() for k, v in state.items() if not k.endswith(".v")}
     velocity = {k: v.copy() for k, v in state.items() if k.endswith(".v")}
     traces = []
@@ -413,24 +376,24 @@ def torch_reference(scenario, state, data, lr):
                 h.retain_grad()
             inputs.append(h)
             if spec.kind == "BatchNormalization":
-                h, z = t_batchnorm(h, P[f"gamma{i}"], P[f"beta{i}"])
+                z, h = transcription.batch_normalization(torch, h, P[f"gamma{i}"], P[f"beta{i}"])
             else:
                 z = h @ P[f"W{i}"].T + P[f"b{i}"]
                 if spec.kind == "Linear":
                     h = z
                 elif spec.kind in ("Softmax", "LogSoftmax"):
-                    h = t_row(spec.kind.lower(), z)
+                    h = t_row("softmax" if spec.kind == "Softmax" else "log_softmax", z)
                 elif spec.kind == "SReLU":
-                    h = t_srelu(z, P[f"srelu{i}"])
+                    h = transcription.activation(torch, "SReLU", {}, z, P[f"srelu{i}"])
                 else:
-                    h = t_activation(spec.kind, spec.arg)(z)
+                    h = transcription.activation(torch, spec.kind, spec.arg, z)
             if spec.kind != "Linear":
                 z.retain_grad()
                 zs[i] = z
         Y = h
         Y.retain_grad()
         Tt = t(T)
-        loss = t_loss(scenario.loss, Y, Tt)
+        loss = transcription.loss_value(torch, scenario.loss, Y, Tt)
         (loss / X.shape[0]).backward()
         tr = {"X": X, "T": T, "Y": Y.detach().numpy(), "DY": Y.grad.numpy(), "loss": loss.detach().numpy()}
         for i, spec in enumerate(scenario.layers, start=1):
@@ -501,7 +464,7 @@ def test_oracle_step_against_autodiff(name):
                 close(got[key], want[key], NET_RTOL, atol=1e-15)
             except AssertionError as e:
                 raise AssertionError(f"step {step} {key}: {e}") from None
-        assert np.array_equal(S.to_float64(oracle.exact["W1"]), got["W1"])
+        assert np.array_equal(num.to_float64(oracle.exact["W1"]), got["W1"])
 
 
 def test_state_round_trip_and_velocities():

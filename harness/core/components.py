@@ -72,7 +72,7 @@ class LossKind:
     name: str
     kinks: tuple[Kink, ...] = ()
     custom: bool = False
-    link: str | None = None  # the activation whose value the gradient is computed from (harness.judge.rounding)
+    link: str | None = None  # the activation whose value the gradient is computed from (harness.judge.bounds)
 
 
 LOSSES: dict[str, LossKind] = {

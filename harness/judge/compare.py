@@ -6,13 +6,13 @@ Rules (docs/design.md for the data flow; docs/rounding.md for the unit):
   one it is compared with the backends' consensus, the element-wise median (with four backends
   the mean of the middle two): one wrong backend cannot move the median out of the cluster of
   correct ones.
-- **Unit.** Every element has its own bound ``E`` (:mod:`harness.judge.rounding`): the error a correct
+- **Unit.** Every element has its own bound ``E`` (:mod:`harness.judge.bounds`): the error a correct
   implementation of the forward definitions, in the run's dtype, can make at that point, carried
   through everything the element depends on. An element's *ratio* is ``|value - reference| /
   bound``, where the bound is ``E`` against the exact value (plus the float64 rounding of the
   oracle's value) and ``2 E`` against the consensus (two correct backends can be off in opposite
   directions). Above 1 is a mismatch; there is no other tolerance. In trajectory mode ``E``
-  includes the parameters' bound carried over from the previous steps (:mod:`harness.judge.rounding`).
+  includes the parameters' bound carried over from the previous steps (:mod:`harness.judge.bounds`).
 - **Kinks.** Non-differentiable points are declared per function in
   :mod:`harness.core.components`. An element is *at* a kink when the interval spanned by the
   backends' (and the oracle's) values contains the kink (ReLU family: Z = 0; SReLU: Z = tl,

@@ -1,1 +1,1 @@
-"""The exact oracle: the SymPy forward definitions of every component, their derivatives, and their evaluation at exact points. Imports only the layers below."""
+"""The exact oracle: the SymPy forward definitions of every component (``definitions``), exact numbers (``exact``), their derivatives and evaluation at exact points (``symbolic``), and the one float64 torch transcription of the definitions (``transcription``). Imports only the layers below, and no framework at import time."""

@@ -10,7 +10,7 @@ JSON schema ``nerva-consistency/report/2`` (documented in docs/report-schema.md)
     dtype_mismatches  {backend: [tensor, …]} tensors a backend held in another dtype than asked
     resyncs           [step, …] trajectory steps after which backends were re-anchored (a kink flip)
     unit              {name: "rounding bound", unit_roundoff, lambda, function_ulps, reference_factor}:
-                      what a ratio of 1 means (harness.judge.rounding, docs/rounding.md)
+                      what a ratio of 1 means (harness.judge.bounds, docs/rounding.md)
     oracle            "sympy" | "autodiff" | null (backends judged against each other); oracle_note: why
     per_step          (the first 1000 steps, then the first failing and first flipping one)
                       [{step, near_kinks (values on both sides of a kink or on it), flips, ratio: {tensor: {backend: error/bound}},
@@ -37,7 +37,7 @@ import shlex
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from harness.judge import rounding
+from harness.judge.arithmetic import LAMBDA, Arithmetic
 from harness.judge.compare import key_name
 from harness.run.runner import RunResult
 from harness.spec.flags import flags
@@ -130,9 +130,9 @@ def _num(x: float) -> float | str:
 
 
 def unit(sc: Scenario, oracle: str | None) -> dict[str, Any]:
-    """What a ratio of 1 means in this run (the rounding model of harness.judge.rounding)."""
-    ar = rounding.Arithmetic(sc.dtype)
-    return {"name": "rounding bound", "unit_roundoff": ar.u, "lambda": rounding.LAMBDA,
+    """What a ratio of 1 means in this run (the rounding model of harness.judge.bounds)."""
+    ar = Arithmetic(sc.dtype)
+    return {"name": "rounding bound", "unit_roundoff": ar.u, "lambda": LAMBDA,
             "function_ulps": ar.function_ulps,
             "reference_factor": 1 if oracle else 2,
             "carried": sc.mode == "trajectory" and not oracle}

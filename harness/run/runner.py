@@ -7,7 +7,7 @@ Modes (docs/design.md, "Two ways to run steps"):
   at the backends' consensus parameters and carries their measured spread there as the
   parameters' error (running error analysis: a posteriori, from the computed values), so the
   tolerance grows exactly as far as the trajectories have actually parted, through the same
-  first-order propagation as every other error (:mod:`harness.judge.rounding`). When a step has a
+  first-order propagation as every other error (:mod:`harness.judge.bounds`). When a step has a
   kink *flip* (backends legitimately took different sides of a non-differentiable point),
   their parameters differ by a legitimate, non-rounding amount from then on; the runner then re-anchors every backend to
   the consensus parameters and optimizer velocities, records the step in ``resyncs`` and goes
@@ -53,7 +53,7 @@ from harness.judge.compare import StepVerdict, TensorVerdict, consensus, judge, 
     scan_kinks, tensor_order
 from harness.spec.data import batches
 from harness.run.choice import choose as choose_oracle
-from harness.judge.rounding import step_bounds
+from harness.judge.bounds import step_bounds
 from harness.spec.scenario import Scenario
 from harness.spec.state import as_dtype, initial_state
 
