@@ -57,7 +57,8 @@ from hypothesis import strategies as st
 
 from harness.core.components import DTYPES, INITIALIZERS, LAYERS, LOSSES, MODES, OPTIMIZERS, ROW_LAYERS, SRELU_PARAMS
 from harness.oracle.definitions import numpy_activation, numpy_batch_normalization, numpy_row_function
-from harness.spec.scenario import DataSpec, Scenario, build_scenario
+from harness.spec.flags import flags as spec_flags
+from harness.spec.scenario import DataSpec, Scenario, build_scenario, call_text, number_text
 from harness.spec.state import as_dtype
 from scenarios.recipes import POSITION, TARGET, TINY, Recipe, array, many, recipe, targets
 
@@ -124,9 +125,9 @@ class Example:
 
     def flags(self) -> dict[str, str]:
         """The Nerva-style flags of the scenario (the values come from state0/data, not a seed)."""
-        sc = self.scenario
-        return {**sc.layer_strings(), "loss": sc.loss, "learning_rate": repr(sc.lr),
-                "batch_size": str(sc.batch_size), "steps": str(sc.steps), "dtype": sc.dtype, "mode": sc.mode}
+        shown = spec_flags(self.scenario)
+        return {name.replace("-", "_"): shown[name] for name in ("layers", "sizes", "optimizers", "init-weights", "loss",
+                                                                 "learning-rate", "batch-size", "steps", "dtype", "mode")}
 
     def describe(self, arrays: bool = True) -> str:
         lines = [f"{k}: {v}" for k, v in self.flags().items()]
@@ -173,16 +174,6 @@ def _exact(value: float, dtype: str) -> float:
     return float(np.asarray(value, dtype=np.float64).astype(dtype))
 
 
-def _fmt(value: float) -> str:
-    return repr(float(value))
-
-
-def _layer_text(kind: str, args: dict[str, float]) -> str:
-    if not args:
-        return kind
-    return f"{kind}(" + ",".join(f"{k}={_fmt(v)}" for k, v in args.items()) + ")"
-
-
 def _kink_points(kind: str, args: dict[str, float], dtype: str) -> list[float]:
     """Where this layer's activation is not differentiable, as held in the run's dtype."""
     if kind == "SReLU":
@@ -226,7 +217,7 @@ class _Layer:
 def _optimizer(draw: Any) -> str:
     name = draw(st.sampled_from(tuple(OPTIMIZERS)))  # GradientDescent first
     mu = draw(_nice([0.9, 0.5, 0.0, 0.99], 0.0, 0.99))
-    return f"{name}({_fmt(mu)})" if OPTIMIZERS[name] else name
+    return f"{name}({number_text(mu)})" if OPTIMIZERS[name] else name
 
 
 def _layer_optimizer(draw: Any, kind: str) -> str:
@@ -486,7 +477,7 @@ def _examples(draw: Any, max_layers: int, max_width: int, max_batch: int, max_st
     # the scenario, and a float64 dry run of every step
     scenario = build_scenario(
         name=NAME,
-        layers=[_layer_text(layer.kind, layer.args) for layer in layers],
+        layers=[call_text(layer.kind, layer.args) for layer in layers],
         sizes=sizes,
         optimizers=[layer.optimizer for layer in layers],
         init_weights=[layer.init for layer in layers if LAYERS[layer.kind].has_weights],
