@@ -1,8 +1,8 @@
-"""Speed of the exact oracle (issue targets: one lockstep step <= 2 s, component suite <= 60 s).
+"""Speed of the exact oracle (targets: one lockstep step <= 2 s, component suite <= 60 s).
 
 1. One lockstep step of the SymPy oracle on a 16-32-32-10 network (ReLU; BatchNormalization;
-   ReLU; Softmax: three linear layers need one more activation than the three kinds named in
-   the issue) with CrossEntropy, batch 16: the first step (derivations included) and the next
+   ReLU; Softmax: three linear layers need one more activation than the three kinds the target
+   names) with CrossEntropy, batch 16: the first step (derivations included) and the next
    ones (derivations cached).
 2. The whole component suite (`pytest -m symbolic tests/test_components.py`), wall time.
 3. Beside it, what nerva-sympy's style of check costs for one Softmax layer: the backward
