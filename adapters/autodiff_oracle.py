@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 
 from harness.core.components import VELOCITY_OPTIMIZERS
+from harness.core.keys import Trace
 from harness.core.process import cpu_only
 from harness.oracle import transcription
 from harness.spec.scenario import Scenario
 
-Trace = dict[str, np.ndarray]
 
 
 # -- the adapter --------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from adapters.extensions import absolute_error_loss, elu_activation
-from harness.core.keys import Trace
+from harness.core.keys import GRADIENT, Trace
 from harness.spec.scenario import OptimizerSpec, Scenario
 
 
@@ -36,13 +36,12 @@ def param_slots(scenario: Scenario, layers: list[Any]) -> dict[str, tuple[Any, s
     The attribute names are the Nerva libraries' own (the same in all four): a linear-type layer
     keeps ``W``/``DW`` and ``b``/``Db``, BatchNormalization ``gamma``/``Dgamma`` and ``beta``/``Dbeta``,
     SReLU its four parameters in its activation's ``x``/``Dx``."""
-    where = {"W": ("W", "DW"), "b": ("b", "Db"), "gamma": ("gamma", "Dgamma"), "beta": ("beta", "Dbeta"),
-             "srelu": ("x", "Dx")}
     slots = {}
     for i, (spec, layer) in enumerate(zip(scenario.layers, layers), start=1):
         for param, opt in spec.optimizers:
-            attr, dattr = where[param]
-            obj = layer.act if param == "srelu" else layer
+            srelu = param == "srelu"  # SReLU's parameters live in its activation, as x and Dx
+            attr, dattr = ("x", "Dx") if srelu else (param, GRADIENT[param])
+            obj = layer.act if srelu else layer
             slots[f"{param}{i}"] = (obj, attr, dattr, opt)
     return slots
 

@@ -20,12 +20,11 @@ from typing import Any
 import numpy as np
 
 from harness.core.components import VELOCITY_OPTIMIZERS
-from harness.core.keys import GRADIENT, Key, parse as parse_key
+from harness.core.keys import GRADIENT, Key, Trace, parse as parse_key
 from harness.oracle import symbolic as S
 from harness.oracle.exact import divide, exact, to_float64
 from harness.spec.scenario import Scenario
 
-Trace = dict[str, np.ndarray]
 
 
 class SympyOracle:
