@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
+from harness.core.components import BACKENDS
 from harness.core.errors import SpecError
 from harness.core.keys import parse as parse_key
 from harness.spec.scenario import Scenario
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from harness.run.findings import Finding
     from harness.run.runner import RunResult
 
-ALL_FOUR = ("numpy", "torch", "jax", "tensorflow")
 ALPHA_LAYERS = ("LeakyReLU", "AllReLU")
 RELU_FAMILY = ("ReLU", "LeakyReLU", "AllReLU")
 
@@ -122,7 +122,7 @@ def _exact_torch_log_sigmoid() -> Iterator[None]:
 def _stable_log_softmax_layers() -> Iterator[None]:
     """The four LogSoftmax layers with the libraries' own stable_log_softmax (docs/findings.md #16)."""
     saved = []
-    for name in ALL_FOUR:
+    for name in BACKENDS:
         try:
             layers = importlib.import_module(f"nerva_{name}.layers")
             functions = importlib.import_module(f"nerva_{name}.softmax_functions")
@@ -156,7 +156,7 @@ DEFECTS: tuple[Defect, ...] = (
     Defect("plain-log-softmax-layer", 16,
            "the LogSoftmax layers use the plain log_softmax, z - log(sum(exp(z))), whose error is u absolute, "
            "not u |y|: outputs near 0 are less accurate than a stable form's",
-           ALL_FOUR, None, ("LogSoftmax",), patch=_stable_log_softmax_layers),
+           BACKENDS, None, ("LogSoftmax",), patch=_stable_log_softmax_layers),
 )
 BY_ID = {d.id: d for d in DEFECTS}
 

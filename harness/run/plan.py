@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 import numpy as np
 
 from harness.core.errors import SpecError
+from harness.run.choice import SYMPY_LIMIT
 from harness.spec.scenario import Scenario
 from scenarios import ALL_VARIANTS
 
@@ -153,7 +154,7 @@ def outcome(result: "RunResult", expected: Sequence[str] | None) -> str:
 def cost(run: Run, catalog: dict | None = None) -> float:
     """A static estimate of a run's work, in multiply-adds: steps x batch x the network's
     multiply-adds per sample, more for float64 and far more where lockstep uses the exact SymPy
-    oracle (``auto`` picks it at most 400,000 multiply-adds per step). Only the ranking
+    oracle (``auto`` picks it up to :data:`~harness.run.choice.SYMPY_LIMIT` multiply-adds per step). Only the ranking
     matters: it decides how runs are dealt to shards."""
     if catalog is None:
         import scenarios
@@ -166,7 +167,7 @@ def cost(run: Run, catalog: dict | None = None) -> float:
     per_step = per_sample * batch
     work = steps * per_step * (1.5 if run.dtype == "float64" else 1.0)
     if run.mode == "lockstep":
-        work *= SYMPY_FACTOR if per_step <= 400_000 else 1.2  # exact oracle, or float64 autodiff beside
+        work *= SYMPY_FACTOR if per_step <= SYMPY_LIMIT else 1.2  # exact oracle, or float64 autodiff beside
     return RUN_OVERHEAD + work
 
 

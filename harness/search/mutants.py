@@ -36,12 +36,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from harness.core.components import BACKENDS
 from harness.core.errors import SpecError
 from harness.core.keys import Key
 from harness.judge.message import of_verdict, where
 
 SCHEMA = "nerva-consistency/mutants/1"
-BACKENDS = ["numpy", "torch", "jax", "tensorflow"]
 
 
 def load_corpus() -> Any:
