@@ -74,3 +74,14 @@ def assert_exact(got, exact, dtype: str, what: str, bound, point=None, skip=None
                      values={"got": float(got[i]), "exact": float(ref[i])}, ulps={"got": err / scale})
             + f"; {err / spacing:.3g} ulp of {dtype} at that element{at}")
     return float(r.max()) if r.size else 0.0
+
+
+def loss_point(name: str, targets: str, seed: int, N: int, K: int) -> tuple[np.ndarray, np.ndarray]:
+    """(Y, T) where a loss is defined: Y standard normal (rows on the simplex for the losses that
+    take probabilities), T one-hot or soft (rows on the simplex); the same for every caller."""
+    rng = np.random.default_rng(seed)
+    Y = rng.standard_normal((N, K))
+    if name in ("CrossEntropy", "NegativeLogLikelihood"):  # they take probabilities
+        Y = np.exp(Y) / np.exp(Y).sum(axis=1, keepdims=True)
+    T = np.eye(K)[rng.integers(0, K, N)] if targets == "onehot" else rng.dirichlet(np.ones(K), N)
+    return Y, T

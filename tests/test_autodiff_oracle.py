@@ -12,6 +12,8 @@ from harness.spec.data import batches
 from harness.spec.scenario import DataSpec, build_scenario
 from harness.spec.state import initial_state
 
+from exact import loss_point
+
 pytest.importorskip("torch")
 
 # Together: every layer kind, every loss, every optimizer (and a per-parameter optimizer).
@@ -285,12 +287,8 @@ def test_transcribed_losses_equal_the_definitions(name, targets):
 
     from harness.oracle import symbolic, transcription
 
-    rng = np.random.default_rng(13)
-    N, K = 5, 3
-    Y = rng.standard_normal((N, K))
-    if name in ("CrossEntropy", "NegativeLogLikelihood"):  # they take probabilities
-        Y = np.exp(Y) / np.exp(Y).sum(axis=1, keepdims=True)
-    T = np.eye(K)[rng.integers(0, K, N)] if targets == "onehot" else rng.dirichlet(np.ones(K), N)
+    K = 3
+    Y, T = loss_point(name, targets, seed=13, N=5, K=K)
     got = transcription.loss_value(torch, name, _tensor(torch, Y), _tensor(torch, T))
     _close(got, np.array(symbolic.Loss(name, K).value(Y, T), dtype=object))
 

@@ -31,6 +31,8 @@ from harness.spec.data import batches  # noqa: E402
 from harness.spec.scenario import DataSpec, build_scenario  # noqa: E402
 from harness.spec.state import initial_state  # noqa: E402
 
+from exact import loss_point  # noqa: E402
+
 pytestmark = pytest.mark.symbolic  # the oracle's own tests run with the component suite
 
 FD_DPS, FD_H = 50, mpmath.mpf("1e-20")
@@ -273,12 +275,8 @@ def test_jacobians_through_nodes_equal_direct_differentiation():
 @pytest.mark.parametrize("targets", ["onehot", "soft"])
 @pytest.mark.parametrize("name", defs.LOSSES)
 def test_loss_against_autodiff_and_finite_differences(name, targets):
-    rng = np.random.default_rng(5)
-    N, K = 4, 3
-    Y = rng.standard_normal((N, K))
-    if name in ("CrossEntropy", "NegativeLogLikelihood"):  # they take probabilities
-        Y = np.exp(Y) / np.exp(Y).sum(axis=1, keepdims=True)
-    T = np.eye(K)[rng.integers(0, K, N)] if targets == "onehot" else rng.dirichlet(np.ones(K), N)
+    K = 3
+    Y, T = loss_point(name, targets, seed=5, N=4, K=K)
     loss = S.Loss(name, K)
     y = t(Y, grad=True)
     value = transcription.loss_value(torch, name, y, t(T))
