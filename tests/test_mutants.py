@@ -197,4 +197,7 @@ def test_cli_exit_1_when_a_verdict_is_not_the_expected_one(installed, monkeypatc
     monkeypatch.setattr(mutants, "corpus", lambda: [wrong])
     monkeypatch.setattr(harness.search.mutants, "load_corpus", lambda: mutants)
     assert main(["mutants"]) == 1
-    assert "not as expected: srelu-dtr-uses-al" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "not as expected: srelu-dtr-uses-al" in out
+    assert out.rstrip().endswith("Reproduce with:\n  nerva-consistency mutants\n  tox -e consistency -- mutants\n"
+                                 "Each mutant not as expected, alone:\n  nerva-consistency mutants --only srelu-dtr-uses-al")

@@ -10,24 +10,30 @@ from pathlib import Path
 from harness.cli import console
 
 EXIT_INTERRUPTED = 130
+LIST_WIDTH = 80
+"""The width of ``list``'s table when stdout is not a terminal (rich wraps the cells to fit)."""
 
 
 def list_(out) -> int:
     import scenarios
+    from rich import box
     from rich.table import Table
 
     from harness.run import plan
 
-    table = Table(title="scenario catalog (check: the dtype/mode variants `nerva-consistency check` runs)")
-    for col in ("name", "check", "model", "loss", "steps", "description"):
-        table.add_column(col)
+    table = Table(title="scenario catalog (check: the dtype/mode variants `nerva-consistency check` runs)",
+                  box=box.SIMPLE_HEAD)
+    table.add_column("name", no_wrap=True)
+    table.add_column("check")
+    table.add_column("steps", justify="right", no_wrap=True)
+    table.add_column("model: sizes, layers; loss; description", overflow="fold", ratio=1)
     runs = plan.plan()
     for name, t in scenarios.catalog().items():
         sc = scenarios.from_table(name, t)
         variants = [r.variant for r in runs if r.scenario == name]
-        table.add_row(name, "all 4" if len(variants) == 4 else ", ".join(variants),
-                      f"{t['sizes']}: {t['layers']}", sc.loss, str(sc.steps), sc.description)
-    out.print(table)
+        table.add_row(name, "all 4" if len(variants) == 4 else ", ".join(variants), str(sc.steps),
+                      f"{t['sizes']}: {t['layers'].replace(';', '; ')}\n[dim]{sc.loss}; {sc.description}[/dim]")
+    out.print(table, width=None if out.is_terminal else LIST_WIDTH)  # a terminal: its width; piped: 80
     return 0
 
 
@@ -40,19 +46,42 @@ def run(args: argparse.Namespace, checked, out, err) -> int:
         result = console.run_one(scenario, checked.backends, args, out, err)
     except Interrupted as e:
         result = e.result
+    bundle = None
+    if not result.passed and not result.interrupted and result.inputs is not None:  # the bundle below: named
+        from harness.reports.bundle import bundle_path
+
+        bundle = bundle_path(result, checked.bundle_dir)
     if checked.json:
-        console.write_json(result, checked.json)
+        console.write_json(result, checked.json, bundle)
     if checked.junit:
         from harness.reports import junit
         from harness.reports.report import to_json
 
-        junit.write([to_json(result)], str(checked.junit))
+        junit.write([to_json(result, str(bundle) if bundle else None)], str(checked.junit))
     console.print_result(result, out)
     if result.interrupted:
         return EXIT_INTERRUPTED
     if not result.passed:
+        from harness.run.known import shown
+
+        defect = shown(result)
+        if defect:
+            sc = result.scenario
+            _known(out, f"{sc.name} {sc.dtype} {sc.mode}", defect.finding, result)
         console.save_bundle(result, checked.bundle_dir, out)
     return 0 if result.passed else 1
+
+
+def _known(out, label: str, finding: str, result) -> None:
+    """The ``KNOWN`` line (harness.judge.message.known) of a run that showed a documented defect."""
+    from rich.text import Text
+
+    from harness.judge.message import known, of_verdict
+
+    step, tv = result.first_divergence
+    line = Text(known(label, finding, of_verdict(step, tv, result.oracle)))
+    line.stylize("yellow", 0, len("KNOWN"))
+    out.print(line, soft_wrap=True)
 
 
 def check(args: argparse.Namespace, checked, out, err, argv: list[str]) -> int:
@@ -94,7 +123,7 @@ def check(args: argparse.Namespace, checked, out, err, argv: list[str]) -> int:
         status, expected, bundle = _check_one(r, result, label, checked, out)
         if status != "pass":
             (known if status == "known" else failed).append(label)
-        report = to_json(result)
+        report = to_json(result, bundle)
         report["check"] = merge.check_entry(status, r, part, expected, bundle, run_started)
         reports.append(report)
         if json_dir:
@@ -122,7 +151,7 @@ def _check_one(r, result, label: str, checked, out) -> tuple[str, dict | None, s
     expected = defect.entry() if defect else None
     status = outcome(result, defect.backends if defect else None)
     if status == "known":
-        out.print(f"[yellow]KNOWN[/yellow] {label:44s} {expected['finding']}: {console.divergence(result)}")
+        _known(out, label, expected["finding"], result)
         return status, expected, None
     if expected:
         out.print(f"[red]expected the known defect[/red] ({', '.join(expected['backends'])}: {expected['finding']}) "

@@ -47,7 +47,8 @@ class LogProgress:
         self.worst = max(self.worst, worst(verdict))
         done, now = step + 1, time.perf_counter()
         if done in (1, self.total) or now - self.last >= 30 or (done % self.group == 0 and now - self.last >= 2):
-            self.line(f"step {done:,}/{self.total:,}, worst error/bound {self.worst:.3g}, {now - self.start:.0f} s")
+            self.line(f"step {step:,} done ({done:,} of {self.total:,}), worst error/bound {self.worst:.3g}, "
+                      f"{now - self.start:.0f} s")  # steps numbered from 0, as in every message and plot
 
 
 def run_one(scenario, backends, args, out, err):
@@ -202,8 +203,8 @@ def bundle_commands(meta: dict) -> dict[str, str] | None:
     return commands if commands and "run" not in commands else None
 
 
-def write_json(result, path: Path) -> None:
+def write_json(result, path: Path, bundle: Path | None = None) -> None:
     from harness.reports.report import to_json
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_json(result), indent=1) + "\n")
+    path.write_text(json.dumps(to_json(result, str(bundle) if bundle else None), indent=1) + "\n")

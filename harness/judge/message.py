@@ -1,7 +1,7 @@
 """The first-divergence sentence, built in one place.
 
 Everything that tells a person where a run first left the rounding bound (the console, the
-``KNOWN`` line of ``check``, JUnit, the merged summary and its pages, a replay, classify's
+``KNOWN`` line of ``check`` and ``run`` (:func:`known`), JUnit, the merged summary and its pages, a replay, classify's
 findings, the mutation table) shows :func:`sentence`, fed either from a verdict
 (:func:`of_verdict`: a step and its :class:`~harness.judge.compare.TensorVerdict`) or from a JSON
 report (:func:`of_report`: its ``first_divergence``), so one failure reads the same wherever it
@@ -79,6 +79,12 @@ def sentence(*, step: int | None, label: str, index: Sequence[int] | None, blame
         far += f", worst {_per_backend({b: _float(ulps[b]) for b in measured}, measured, '.3g')} ulps"
     shown = ", ".join(f"{b} {_value(v)}" for b, v in values.items())
     return f"{where(step, label, index)}: {who} {far}" + (f"; values: {shown}" if shown else "")
+
+
+def known(label: str, finding: str, sentence: str) -> str:
+    """The line of a run that showed a documented defect (``check``'s and ``run``'s):
+    ``KNOWN leaky-logsoftmax float64 lockstep  docs/findings.md #2: step 0, …``."""
+    return f"KNOWN {label:44s} {finding}: {sentence}"
 
 
 def of_verdict(step: int, tv: Any, oracle: str | None = None) -> str:

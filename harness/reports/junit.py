@@ -29,9 +29,9 @@ from harness.judge.message import of_report
 
 def reproduce_lines(report: dict[str, Any]) -> list[str]:
     rep = report.get("reproduce") or {}
-    lines = [f"  {rep[k]}" for k in ("run", "tox") if k in rep]
+    lines = [f"  {rep[k]}" for k in ("run", "tox", "replay", "tox_replay") if k in rep]
     bundle = (report.get("check") or {}).get("bundle")
-    if bundle:
+    if bundle and "replay" not in rep:  # a report written before reproduce named its bundle
         lines.append(f"  nerva-consistency replay {bundle}")
     return lines
 

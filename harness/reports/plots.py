@@ -3,7 +3,8 @@
 One figure per run: a panel per tensor group (forward: X, Z, Y, loss; backward: DY, DZ, DW, Db,
 DX, ...; update: the parameters after the step), and in each panel, per step, every backend's
 worst error in the comparator's unit (the report's ``unit``: error / rounding bound) over the
-tensors of that group, on a log scale. The pass line (1: the bound) is drawn; steps with a kink
+tensors of that group, on a log scale; a panel's title names the tensors it holds. Steps are
+numbered from 0, as every message and the progress line number them. The pass line (1: the bound) is drawn; steps with a kink
 flip are shaded, re-anchorings (trajectory mode, after a flip) drawn as dashed lines between the
 steps, the first divergence starred. Zero errors (bit-identical values) sit on the floor of the
 axis, non-finite ones on its ceiling, marked.
@@ -66,6 +67,13 @@ def series(report: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
     return out
 
 
+def present(report: dict[str, Any]) -> dict[str, list[str]]:
+    """{group: the tensor names (without layer numbers) the report holds in it, in GROUPS' order}:
+    a panel's title names what it shows, not every tensor a network could have."""
+    seen = {parse_key(t).tensor for e in report.get("per_step") or [] for t in (e.get("ratio") or {})}
+    return {g: [n for n in names if n in seen] for g, names in GROUPS.items()}
+
+
 def title(report: dict[str, Any]) -> str:
     against = f"against the {report['oracle']} oracle" if report.get("oracle") else "against the consensus"
     verdict = (report.get("check") or {}).get("status") or ("pass" if report.get("passed") else "fail")
@@ -78,7 +86,7 @@ def figure(report: dict[str, Any]):
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    data = series(report)
+    data, names = series(report), present(report)
     per_step = report.get("per_step") or []
     steps = [e["step"] for e in per_step]
     groups = [g for g in GROUPS if any(any(not math.isnan(v) for v in vals) for vals in data.get(g, {}).values())]
@@ -123,10 +131,10 @@ def figure(report: dict[str, Any]):
         ax.set_yscale("log")
         ax.set_ylim(lo / 1.5, hi * 1.5)
         ax.set_ylabel(f"worst error /\n{unit}")
-        ax.set_title(f"{g}: {', '.join(GROUPS[g])}", fontsize=9, loc="left")
+        ax.set_title(f"{g}: {', '.join(names[g])}", fontsize=9, loc="left")
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0.0)  # beside, never over the data
-    axes[-1].set_xlabel("step")
+    axes[-1].set_xlabel("step (from 0, as the messages and the progress line number them)")
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     if steps:
         axes[-1].set_xlim(min(steps) - 0.6, max(steps) + 0.6)

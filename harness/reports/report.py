@@ -26,7 +26,9 @@ JSON schema ``nerva-consistency/report/2`` (documented in docs/report-schema.md)
     non_finite        null, or {step, tensor, layer, values: {backend: its first NaN/Inf}}: the first tensor
                       a backend held NaN or Inf in (the run fails, even when every backend agrees)
     interrupted       bool: the run was stopped by Ctrl-C (per_step holds the steps judged until then)
-    reproduce         {run: "nerva-consistency run …", tox: "tox -e consistency -- run …"}
+    reproduce         {run: "nerva-consistency run …", tox: "tox -e consistency -- run …"}; a failing run
+                      that wrote a repro bundle also {bundle: its path, replay: "nerva-consistency replay
+                      PATH", tox_replay: "tox -e consistency -- replay PATH"}
     versions          {python, numpy, torch, jax, tensorflow, nerva-…: version or null}
 """
 
@@ -80,10 +82,17 @@ def reproduce_args(scenario: Scenario, backends: list[str], oracle: str | None =
     return args + ["--backends", ",".join(backends)]
 
 
-def reproduce(scenario: Scenario, backends: list[str], oracle: str | None = None) -> dict[str, str]:
+def reproduce(scenario: Scenario, backends: list[str], oracle: str | None = None,
+              bundle: str | None = None) -> dict[str, str]:
+    """The ``run`` command that rebuilds the run and its tox form; with the run's repro
+    ``bundle``, also its path and the ``replay`` command (no RNG: the recorded inputs) in both forms."""
     args = reproduce_args(scenario, backends, oracle)
-    return {"run": shlex.join(["nerva-consistency", *args]),
-            "tox": shlex.join(["tox", "-e", "consistency", "--", *args])}
+    out = {"run": shlex.join(["nerva-consistency", *args]),
+           "tox": shlex.join(["tox", "-e", "consistency", "--", *args])}
+    if bundle:
+        out.update(bundle=bundle, replay=shlex.join(["nerva-consistency", "replay", bundle]),
+                   tox_replay=shlex.join(["tox", "-e", "consistency", "--", "replay", bundle]))
+    return out
 
 
 def explore_args(examples: int, seed: int, backends: list[str], oracle: str = "auto") -> list[str]:
@@ -138,7 +147,8 @@ def unit(sc: Scenario, oracle: str | None) -> dict[str, Any]:
             "carried": sc.mode == "trajectory" and not oracle}
 
 
-def to_json(result: RunResult) -> dict[str, Any]:
+def to_json(result: RunResult, bundle: str | None = None) -> dict[str, Any]:
+    """The JSON report of a run (schema above); ``bundle``: the path of its repro bundle, if one was written."""
     sc = result.scenario
     first = result.first_divergence
     fd = None
@@ -187,6 +197,6 @@ def to_json(result: RunResult) -> dict[str, Any]:
         {"step": result.nonfinite.step, "tensor": result.nonfinite.key[0], "layer": result.nonfinite.key[1],
          "values": {b: _num(v) for b, v in result.nonfinite.values.items()}},
         "interrupted": result.interrupted,
-        "reproduce": reproduce(sc, result.backends, result.oracle),
+        "reproduce": reproduce(sc, result.backends, result.oracle, bundle),
         "versions": versions(),
     }

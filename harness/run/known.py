@@ -40,8 +40,18 @@ ALPHA_LAYERS = ("LeakyReLU", "AllReLU")
 RELU_FAMILY = ("ReLU", "LeakyReLU", "AllReLU")
 
 
-def _always(scenario: Scenario, finding: "Finding") -> bool:
+def _always(scenario: Scenario, tensor: str | None) -> bool:
     return True
+
+
+def _any_versions() -> bool:
+    return True
+
+
+def _numpy_before_2() -> bool:
+    """NumPy 1.x: value-based promotion, where a Python int beside a float32 scalar is int64
+    (NumPy 2 follows NEP 50: the Python int is weak and takes the float32)."""
+    return np.lib.NumpyVersion(np.__version__) < "2.0.0"
 
 
 @dataclass(frozen=True)
@@ -50,9 +60,10 @@ class Defect:
 
     It concerns ``backends`` in ``dtype`` runs (None: either dtype) of networks with a layer of
     one of the kinds ``layers`` (empty: any network); ``applies`` narrows that further for a
-    finding. ``held``: a dtype defect's tensors (names without layer numbers) the backend holds
+    finding's tensor (its name without layer number). ``held``: a dtype defect's tensors (names without layer numbers) the backend holds
     in another dtype. ``counterfactual`` (the scenario with the cause removed) and ``patch`` (a
-    context manager that removes it from the backend, in-process) are what explore reruns."""
+    context manager that removes it from the backend, in-process) are what explore reruns.
+    ``versions``: True when the installed versions show it (a defect of one NumPy line only)."""
 
     id: str
     number: int
@@ -60,10 +71,11 @@ class Defect:
     backends: tuple[str, ...]
     dtype: str | None
     layers: tuple[str, ...] = ()
-    applies: Callable[[Scenario, "Finding"], bool] = _always
+    applies: Callable[[Scenario, str | None], bool] = _always
     counterfactual: Callable[[Scenario], Scenario] | None = None
     patch: Callable[[], contextlib.AbstractContextManager] | None = None
     held: tuple[str, ...] = ()
+    versions: Callable[[], bool] = _any_versions
 
     @property
     def finding(self) -> str:
@@ -71,14 +83,23 @@ class Defect:
         return f"docs/findings.md #{self.number}"
 
     def concerns(self, scenario: Scenario) -> bool:
-        """True when a run of ``scenario`` can show it (its dtype and layers)."""
-        return (self.dtype is None or scenario.dtype == self.dtype) and \
+        """True when a run of ``scenario`` can show it (its dtype and layers, the installed versions)."""
+        return (self.dtype is None or scenario.dtype == self.dtype) and self.versions() and \
             (not self.layers or any(layer.kind in self.layers for layer in scenario.layers))
+
+    def holds(self, scenario: Scenario, backend: str, tensor: str) -> bool:
+        """True when this dtype defect explains ``backend`` holding ``tensor`` (``DZ2``) in another
+        dtype: one of its tensors, in a layer that is of its kinds or feeds one (backpropagation
+        carries the widened gradient down to every earlier layer)."""
+        key = parse_key(tensor)
+        later = scenario.layers[key.layer - 1:] if key.layer else scenario.layers
+        return bool(self.held) and backend in self.backends and self.concerns(scenario) \
+            and key.tensor in self.held and (not self.layers or any(layer.kind in self.layers for layer in later))
 
     def may_explain(self, scenario: Scenario, finding: "Finding") -> bool:
         """True when explore should test, by a counterfactual run, whether it explains ``finding``."""
         return (self.counterfactual is not None or self.patch is not None) and self.concerns(scenario) \
-            and any(b in self.backends for b in finding.backends) and self.applies(scenario, finding)
+            and any(b in self.backends for b in finding.backends) and self.applies(scenario, finding.tensor)
 
     def entry(self) -> dict[str, Any]:
         """What a check report records as the expected defect."""
@@ -87,7 +108,7 @@ class Defect:
 
 # ------------------------------------------------------------------------------ causes removed
 
-def _inexact_alphas(scenario: Scenario, finding: "Finding") -> bool:
+def _inexact_alphas(scenario: Scenario, tensor: str | None) -> bool:
     return any(layer.kind in ALPHA_LAYERS and float(np.float32(layer.arg["alpha"])) != layer.arg["alpha"]
                for layer in scenario.layers)
 
@@ -147,11 +168,16 @@ DEFECTS: tuple[Defect, ...] = (
            "nerva-numpy's ReLU-family derivatives are integer arrays, so in float32 runs DZ and DX of those "
            "layers (and what they feed) widen to float64",
            ("numpy",), "float32", RELU_FAMILY, held=("DZ", "DX")),
+    Defect("numpy1-float32-srelu-dtype", 22,
+           "with NumPy 1.x, nerva-numpy's SReLU derivative np.where(X <= tl, al, np.where(X < tr, 1, ar)) is "
+           "float64 (the Python int 1 beside a float32 scalar promotes to float64), so in float32 runs DZ and DX "
+           "of SReLU layers (and what they feed) widen to float64",
+           ("numpy",), "float32", ("SReLU",), held=("DZ", "DX"), versions=_numpy_before_2),
     Defect("torch-float64-log-sigmoid", 15,
            "nerva-torch's log_sigmoid is -softplus(-x), and torch's softplus returns x above 20, so float64 "
            "LogisticCrossEntropy values lose up to e^-20 per element",
            ("torch",), "float64",
-           applies=lambda sc, f: sc.loss == "LogisticCrossEntropy" and f.tensor == "loss",
+           applies=lambda sc, tensor: sc.loss == "LogisticCrossEntropy" and tensor == "loss",
            patch=_exact_torch_log_sigmoid),
     Defect("plain-log-softmax-layer", 16,
            "the LogSoftmax layers use the plain log_softmax, z - log(sum(exp(z))), whose error is u absolute, "
@@ -185,10 +211,38 @@ def expected(name: str, dtype: str, backends: list[str] | None = None) -> Defect
 
 
 def known_dtype(result: "RunResult", backend: str) -> str | None:
-    """The documented finding that explains ``backend``'s dtype mismatches in this run, if one does."""
-    tensors = result.dtype_mismatches.get(backend, [])
-    for defect in DEFECTS:
-        if tensors and defect.held and backend in defect.backends and defect.concerns(result.scenario) \
-                and all(parse_key(t).tensor in defect.held for t in tensors):
-            return defect.finding
+    """The documented finding(s) that explain every one of ``backend``'s dtype mismatches in this
+    run (``docs/findings.md #3``, or ``docs/findings.md #3, #22`` when it takes two), if they do."""
+    found: list[Defect] = []
+    for tensor in result.dtype_mismatches.get(backend, []):
+        defect = next((d for d in DEFECTS if d.holds(result.scenario, backend, tensor)), None)
+        if defect is None:
+            return None
+        if defect not in found:
+            found.append(defect)
+    if not found:
+        return None
+    return found[0].finding + "".join(f", #{d.number}" for d in found[1:])
+
+
+def shown(result: "RunResult") -> Defect | None:
+    """The documented defect a failing run shows, judged as ``check`` judges it (no backend raised
+    and the first divergence blames exactly the defect's backends, harness.run.plan.outcome): for
+    a catalog scenario the one its entry names, else any that concerns the run and applies to the
+    first divergence's tensor. None when the run has no first divergence or it shows none."""
+    import scenarios
+    from harness.run.plan import outcome
+
+    if result.first_divergence is None:
+        return None
+    sc, tensor = result.scenario, result.first_divergence[1].key[0]
+    if sc.name in scenarios.catalog():
+        listed = expected(sc.name, sc.dtype, result.backends)
+        candidates: tuple[Defect, ...] = (listed,) if listed else ()
+    else:
+        candidates = DEFECTS
+    for defect in candidates:
+        if defect.concerns(sc) and set(defect.backends) <= set(result.backends) \
+                and outcome(result, defect.backends) == "known" and defect.applies(sc, tensor):
+            return defect
     return None

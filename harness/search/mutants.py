@@ -21,7 +21,8 @@ comparator), restores the original code and records:
 Summary (over the non-benign mutants): detection rate (caught / all), blame accuracy and
 first-tensor accuracy (right / caught), and the false alarms (benign mutants caught). Exit 0 when
 every mutant gave exactly its expected verdict (caught or not, blamed, step, tensor, layer),
-1 otherwise, 2 on bad input (an unknown ``--only`` name, no corpus).
+1 otherwise, 2 on bad input (an unknown ``--only`` name, no corpus). The last lines say how to
+rerun the table, and each mutant that was not as expected alone (:func:`reproduction`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import fnmatch
 import importlib.util
 import json
 import math
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -229,6 +231,24 @@ def summary_lines(s: Summary) -> list[str]:
     ]
 
 
+def reproduce(only: str | None) -> list[str]:
+    """The command that reruns these mutants (``only``: the ``--only`` given, None: the whole
+    corpus) and its tox form."""
+    args = ["mutants", *(["--only", only] if only else [])]
+    return [shlex.join(["nerva-consistency", *args]), shlex.join(["tox", "-e", "consistency", "--", *args])]
+
+
+def reproduction(rows: list[Row], only: str | None) -> list[str]:
+    """What ``mutants`` prints last: how to rerun the table, and each mutant that did not give its
+    expected verdict on its own."""
+    lines = ["Reproduce with:", *(f"  {c}" for c in reproduce(only))]
+    wrong = [r for r in rows if not r.ok]
+    if wrong and (only is None or len(rows) > 1):
+        lines.append("Each mutant not as expected, alone:")
+        lines += [f"  {reproduce(r.name)[0]}" for r in wrong]
+    return lines
+
+
 def main(args: Any, out: Any, err: Any) -> int:
     """The ``mutants`` subcommand (``args``: list, only, json)."""
     from rich.table import Table
@@ -278,6 +298,8 @@ def main(args: Any, out: Any, err: Any) -> int:
         if not r.ok:
             out.print(f"[red]not as expected[/red]: {r.name}: expected {r.expected}, got caught={r.caught} "
                       f"blamed={r.blamed} first={r.first_divergence} ({r.detail})", soft_wrap=True, highlight=False)
+    for line in reproduction(rows, args.only):
+        out.print(line, soft_wrap=True, highlight=False, markup=False)
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
