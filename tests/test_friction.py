@@ -88,6 +88,13 @@ def test_a_run_that_no_defect_explains_prints_no_known_line(monkeypatch, tmp_pat
         dataclasses.replace(layer, args=(("alpha", 0.5),)) if layer.kind == "LeakyReLU" else layer
         for layer in exact.scenario.layers))
     assert known.shown(exact) is None  # alpha 0.5 is exact in float32: #2 cannot be the cause
+    relu = _result("sympy")  # numpy alone off in a float32 ReLU run: #3 is a dtype defect, no excuse for values
+    relu.scenario = relu.scenario.with_(dtype="float32", layers=tuple(
+        dataclasses.replace(layer, kind="ReLU", args=()) if layer.kind == "LeakyReLU" else layer
+        for layer in relu.scenario.layers))
+    step = relu.steps[0]
+    step.tensors[-1] = dataclasses.replace(step.tensors[-1], blamed=["numpy"])
+    assert relu.first_divergence[1].blamed == ["numpy"] and known.shown(relu) is None
 
 
 def test_the_json_report_and_its_page_name_the_bundle_and_the_replay(monkeypatch, tmp_path):

@@ -1,8 +1,8 @@
 """The documented defects of the released backends: the one list of findings set aside as known.
 
 Each defect is here once, with its number in docs/findings.md, the backends it blames, the
-dtype it shows in and what it applies to. Nothing else excuses a finding, and none of these
-is an excuse for rounding: the comparator alone judges every value. The list is read in three
+dtype it shows in, what it applies to and, for a defect of one version line, the versions. Nothing else excuses a finding, and none of these
+is an excuse for rounding: the comparator alone judges every value. The list is read in four
 places:
 
 - ``check``: a catalog entry names the defects its runs are expected to show by id
@@ -11,6 +11,8 @@ places:
   it does not show, so a fix upstream or a loss of sensitivity is noticed;
 - classification (harness.run.findings): a dtype mismatch a defect explains (the tensors it
   ``held`` in another dtype) is not a finding (:func:`known_dtype`);
+- ``run`` (:func:`shown`): a failing run whose first divergence is a documented defect prints
+  ``check``'s ``KNOWN`` line for it;
 - ``explore`` (harness.search.evaluate): a red finding a defect may explain
   (:meth:`Defect.may_explain`) is known only when a counterfactual run of the same example with
   the cause removed (``counterfactual`` changes the scenario, ``patch`` the backend, inside this
@@ -60,8 +62,8 @@ class Defect:
 
     It concerns ``backends`` in ``dtype`` runs (None: either dtype) of networks with a layer of
     one of the kinds ``layers`` (empty: any network); ``applies`` narrows that further for a
-    finding's tensor (its name without layer number). ``held``: a dtype defect's tensors (names without layer numbers) the backend holds
-    in another dtype. ``counterfactual`` (the scenario with the cause removed) and ``patch`` (a
+    finding's tensor (its name without layer number). ``held``: a dtype defect's tensors (names
+    without layer numbers) the backend holds in another dtype. ``counterfactual`` (the scenario with the cause removed) and ``patch`` (a
     context manager that removes it from the backend, in-process) are what explore reruns.
     ``versions``: True when the installed versions show it (a defect of one NumPy line only)."""
 
@@ -229,7 +231,8 @@ def shown(result: "RunResult") -> Defect | None:
     """The documented defect a failing run shows, judged as ``check`` judges it (no backend raised
     and the first divergence blames exactly the defect's backends, harness.run.plan.outcome): for
     a catalog scenario the one its entry names, else any that concerns the run and applies to the
-    first divergence's tensor. None when the run has no first divergence or it shows none."""
+    first divergence's tensor (a dtype defect explains dtype mismatches, never a divergence). None
+    when the run has no first divergence or it shows none."""
     import scenarios
     from harness.run.plan import outcome
 
@@ -240,7 +243,7 @@ def shown(result: "RunResult") -> Defect | None:
         listed = expected(sc.name, sc.dtype, result.backends)
         candidates: tuple[Defect, ...] = (listed,) if listed else ()
     else:
-        candidates = DEFECTS
+        candidates = tuple(d for d in DEFECTS if not d.held)
     for defect in candidates:
         if defect.concerns(sc) and set(defect.backends) <= set(result.backends) \
                 and outcome(result, defect.backends) == "known" and defect.applies(sc, tensor):
