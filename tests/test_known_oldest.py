@@ -99,3 +99,17 @@ def test_the_defect_is_listed_once_with_its_number_and_version_condition():
         (22, ("numpy",), "float32", ("SReLU",), ("DZ", "DX"))
     assert defect.versions() is NUMPY_1
     assert defect.concerns(_scenario("SReLU;Linear", "3,4,2")) is NUMPY_1
+
+
+def test_the_nightly_oldest_and_latest_cells_search_their_own_versions():
+    """The explore job searches on the pinned versions only; #22 shows on the oldest alone. Each
+    oldest and latest cell runs its shard of a search, in its own tox environment."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / ".github" / "workflows" / "nightly.yml").read_text()
+    step = text[text.index("- name: the cell's share of an explore search"):]
+    step = step[:step.index("- name:", 1)]
+    assert "if: always() && matrix.versions != 'pinned'" in step
+    assert 'tox exec -e "$TOX_ENV"' in step and '--shard "$SHARD" --seed "$NIGHT_SEED"' in step
+    assert "nerva-consistency explore --examples \"$EXPLORE_EXAMPLES\"" in step
+    assert "--json reports/nightly/explore.json --bundle-dir reports/nightly/bundles" in step  # in the artifact
