@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.util
-import json
 import math
 import sys
 import time
@@ -40,6 +39,7 @@ from harness.core.components import BACKENDS
 from harness.core.errors import SpecError
 from harness.core.keys import Key
 from harness.judge.message import of_verdict, where
+from harness.reports import write
 
 SCHEMA = "nerva-consistency/mutants/1"
 
@@ -279,10 +279,8 @@ def main(args: Any, out: Any, err: Any) -> int:
             out.print(f"[red]not as expected[/red]: {r.name}: expected {r.expected}, got caught={r.caught} "
                       f"blamed={r.blamed} first={r.first_divergence} ({r.detail})", soft_wrap=True, highlight=False)
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
         doc = {"schema": SCHEMA, "mutants": [r.as_json() for r in rows], "summary": asdict(summary)}
-        path.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
+        write.json_file(args.json, doc, allow_nan=False)
     return 0 if all(r.ok for r in rows) else 1
 
 
