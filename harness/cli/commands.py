@@ -152,7 +152,7 @@ def _check_runs(runs: list, part, args: argparse.Namespace, checked, out, err, j
             at = f"during {label}" if in_progress else f"after {label}"
             out.print(f"[yellow]INTERRUPTED[/yellow] check {at}: {len(done.reports) - (partial is not None)} of "
                       f"{len(runs)} run(s) done, {done.counts(len(runs))['passed']} passed, {len(done.failed)} failed")
-            return {"signal": signals.received(), "run": label if in_progress else None,
+            return {"signal": signals.received(), "run": r.label if in_progress else None,
                     "steps_run": partial.steps_run if partial is not None else 0,
                     "steps": sharding.scenario(r).steps if in_progress else None,
                     "runs_done": n + (not in_progress)}
