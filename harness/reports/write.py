@@ -6,7 +6,8 @@ is written to a temporary file in the target's own directory, flushed and fsync'
 mode a new file would get (or the old file's), and renamed over the target with ``os.replace``,
 which is atomic on POSIX within a file system. A reader (``report --merge`` over a directory a
 cell is still writing, a CI step, a person) therefore sees the previous file or the new one,
-never a part.
+never a part. The directory is not fsync'ed after the rename: after a power loss the old
+version may be back, but whole (what the guarantee is about), at half the cost of each write.
 
 - A write that fails (ENOSPC, EACCES, EROFS, …) removes its temporary file, leaves the previous
   file as it was and raises :class:`WriteFailed`: one line naming the path and the OS error,
@@ -121,20 +122,6 @@ def sweep(directory: Path) -> list[Path]:
     return removed
 
 
-def _sync_directory(directory: Path) -> None:
-    """The rename itself made durable; a file system that cannot fsync a directory is left to it."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 @contextmanager
 def replacing(path: str | Path) -> Iterator[BinaryIO]:
     """A binary file to write ``path``'s new content to; on leaving the block it replaces
@@ -161,7 +148,6 @@ def replacing(path: str | Path) -> Iterator[BinaryIO]:
         if isinstance(e, OSError):
             raise WriteFailed(path, e) from None
         raise
-    _sync_directory(directory)
 
 
 def data(path: str | Path, content: bytes) -> Path:
