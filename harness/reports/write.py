@@ -187,14 +187,17 @@ def locked(directory: str | Path) -> Iterator[None]:
     files there take turns, the last sees everything the others wrote."""
     import fcntl
 
-    directory = Path(directory)
+    lock = Path(directory) / ".nerva-consistency.lock"
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(directory / ".nerva-consistency.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:
-        raise WriteFailed(directory / ".nerva-consistency.lock", e) from None
+        raise WriteFailed(lock, e) from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:  # a file system without locks
+            raise WriteFailed(lock, e) from None
         yield
     finally:
         os.close(fd)  # releases the lock
