@@ -286,6 +286,24 @@ def _failing_result():
     return r
 
 
+def test_a_link_keeps_pointing_at_its_target_and_a_device_is_written_into_not_replaced(tmp_path):
+    real, link = tmp_path / "real.json", tmp_path / "link.json"
+    real.write_text("old")
+    link.symlink_to(real)
+    write.text(link, "new")
+    assert link.is_symlink() and real.read_text() == "new"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    write.json_file(fifo, {"a": 1})
+    reader.join(30)
+    assert got == [b'{\n "a": 1\n}\n'] and fifo.is_fifo() and _partials(tmp_path) == []
+    write.text(os.devnull, "nothing")
+    assert Path(os.devnull).is_char_device()
+
+
 def test_two_writers_of_one_path_at_once_each_leave_a_whole_file(tmp_path):
     """One writer half way through its file while another replaces the target: whoever renames
     last wins, and the target is always one of the two whole contents."""

@@ -19,6 +19,9 @@ version may be back, but whole (what the guarantee is about), at half the cost o
   reads it, and the next write into that directory removes the temporaries of writers that are
   no longer alive (:func:`sweep`; process ids of this machine).
 - The bytes go out through ``os.write``, so a test can make the disk "full" by patching it.
+- A symbolic link keeps pointing where it did: its target is replaced. A target that is not a
+  regular file (``--json /dev/stdout``, a pipe) is written straight into, as a stream: there is
+  no file to replace, and a device is never replaced by a file.
 
 :func:`locked` serializes writers of shared files of one directory (the merged page of two
 ``check --shard`` processes sharing ``--out``); :func:`append_text` is the one exception to
@@ -31,6 +34,7 @@ import io
 import json
 import os
 import re
+import stat
 import tempfile
 from contextlib import contextmanager
 from functools import cache
@@ -59,12 +63,17 @@ class _Sink(io.RawIOBase):
 
     def __init__(self, fd: int):
         self.fd = fd
+        try:
+            os.lseek(fd, 0, os.SEEK_CUR)
+            self._seekable = True
+        except OSError:  # a pipe, a terminal
+            self._seekable = False
 
     def writable(self) -> bool:
         return True
 
     def seekable(self) -> bool:
-        return True
+        return self._seekable
 
     def write(self, b) -> int:
         return os.write(self.fd, b)
@@ -127,6 +136,15 @@ def replacing(path: str | Path) -> Iterator[BinaryIO]:
     """A binary file to write ``path``'s new content to; on leaving the block it replaces
     ``path`` whole (module docstring). Its directories are created."""
     path = Path(path)
+    try:
+        kind = os.stat(path).st_mode
+    except OSError:
+        kind = None
+    if kind is not None and not stat.S_ISREG(kind):
+        with _streamed(path) as f:
+            yield f
+        return
+    path = Path(os.path.realpath(path)) if path.is_symlink() else path
     directory = path.parent
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -148,6 +166,20 @@ def replacing(path: str | Path) -> Iterator[BinaryIO]:
         if isinstance(e, OSError):
             raise WriteFailed(path, e) from None
         raise
+
+
+@contextmanager
+def _streamed(path: Path) -> Iterator[BinaryIO]:
+    """A device or a pipe, written into (nothing to replace)."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError as e:
+        raise WriteFailed(path, e) from None
+    try:
+        with io.BufferedWriter(_Sink(fd)) as f:
+            yield f
+    except OSError as e:
+        raise WriteFailed(path, e) from None
 
 
 def data(path: str | Path, content: bytes) -> Path:
