@@ -68,9 +68,11 @@ class _Done:
     known: list[str] = field(default_factory=list)
 
     def counts(self, planned: int) -> dict[str, int]:
+        from harness.reports.merge import INTERRUPTED
+
         statuses = [r["check"]["status"] for r in self.reports]
         return {"runs": planned, "passed": statuses.count("pass"), "failed": len(self.failed),
-                "known": len(self.known), "interrupted": statuses.count("interrupted")}
+                "known": len(self.known), INTERRUPTED: statuses.count(INTERRUPTED)}
 
 
 def check(args: argparse.Namespace, checked, out, err, argv: list[str]) -> int:
@@ -91,7 +93,8 @@ def check(args: argparse.Namespace, checked, out, err, argv: list[str]) -> int:
     out_dir = checked.out
     json_dir = checked.json or (out_dir / "json" if out_dir else None)
     if out_dir and json_dir and merge.clear(json_dir, part):
-        out.print(f"removed the reports of an earlier check of shard {part} from {json_dir}")
+        out.print(f"removed the reports of an earlier check{f' of shard {part}' if part.count > 1 else ''} "
+                  f"from {json_dir}")
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     clock = time.perf_counter()
     if part.count > 1:
