@@ -1,15 +1,16 @@
 """One function per command (``list``, ``run``, ``check``, ``explore``, ``replay``,
-``conventions``); each returns the exit code."""
+``conventions``); each returns the exit code. Every file is written by harness.reports.write
+(whole or not at all); an interrupted command (Ctrl-C, SIGTERM, SIGHUP: harness.cli.signals)
+prints and writes what it judged and exits 128 + the signal's number."""
 
 from __future__ import annotations
 
 import argparse
-import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.cli import console
+from harness.cli import console, signals
 
-EXIT_INTERRUPTED = 130
 LIST_WIDTH = 80
 """The width of ``list``'s table when stdout is not a terminal (rich wraps the cells to fit)."""
 
@@ -38,7 +39,9 @@ def list_(out) -> int:
 
 
 def run(args: argparse.Namespace, checked, out, err) -> int:
-    """``run``: the table and verdict; on failure the bundle. Ctrl-C: what was judged, exit 130."""
+    """``run``: the table and verdict, then on failure the bundle and the reports asked for
+    (--json, --junit). Interrupted: the same for the steps judged (no bundle), exit 128 + the
+    signal. A signal while they are written takes effect once they are whole."""
     from harness.run.runner import Interrupted
 
     scenario, = checked.runs
@@ -46,29 +49,26 @@ def run(args: argparse.Namespace, checked, out, err) -> int:
         result = console.run_one(scenario, checked.backends, args, out, err)
     except Interrupted as e:
         result = e.result
-    bundle = None
-    if not result.passed and not result.interrupted and result.inputs is not None:  # the bundle below: named
-        from harness.reports.bundle import bundle_path
+    with signals.deferred():
+        console.print_result(result, out)
+        bundle = None
+        if not result.passed and not result.interrupted:
+            from harness.run.known import shown
 
-        bundle = bundle_path(result, checked.bundle_dir)
-    if checked.json:
-        console.write_json(result, checked.json, bundle)
-    if checked.junit:
-        from harness.reports import junit
-        from harness.reports.report import to_json
+            defect = shown(result)
+            if defect:
+                sc = result.scenario
+                _known(out, f"{sc.name} {sc.dtype} {sc.mode}", defect.finding, result)
+            bundle = console.save_bundle(result, checked.bundle_dir, out)
+        if checked.json:
+            console.write_json(result, checked.json, bundle)
+        if checked.junit:
+            from harness.reports import junit
+            from harness.reports.report import to_json
 
-        junit.write([to_json(result, str(bundle) if bundle else None)], str(checked.junit))
-    console.print_result(result, out)
+            junit.write([to_json(result, str(bundle) if bundle else None)], str(checked.junit))
     if result.interrupted:
-        return EXIT_INTERRUPTED
-    if not result.passed:
-        from harness.run.known import shown
-
-        defect = shown(result)
-        if defect:
-            sc = result.scenario
-            _known(out, f"{sc.name} {sc.dtype} {sc.mode}", defect.finding, result)
-        console.save_bundle(result, checked.bundle_dir, out)
+        return signals.exit_code()
     return 0 if result.passed else 1
 
 
@@ -84,61 +84,108 @@ def _known(out, label: str, finding: str, result) -> None:
     out.print(line, soft_wrap=True)
 
 
+@dataclass
+class _Done:
+    """What ``check`` has judged so far: every run's report (with its ``check`` entry) and the
+    labels of the failed runs and of those that showed their known defect."""
+
+    reports: list[dict] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    known: list[str] = field(default_factory=list)
+
+    def counts(self, planned: int) -> dict[str, int]:
+        from harness.reports.merge import INTERRUPTED
+
+        statuses = [r["check"]["status"] for r in self.reports]
+        return {"runs": planned, "passed": statuses.count("pass"), "failed": len(self.failed),
+                "known": len(self.known), INTERRUPTED: statuses.count(INTERRUPTED)}
+
+
 def check(args: argparse.Namespace, checked, out, err, argv: list[str]) -> int:
     """``check``: the plan (harness.run.plan: the catalog's check scenarios in their variants and
     seeds), or one shard of it; one line per run, full tables only for failures. Writes the
     reports asked for: JSON per run and the cell manifest (--json DIR), JUnit (--junit), and
-    with --out all of them plus the HTML page and plots. Ctrl-C: what was judged, exit 130."""
+    with --out all of them plus the HTML page and plots. Interrupted: the runs done, and the
+    steps judged of the one in progress, are printed and written like the others (that run's
+    report says ``interrupted``, the manifest how far the check got); exit 128 + the signal."""
     import time
     from datetime import datetime, timezone
 
-    import scenarios
     from harness.reports import merge
-    from harness.reports.report import to_json
     from harness.run import plan as sharding
-    from harness.run.runner import Interrupted
 
     part = sharding.parse_shard(args.shard)
     planned, runs = sharding.shard_plan(args.variants, args.seed, args.add_seed, args.shard)
     out_dir = checked.out
     json_dir = checked.json or (out_dir / "json" if out_dir else None)
-    if out_dir and json_dir and merge.clear(json_dir):
-        out.print(f"removed the reports of an earlier check from {json_dir}")
-    seeds = {n: int(t.get("seed", 0)) for n, t in scenarios.catalog().items()}
+    if out_dir and json_dir and merge.clear(json_dir, part):
+        out.print(f"removed the reports of an earlier check{f' of shard {part}' if part.count > 1 else ''} "
+                  f"from {json_dir}")
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     clock = time.perf_counter()
     if part.count > 1:
         out.print(f"shard {part}: {len(runs)} of the plan's {len(planned)} run(s)")
-    failed, known, reports = [], [], []
+    done = _Done()
+    stopped = _check_runs(runs, part, args, checked, out, err, json_dir, done)
+    counts = done.counts(len(runs))
+    if stopped is None:
+        out.print(f"{counts['passed']} passed, {len(done.failed)} failed"
+                  + (f", {len(done.known)} known defect(s) shown as expected" if done.known else "")
+                  + (f": {'; '.join(done.failed)}" if done.failed else ""))
+    code = signals.exit_code() if stopped else 1 if done.failed else 0
+    with signals.deferred():
+        _check_reports(args, checked, out, done.reports, json_dir, part=part, planned=planned, runs=runs, argv=argv,
+                       counts=counts, started=started, seconds=time.perf_counter() - clock, exit_code=code,
+                       interrupted=stopped)
+    return code
+
+
+def _check_runs(runs: list, part, args: argparse.Namespace, checked, out, err, json_dir: Path | None,
+                done: _Done) -> dict | None:
+    """``check``'s runs one after the other, each judged, printed and its JSON report written
+    (``done`` collects them). Interrupted: the run in progress is printed and written with the
+    steps it judged (status ``interrupted``); returns how far the check got (None: it finished)."""
+    from datetime import datetime, timezone
+
+    import scenarios
+    from harness.reports import merge, write
+    from harness.reports.report import to_json
+    from harness.run import plan as sharding
+
+    seeds = {n: int(t.get("seed", 0)) for n, t in scenarios.catalog().items()}
+
+    def save(report: dict, r) -> None:
+        done.reports.append(report)
+        if json_dir:
+            write.json_file(json_dir / r.filename(seeds.get(r.scenario)), report)
+
     for n, r in enumerate(runs):
         run_started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         label = f"{r.scenario} {r.dtype} {r.mode}" + ("" if r.seed == seeds.get(r.scenario) else f" seed {r.seed}")
         try:
             result = console.run_one(sharding.scenario(r), checked.backends, args, out, err)
-        except Interrupted as e:
-            console.print_result(e.result, out)
-            out.print(f"[yellow]INTERRUPTED[/yellow] check during {label}: {n} of {len(runs)} run(s) done, "
-                      f"{n - len(failed) - len(known)} passed, {len(failed)} failed")
-            return EXIT_INTERRUPTED
-        status, expected, bundle = _check_one(r, result, label, checked, out)
-        if status != "pass":
-            (known if status == "known" else failed).append(label)
-        report = to_json(result, bundle)
-        report["check"] = merge.check_entry(status, r, part, expected, bundle, run_started)
-        reports.append(report)
-        if json_dir:
-            path = json_dir / r.filename(seeds.get(r.scenario))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(report, indent=1) + "\n")
-    out.print(f"{len(runs) - len(failed) - len(known)} passed, {len(failed)} failed"
-              + (f", {len(known)} known defect(s) shown as expected" if known else "")
-              + (f": {'; '.join(failed)}" if failed else ""))
-    code = 1 if failed else 0
-    counts = {"runs": len(runs), "passed": len(runs) - len(failed) - len(known), "failed": len(failed),
-              "known": len(known)}
-    _check_reports(args, checked, out, reports, json_dir, part=part, planned=planned, runs=runs, argv=argv,
-                   counts=counts, started=started, seconds=time.perf_counter() - clock, exit_code=code)
-    return code
+            with signals.deferred():  # a signal now stops the check once this run's report is written
+                status, expected, bundle = _check_one(r, result, label, checked, out)
+                if status != "pass":
+                    (done.known if status == "known" else done.failed).append(label)
+                report = to_json(result, bundle)
+                report["check"] = merge.check_entry(status, r, part, expected, bundle, run_started)
+                save(report, r)
+        except KeyboardInterrupt as e:  # runner.Interrupted carries the steps judged
+            partial, in_progress = getattr(e, "result", None), len(done.reports) == n
+            if partial is not None:
+                console.print_result(partial, out)
+                report = to_json(partial)
+                report["check"] = merge.check_entry(merge.INTERRUPTED, r, part, None, None, run_started)
+                save(report, r)
+            at = f"during {label}" if in_progress else f"after {label}"
+            out.print(f"[yellow]INTERRUPTED[/yellow] check {at}: {len(done.reports) - (partial is not None)} of "
+                      f"{len(runs)} run(s) done, {done.counts(len(runs))['passed']} passed, {len(done.failed)} failed")
+            return {"signal": signals.received(), "run": r.label if in_progress else None,
+                    "steps_run": partial.steps_run if partial is not None else 0,
+                    "steps": sharding.scenario(r).steps if in_progress else None,
+                    "runs_done": n + (not in_progress)}
+    return None
 
 
 def _check_one(r, result, label: str, checked, out) -> tuple[str, dict | None, str | None]:
@@ -183,7 +230,7 @@ def _check_reports(args: argparse.Namespace, checked, out, reports: list[dict], 
         merge.write_manifest(json_dir, shard=part, planned=manifest["planned"], runs=manifest["runs"],
                              argv=manifest["argv"], counts=manifest["counts"], backends=checked.backends,
                              versions=versions(), started=manifest["started"], seconds=manifest["seconds"],
-                             exit_code=manifest["exit_code"],
+                             exit_code=manifest["exit_code"], interrupted=manifest["interrupted"],
                              options={"variants": args.variants, "seed": args.seed, "add_seed": args.add_seed})
     if out_dir:
         from harness.reports.render import render_merge
@@ -195,8 +242,8 @@ def _check_reports(args: argparse.Namespace, checked, out, reports: list[dict], 
 
 def explore(args: argparse.Namespace, checked, out, err) -> int:
     """``explore``: one line per distinct defect as it is found (with its bundle and how to
-    reproduce it), a summary at the end. Exit 1 when a red defect was found; 130 on Ctrl-C,
-    after the defects found so far."""
+    reproduce it), a summary at the end. Exit 1 when a red defect was found; interrupted
+    (Ctrl-C, SIGTERM, SIGHUP): 128 + the signal, after the defects found so far."""
     backends = checked.backends
     if args.shard:
         from harness.run.plan import explore_share, parse_shard
@@ -233,15 +280,16 @@ def explore(args: argparse.Namespace, checked, out, err) -> int:
     except KeyboardInterrupt:
         out.print(f"[yellow]INTERRUPTED[/yellow] explore: {len(saved)} defect(s) found so far"
                   + (f", bundles in {checked.bundle_dir}" if saved else ""), soft_wrap=True)
-        return EXIT_INTERRUPTED
+        return signals.exit_code()
     stats = defects.stats
     out.print(stats.summary(), soft_wrap=True)
     red = [d for d in defects if d.red]
     if checked.json:
-        checked.json.parent.mkdir(parents=True, exist_ok=True)
+        from harness.reports import write
+
         report = defects.to_json(budget=args.examples, seed=args.seed, shard=args.shard, backends=backends,
                                  defects=saved)
-        checked.json.write_text(json.dumps(report, indent=1) + "\n")
+        write.json_file(checked.json, report)
     if red:
         out.print(f"[red]{len(red)} distinct defect(s)[/red]; bundles in {checked.bundle_dir}")
         return 1
@@ -338,6 +386,7 @@ def conventions(args: argparse.Namespace, checked, out) -> int:
     out.print(table)
     out.print("Conventions are reported, not failed: at a kink any value between the one-sided limits is defensible.")
     if checked.json:
-        checked.json.parent.mkdir(parents=True, exist_ok=True)
-        checked.json.write_text(json.dumps(rows, indent=1) + "\n")
+        from harness.reports import write
+
+        write.json_file(checked.json, rows)
     return 0

@@ -4,7 +4,6 @@ run, and the repro bundle written on failure."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -142,8 +141,11 @@ def print_result(result, out, commands: dict[str, str] | None = None) -> None:
     if result.first_divergence:
         out.print(f"[red]first divergence[/red]: {divergence(result)}")
     if result.interrupted:
+        from harness.cli.signals import received
+
         so_far = "no failure so far" if result.passed else "FAIL so far"
-        out.print(f"[yellow]INTERRUPTED[/yellow] {sc.name} after {result.steps_run:,} of {sc.steps:,} step(s) judged: "
+        by = f" ({received()})" if received() else ""
+        out.print(f"[yellow]INTERRUPTED[/yellow]{by} {sc.name} after {result.steps_run:,} of {sc.steps:,} step(s) judged: "
                   f"{so_far} ({result.seconds:.1f} s)")
     elif result.passed:
         against = f" with the {result.oracle} oracle" if result.oracle else ""
@@ -204,7 +206,7 @@ def bundle_commands(meta: dict) -> dict[str, str] | None:
 
 
 def write_json(result, path: Path, bundle: Path | None = None) -> None:
+    from harness.reports import write
     from harness.reports.report import to_json
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_json(result, str(bundle) if bundle else None), indent=1) + "\n")
+    write.json_file(path, to_json(result, str(bundle) if bundle else None))

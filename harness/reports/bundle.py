@@ -48,6 +48,7 @@ from harness.spec.memory import BYTES, estimate, memory_for
 from harness.spec.rules import Archive, first_nonfinite, input_file, shape_text
 from harness.run.findings import classify
 from harness.reports.machine import describe, explain
+from harness.reports import write
 from harness.reports.report import reproduce, to_json, versions
 from harness.run.runner import RunResult, run
 from harness.spec.data import TARGETS
@@ -415,7 +416,6 @@ def save(result: RunResult, directory: Path | str = DEFAULT_DIR, hypothesis: dic
         "numbers": _numbers(doc),
     }
     path = bundle_path(result, directory, stem)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta["reproduce"] = commands(path) if commands else reproduce(sc, result.backends, result.oracle)
 
     def arrays() -> Iterator[tuple[str, np.ndarray]]:  # one at a time: a long run's batches are never all held
@@ -425,15 +425,11 @@ def save(result: RunResult, directory: Path | str = DEFAULT_DIR, hypothesis: dic
             yield f"data/{i}/X", X
             yield f"data/{i}/T", T
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # written whole, then renamed over the old one
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as z:  # np.savez_compressed's format
+    with write.replacing(path) as out:  # written whole, then renamed over the old one
+        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as z:  # np.savez_compressed's format
             for name, a in arrays():
                 with z.open(name + ".npy", "w", force_zip64=True) as f:
                     np.lib.format.write_array(f, np.asanyarray(a), allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

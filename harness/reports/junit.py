@@ -11,6 +11,8 @@ One ``<testsuite>`` per run (scenario x variant x seed), one ``<testcase>`` per 
   that defect, are ``<skipped>`` with the finding's name: not a failure, but visible;
 - when ``check`` expected a known defect that did not show, its backends get a ``<failure>``
   saying so (fixed upstream, or the harness lost sensitivity);
+- in a run that was interrupted (Ctrl-C, SIGTERM, SIGHUP) every backend not already failed gets
+  an ``<error>`` saying how many steps were judged: the run is not a pass;
 - every other backend passes.
 
 Input is the JSON report (:func:`harness.reports.report.to_json`, with the ``check`` entry ``check``
@@ -25,6 +27,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness.judge.message import of_report
+from harness.reports.write import replacing
+from harness.reports.merge import INTERRUPTED, status as status_of
 
 
 def reproduce_lines(report: dict[str, Any]) -> list[str]:
@@ -52,7 +56,7 @@ def _case(suite: ET.Element, report: dict[str, Any], backend: str) -> ET.Element
 def suite(report: dict[str, Any]) -> ET.Element:
     """The ``<testsuite>`` of one run's JSON report."""
     check = report.get("check") or {}
-    status = check.get("status") or ("pass" if report.get("passed") else "fail")
+    status = status_of(report)
     expected = check.get("expected") or {}
     fd = report.get("first_divergence") or {}
     blamed = set(fd.get("backends", []))
@@ -94,6 +98,10 @@ def suite(report: dict[str, Any]) -> ET.Element:
             fail = ET.SubElement(case, "failure", {"message": text or "inconsistent", "type": "Inconsistency"})
             fail.text = "\n".join(filter(None, [text, how]))
             counts["failures"] += 1
+        elif status == INTERRUPTED:
+            ET.SubElement(case, "error", {"message": f"interrupted after {report.get('steps_run')} of "
+                                                     f"{report.get('steps')} step(s) judged", "type": "Interrupted"})
+            counts["errors"] += 1
     for key, value in counts.items():
         el.set(key, str(value))
     return el
@@ -118,6 +126,6 @@ def document(reports: Iterable[dict[str, Any]], name: str = "nerva-consistency")
 
 def write(reports: Iterable[dict[str, Any]], path: str | Path, name: str = "nerva-consistency") -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    document(reports, name).write(path, encoding="utf-8", xml_declaration=True)
+    with replacing(path) as f:
+        document(reports, name).write(f, encoding="utf-8", xml_declaration=True)
     return path

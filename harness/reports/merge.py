@@ -2,15 +2,20 @@
 
 ``check --json DIR`` writes, besides one JSON report per run (schema ``report/2``, with a
 ``check`` entry: the run's status in the check, the known defect it expected, its shard and
-cell, its repro bundle), one *cell manifest* ``DIR/check.json`` (schema
+cell, its repro bundle), one *cell manifest* ``DIR/check.json`` (``DIR/check-KofN.json`` for
+shard K/N, so that shards sharing a directory never write the same file; schema
 ``nerva-consistency/check/1``, docs/report-schema.md): which shard of which plan this was, the
 runs planned, the counts, the versions of every installed package (what a nightly "latest"
-cell resolved that night) and the command that replays the cell.
+cell resolved that night), the command that replays the cell, and, when the check was
+interrupted (Ctrl-C, SIGTERM, SIGHUP), how far it got.
 
 :func:`load` finds every report and manifest under a directory (a downloaded set of nightly
 artifacts, or the output of K shards), :func:`merge` combines them: totals, which cells,
 scenarios and backends failed, the findings deduplicated over cells and seeds, the runs a cell
-planned but did not report. :func:`markdown` is the summary a CI job writes.
+planned but did not report, and the cells that were interrupted (red, with the run and step
+they stopped at; their runs not reached are not "missing"). :func:`markdown` is the summary a CI
+job writes. Every file is written whole or not at all (harness.reports.write), so a merge over a
+directory a cell is still writing reads complete reports only.
 """
 
 from __future__ import annotations
@@ -27,11 +32,18 @@ from typing import Any
 
 from harness.core.keys import Key, parse as parse_key
 from harness.judge.message import of_report
+from harness.reports import write
 from harness.reports.report import SCHEMA as REPORT_SCHEMA, SHOWN
 
 CHECK_SCHEMA = "nerva-consistency/check/1"
-MANIFEST = "check.json"
-RED_STATUSES = ("fail", "known-missing")  # the check statuses that make a run red
+RED_STATUSES = ("fail", "known-missing")  # the check statuses that make a finished run red
+INTERRUPTED = "interrupted"  # the status of a run stopped part-way (red too, counted apart)
+COUNTS = ("runs", "passed", "failed", "known", INTERRUPTED)
+
+
+def manifest_name(shard) -> str:
+    """The cell manifest's file name: ``check.json``, or ``check-KofN.json`` for shard K/N."""
+    return "check.json" if shard.count == 1 else f"check-{shard.index}of{shard.count}.json"
 
 
 def installed() -> dict[str, str]:
@@ -81,7 +93,9 @@ def replay_command(argv: list[str]) -> str:
 
 def write_manifest(directory: Path, *, shard, planned, runs, argv: list[str], counts: dict[str, int],
                    backends: list[str], versions: dict[str, Any], started: str, seconds: float,
-                   exit_code: int, options: dict[str, Any]) -> Path:
+                   exit_code: int, options: dict[str, Any], interrupted: dict[str, Any] | None = None) -> Path:
+    """The cell manifest; ``interrupted``: how far an interrupted check got (the signal, the run
+    in progress and its steps judged, the runs done)."""
     doc = {
         "schema": CHECK_SCHEMA,
         "cell": cell_name(),
@@ -101,23 +115,29 @@ def write_manifest(directory: Path, *, shard, planned, runs, argv: list[str], co
         "command": shlex.join(["nerva-consistency", *argv]),
         "replay": replay_command(argv),
     }
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / MANIFEST
-    path.write_text(json.dumps(doc, indent=1) + "\n")
-    return path
+    if interrupted is not None:
+        doc[INTERRUPTED] = interrupted
+    return write.json_file(directory / manifest_name(shard), doc)
 
 
-def clear(directory: Path) -> int:
-    """Remove the run reports and cell manifest an earlier ``check`` left in ``directory`` (only
-    files with this package's schemas), so that a rerun's merge shows only its own runs."""
-    removed = 0
+def clear(directory: Path, shard) -> int:
+    """Remove what an earlier ``check`` of the same shard of this cell left in ``directory`` (run
+    reports and manifest, only files with this package's schemas), and what a check split
+    otherwise (another N) or a single run left, so that a rerun's merge shows only its own runs,
+    never a sibling shard's that may be running into the same directory at this moment."""
+    removed, cell = 0, cell_name()
     for f in sorted(directory.glob("*.json")) if directory.is_dir() else []:
         try:
-            schema = json.loads(f.read_text()).get("schema")
+            doc = json.loads(f.read_text())
+            schema = doc.get("schema")
         except (OSError, ValueError, AttributeError):
             continue
-        if schema in (REPORT_SCHEMA, CHECK_SCHEMA):
-            f.unlink()
+        if schema not in (REPORT_SCHEMA, CHECK_SCHEMA):
+            continue
+        entry = doc if schema == CHECK_SCHEMA else doc.get("check") or {}
+        theirs = str(entry.get("shard", "")).partition("/")[2]
+        if entry.get("cell", cell) == cell and (entry.get("shard") == str(shard) or theirs != str(shard.count)):
+            f.unlink(missing_ok=True)
             removed += 1
     return removed
 
@@ -155,7 +175,9 @@ def load(*paths: str | Path) -> Loaded:
 
 
 def status(report: dict[str, Any]) -> str:
-    return (report.get("check") or {}).get("status") or ("pass" if report.get("passed") else "fail")
+    """``pass``, ``fail``, ``known``, ``known-missing`` (harness.run.plan.outcome) or ``interrupted``."""
+    return (report.get("check") or {}).get("status") or (
+        INTERRUPTED if report.get(INTERRUPTED) else "pass" if report.get("passed") else "fail")
 
 
 def cell_of(report: dict[str, Any]) -> str:
@@ -194,11 +216,11 @@ class Merged:
     failed_scenarios: dict[str, int]
     failed_backends: dict[str, int]
     findings: list[MergedFinding]
-    missing: dict[str, list[str]]  # cell -> runs it planned but did not report
+    missing: dict[str, list[str]]  # cell -> runs it planned but did not report (and was not interrupted)
 
     @property
     def red(self) -> bool:
-        return self.totals["failed"] > 0 or any(self.missing.values())
+        return self.totals["failed"] > 0 or any(self.missing.values()) or any(c[INTERRUPTED] for c in self.cells.values())
 
 
 def _findings_of(report: dict[str, Any]) -> list[MergedFinding]:
@@ -209,7 +231,7 @@ def _findings_of(report: dict[str, Any]) -> list[MergedFinding]:
         text = message.split(": ", 1)[1] if ": " in message else message  # without "step N: "
         out.append(MergedFinding("error", report["scenario"], variant, (backend,), None, text))
     fd = report.get("first_divergence")
-    if st == "fail" and fd:
+    if st in ("fail", INTERRUPTED) and fd:  # interrupted: a failure it found before it stopped
         name = Key(fd["tensor"], fd.get("layer")).name
         ratios = [r if isinstance(r, (int, float)) else float("inf")
                   for b, r in fd.get("ratio", {}).items() if b in fd["backends"]]
@@ -224,7 +246,7 @@ def _findings_of(report: dict[str, Any]) -> list[MergedFinding]:
 
 def merge(loaded: Loaded) -> Merged:
     reports = loaded.reports
-    totals = {"runs": 0, "passed": 0, "failed": 0, "known": 0}
+    totals = dict.fromkeys(COUNTS, 0)
     cells: dict[str, dict[str, Any]] = {}
     failed_scenarios: dict[str, int] = defaultdict(int)
     failed_backends: dict[str, int] = defaultdict(int)
@@ -239,6 +261,9 @@ def merge(loaded: Loaded) -> Merged:
         cell["replay"][shard] = manifest.get("replay")
         for run in manifest.get("runs", []):
             cell["planned"][run] = shard
+        if manifest.get(INTERRUPTED):
+            cell[INTERRUPTED].append({**manifest[INTERRUPTED], "shard": shard, "runs": len(manifest.get("runs", []))})
+            cell["red_shards"].add(shard)
     for path, report in reports:
         st = status(report)
         name = cell_of(report)
@@ -247,7 +272,7 @@ def merge(loaded: Loaded) -> Merged:
             cell["versions"] = {k: v for k, v in (report.get("versions") or {}).items() if k in SHOWN or k == "python"}
         totals["runs"] += 1
         cell["counts"]["runs"] += 1
-        key = "failed" if st in RED_STATUSES else "known" if st == "known" else "passed"
+        key = "failed" if st in RED_STATUSES else st if st in ("known", INTERRUPTED) else "passed"
         totals[key] += 1
         cell["counts"][key] += 1
         reported[name].add((report.get("check") or {}).get("run") or "")
@@ -267,19 +292,53 @@ def merge(loaded: Loaded) -> Merged:
             kept.worst = max(kept.worst, f.worst)
             kept.seen.append((name, report["seed"]))
             kept.reproduce = kept.reproduce or (report.get("reproduce") or {}).get("run", "")
-    missing = {}
-    for name, c in cells.items():
-        gone = sorted(set(c["planned"]) - reported[name])
-        if gone:
-            missing[name] = gone
-            c["red_shards"].update(c["planned"][run] for run in gone)
+    missing = _interrupted_and_missing(cells, reports, reported)
     return Merged(reports, loaded.manifests, totals, cells, dict(failed_scenarios), dict(failed_backends),
                   list(findings.values()), missing)
 
 
+def _interrupted_and_missing(cells: dict[str, dict[str, Any]], reports: list[tuple[Path, dict[str, Any]]],
+                             reported: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Each cell's interruptions completed from the interrupted run reports no manifest speaks
+    for (a single ``run``, or a check killed before its manifest), its planned runs that an
+    interruption left unreached (``not_reached``), and the rest of the runs planned and not
+    reported: the missing ones, per cell."""
+    for path, report in reports:
+        if status(report) != INTERRUPTED:
+            continue
+        cell, check = cells[cell_of(report)], report.get("check") or {}
+        label = check.get("run") or _label(report)
+        if not any(i.get("run") == label for i in cell[INTERRUPTED]):
+            cell[INTERRUPTED].append({"shard": check.get("shard"), "signal": None, "run": label,
+                                      "steps_run": report.get("steps_run"), "steps": report.get("steps"),
+                                      "runs_done": None, "runs": None})
+        cell["red_shards"].add(check.get("shard"))
+    missing = {}
+    for name, c in cells.items():
+        stopped = {i["shard"] for i in c[INTERRUPTED]}
+        gone = sorted(set(c["planned"]) - reported[name])
+        c["not_reached"] = [run for run in gone if c["planned"][run] in stopped]
+        gone = [run for run in gone if c["planned"][run] not in stopped]
+        if gone:
+            missing[name] = gone
+            c["red_shards"].update(c["planned"][run] for run in gone)
+    return missing
+
+
+def interruption_text(i: dict[str, Any]) -> str:
+    """How far an interrupted cell or run got, in one line."""
+    by = f" by {i['signal']}" if i.get("signal") else ""
+    where = (f" during {i['run']} after {i['steps_run']:,} of {i['steps']:,} step(s) judged"
+             if i.get("run") and isinstance(i.get("steps_run"), int) and isinstance(i.get("steps"), int) else
+             f" during {i['run']}" if i.get("run") else " between two runs")
+    done = f", {i['runs_done']} of {i['runs']} run(s) done" if isinstance(i.get("runs_done"), int) else ""
+    shard = f"shard {i['shard']} " if i.get("shard") else ""
+    return f"{shard}interrupted{by}{where}{done}"
+
+
 def _new_cell() -> dict[str, Any]:
-    return {"counts": {"runs": 0, "passed": 0, "failed": 0, "known": 0}, "shards": [], "versions": {},
-            "replay": {}, "planned": {}, "failed_runs": [], "red_shards": set()}
+    return {"counts": dict.fromkeys(COUNTS, 0), "shards": [], "versions": {}, "replay": {}, "planned": {},
+            "failed_runs": [], "red_shards": set(), INTERRUPTED: [], "not_reached": []}
 
 
 def _label(report: dict[str, Any]) -> str:
@@ -288,8 +347,10 @@ def _label(report: dict[str, Any]) -> str:
 
 def totals_line(m: Merged) -> str:
     t = m.totals
+    stopped = sum(len(c[INTERRUPTED]) for c in m.cells.values())
     return (f"{t['passed']} passed, {t['failed']} failed"
             + (f", {t['known']} known defect(s) shown as expected" if t["known"] else "")
+            + (f", {stopped} interrupted" if stopped else "")
             + f" ({t['runs']} run(s) in {len(m.cells)} cell(s))")
 
 
@@ -307,7 +368,7 @@ def markdown(m: Merged, title: str = "nerva-consistency") -> str:
         lines.append(f"| {name} | {shards} | {n['passed']} | {n['failed']} | {n['known']} | {v.get('python', '')} | "
                      + " | ".join(str(v.get(k) or "-") for k in keys) + " |")
     lines.append("")
-    red_cells = [(n, c) for n, c in sorted(m.cells.items()) if c["counts"]["failed"] or m.missing.get(n)]
+    red_cells = [(n, c) for n, c in sorted(m.cells.items()) if c["counts"]["failed"] or m.missing.get(n) or c[INTERRUPTED]]
     if red_cells:
         lines += ["### Failing cells", ""]
         for name, c in red_cells:
@@ -319,6 +380,10 @@ def markdown(m: Merged, title: str = "nerva-consistency") -> str:
                 lines.append(f"  - {fr['run']}: `{fr['reproduce']}`")
             for run in m.missing.get(name, []):
                 lines.append(f"  - {run}: planned, no report (the cell stopped early?)")
+            for i in c[INTERRUPTED]:
+                lines.append(f"  - {interruption_text(i)}")
+            if c["not_reached"]:
+                lines.append(f"  - not reached before the interruption: {'; '.join(c['not_reached'])}")
         lines.append("")
     if m.findings:
         lines += ["### Findings (deduplicated)", "",
@@ -348,7 +413,8 @@ def to_json(m: Merged) -> dict[str, Any]:
                       "replay": dict(sorted(c["replay"].items(), key=lambda kv: str(kv[0]))),
                       "red_shards": sorted(c["red_shards"], key=str),
                       "failed_runs": c["failed_runs"],
-                      "missing": m.missing.get(n, [])}
+                      "missing": m.missing.get(n, []), INTERRUPTED: c[INTERRUPTED],
+                      "not_reached": c["not_reached"]}
                   for n, c in sorted(m.cells.items())},
         "failed_scenarios": m.failed_scenarios,
         "failed_backends": m.failed_backends,

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from harness.judge.message import of_report
 from harness.reports.junit import reproduce_lines, run_name
+from harness.reports.merge import INTERRUPTED, interruption_text, status as status_of
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5em auto;max-width:1200px;color:#222;padding:0 1em}
@@ -43,10 +44,6 @@ def _num(x: Any) -> float:
         return float(x)
     except (TypeError, ValueError):
         return math.nan
-
-
-def status_of(report: dict[str, Any]) -> str:
-    return (report.get("check") or {}).get("status") or ("pass" if report.get("passed") else "fail")
 
 
 def worst_tensors(report: dict[str, Any], limit: int = 12) -> list[tuple[str, dict[str, dict]]]:
@@ -154,20 +151,23 @@ def merge_page(merged, png_of: Callable[[dict[str, Any]], bytes | None], note: s
     rows = []
     for name, c in sorted(merged.cells.items()):
         n, v = c["counts"], c["versions"]
-        bad = " class='bad'" if n["failed"] or merged.missing.get(name) else ""
+        bad = " class='bad'" if n["failed"] or merged.missing.get(name) or c[INTERRUPTED] else ""
         rows.append(f"<tr{bad}><td class='l'>{_e(name)}</td><td class='l'>{_e(', '.join(sorted(filter(None, c['shards']))) or '-')}</td>"
                     f"<td>{n['passed']}</td><td>{n['failed']}</td><td>{n['known']}</td><td>{_e(v.get('python', ''))}</td>"
                     + "".join(f"<td>{_e(v.get(k) or '-')}</td>" for k in keys) + "</tr>")
     parts.append("<h2>Cells</h2><table><tr><th class='l'>cell</th><th class='l'>shards</th><th>passed</th>"
                  "<th>failed</th><th>known</th><th>python</th>" + "".join(f"<th>{_e(k)}</th>" for k in keys)
                  + "</tr>" + "".join(rows) + "</table>")
-    red = [(n, c) for n, c in sorted(merged.cells.items()) if c["counts"]["failed"] or merged.missing.get(n)]
+    red = [(n, c) for n, c in sorted(merged.cells.items()) if c["counts"]["failed"] or merged.missing.get(n)
+           or c[INTERRUPTED]]
     if red:
         items = []
         for name, c in red:
             replays = [c["replay"][s] for s in sorted(c["red_shards"], key=str) if c["replay"].get(s)]
             sub = [f"<li>{_e(fr['run'])}: <code>{_e(fr['reproduce'])}</code></li>" for fr in c["failed_runs"]]
             sub += [f"<li>{_e(r)}: planned, no report</li>" for r in merged.missing.get(name, [])]
+            sub += [f"<li>{_e(interruption_text(i))}</li>" for i in c[INTERRUPTED]]
+            sub += [f"<li>{_e(r)}: not reached before the interruption</li>" for r in c["not_reached"]]
             items.append(f"<li><b>{_e(name)}</b>: replay the cell with "
                          + (", ".join(f"<code>{_e(r)}</code>" for r in replays) or "the commands below")
                          + f"<ul>{''.join(sub)}</ul></li>")
@@ -187,10 +187,10 @@ def merge_page(merged, png_of: Callable[[dict[str, Any]], bytes | None], note: s
                      "<th class='l'>reproduce</th></tr>" + "".join(rows) + "</table>")
     if note:
         parts.append(f"<p class='muted'>{_e(note)}</p>")
-    order = sorted(merged.reports, key=lambda pr: (status_of(pr[1]) not in ("fail", "known-missing"),
-                                                  str(pr[0])))
+    red_runs = ("fail", "known-missing", INTERRUPTED)
+    order = sorted(merged.reports, key=lambda pr: (status_of(pr[1]) not in red_runs, str(pr[0])))
     parts.append("<h2>Runs</h2>")
     for path, report in order:
         st = status_of(report)
-        parts.append(run_section(report, png_of(report), open_=st in ("fail", "known-missing"), note=note))
+        parts.append(run_section(report, png_of(report), open_=st in red_runs, note=note))
     return page(title, "\n".join(parts))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.keys import parse as parse_key
+from harness.reports import write
 
 GROUPS = {
     "forward": ("X", "T", "Z", "Y", "loss"),
@@ -149,8 +150,7 @@ def render_png(report: dict[str, Any], path: str | Path | None = None) -> bytes:
     fig.savefig(buf, format="png")
     data = buf.getvalue()
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_bytes(data)
+        write.data(path, data)
     return data
 
 

@@ -16,6 +16,7 @@ from harness.reports import junit
 from harness.reports import merge
 from harness.reports import pages
 from harness.reports import plots
+from harness.reports import write
 from harness.reports.report import SCHEMA as REPORT_SCHEMA
 from harness.core.errors import SpecError
 
@@ -38,18 +39,25 @@ def render_run(report: dict[str, Any], source: Path, out_dir: Path, with_plots: 
     note = "" if with_plots else "plots not drawn: " + (plots.available() or "--no-plots")
     png = _png(report, png_path, with_plots)
     html_path = out_dir / f"{stem}.html"
-    html_path.write_text(pages.run_page(report, png, note))
+    write.text(html_path, pages.run_page(report, png, note))
     return html_path, (png_path if png else None)
 
 
 def render_merge(paths: list[str | Path], out_dir: Path, title: str = "nerva-consistency",
                  markdown_to: str | None = None, with_plots: bool = True) -> merge.Merged:
-    """Merge every report under ``paths`` and write the merged page, plots, JUnit, summary."""
+    """Merge every report under ``paths`` and write the merged page, plots, JUnit, summary.
+    Writers of one ``out_dir`` take turns (two ``check --shard`` sharing ``--out``): each reads
+    the reports under the lock, so the last one's files merge everything the others wrote."""
+    with write.locked(out_dir):
+        return _render_merge(paths, out_dir, title, markdown_to, with_plots)
+
+
+def _render_merge(paths: list[str | Path], out_dir: Path, title: str, markdown_to: str | None,
+                  with_plots: bool) -> merge.Merged:
     loaded = merge.load(*paths)
     if not loaded.reports and not loaded.manifests:
         raise SpecError(f"no nerva-consistency JSON report under {', '.join(map(str, paths))}")
     merged = merge.merge(loaded)
-    out_dir.mkdir(parents=True, exist_ok=True)
     plot_dir = out_dir / "plots"
     note = "" if with_plots else "plots not drawn: " + (plots.available() or "--no-plots")
 
@@ -58,14 +66,13 @@ def render_merge(paths: list[str | Path], out_dir: Path, title: str = "nerva-con
         stem = f"{merge.cell_of(report)}-{_stem(path)}".replace("/", "_").replace(" ", "_")
         return _png(report, plot_dir / f"{stem}.png", with_plots)
 
-    (out_dir / "index.html").write_text(pages.merge_page(merged, png_of, note, title))
+    write.text(out_dir / "index.html", pages.merge_page(merged, png_of, note, title))
     junit.write([r for _, r in merged.reports], out_dir / "junit.xml", name=title)
     text = merge.markdown(merged, title)
-    (out_dir / "summary.md").write_text(text)
-    (out_dir / "merged.json").write_text(json.dumps(merge.to_json(merged), indent=1) + "\n")
+    write.text(out_dir / "summary.md", text)
+    write.json_file(out_dir / "merged.json", merge.to_json(merged))
     if markdown_to:
-        with open(markdown_to, "a", encoding="utf-8") as f:
-            f.write(text + "\n")
+        write.append_text(markdown_to, text + "\n")
     return merged
 
 
@@ -106,10 +113,9 @@ def report_command(args, out) -> int:
             schema = report.get("schema") if isinstance(report, dict) else None
             raise SpecError(f"{p!r} is not a run report (schema {schema!r}, expected {REPORT_SCHEMA!r})")
         html_path, png_path = render_run(report, path, Path(args.out) if args.out else path.parent, with_plots)
-        out.print(f"{pages.status_of(report).upper()} {pages.run_name(report)}: {html_path}"
+        out.print(f"{merge.status(report).upper()} {pages.run_name(report)}: {html_path}"
                   + (f", {png_path}" if png_path else ""), soft_wrap=True)
     if args.markdown:
         loaded = merge.load(*args.paths)
-        with open(args.markdown, "a", encoding="utf-8") as f:
-            f.write(merge.markdown(merge.merge(loaded)) + "\n")
+        write.append_text(args.markdown, merge.markdown(merge.merge(loaded)) + "\n")
     return 0

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.util
-import json
 import math
 import shlex
 import sys
@@ -42,6 +41,7 @@ from harness.core.components import BACKENDS
 from harness.core.errors import SpecError
 from harness.core.keys import Key
 from harness.judge.message import of_verdict, where
+from harness.reports import write
 
 SCHEMA = "nerva-consistency/mutants/1"
 
@@ -301,10 +301,8 @@ def main(args: Any, out: Any, err: Any) -> int:
     for line in reproduction(rows, args.only):
         out.print(line, soft_wrap=True, highlight=False, markup=False)
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
         doc = {"schema": SCHEMA, "mutants": [r.as_json() for r in rows], "summary": asdict(summary)}
-        path.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
+        write.json_file(args.json, doc, allow_nan=False)
     return 0 if all(r.ok for r in rows) else 1
 
 
