@@ -3,8 +3,7 @@
 For every initializer spec string any of the four libraries accepts (and a few that none does):
 
 - **parsing**: does each library's ``set_layer_weights`` accept it? A library that refuses a
-  string another accepts is a finding (docs/findings.md, "Initializers, weights files and
-  schedulers"), listed in ``REFUSED`` and expected to fail strictly, so a fix is noticed;
+  string another accepts is a finding (docs/findings.md #30), listed in ``REFUSED`` and expected to fail strictly, so a fix is noticed;
 - **the draws**: do the weights follow the distribution the libraries document (the docstrings of
   weight_initializers.py: Uniform on [a, b), Normal with mean a and standard deviation b,
   Xavier/Glorot with sqrt(6 / (D + K)) and sqrt(2 / (D + K)), He/Kaiming with sqrt(6 / D) and
@@ -49,7 +48,7 @@ LAWS = {
     "Zero": Law("zero"),
     "XavierNormal()": Law.normal(0.0, math.sqrt(2 / (D + K))),
     "Uniform(0.5)": Law.uniform(0.5, 0.5),  # one unnamed value binds both a and b
-    "Uniform": None,  # a's default 0 cannot be used (finding: as_scalar takes a default 0 for none)
+    "Uniform": None,  # a's default 0 cannot be used (docs/findings.md #31)
     "Uniform(b=0.5)": None,
     "Normal(mean=0,std=1)": None,  # the keys are a and b
     "Glorot": None,
@@ -58,7 +57,7 @@ RANDOM = [s for s, law in LAWS.items() if law is not None and (law.kind == "norm
 CHECKS = len(BACKENDS) * len(RANDOM) + 1  # + the calibration test
 ALPHA = per_check(CHECKS)
 
-# docs/findings.md, "Initializers, weights files and schedulers": in nerva-numpy, nerva-torch and
+# docs/findings.md #30: in nerva-numpy, nerva-torch and
 # nerva-jax set_layer_weights tests ``if func.name == 'XavierUniform'`` after the Uniform and
 # Normal branches where ``elif`` was meant, so after drawing Uniform or Normal weights it falls
 # through to ``else: raise RuntimeError('Could not parse weight initializer ...')``; nerva-tensorflow
@@ -109,7 +108,7 @@ def test_every_library_parses_what_another_accepts(spec, request):
 
 @pytest.mark.parametrize("spec", list(REFUSED))
 def test_the_refusals_replay(spec):
-    """The finding, pinned: the three libraries refuse with the message of an unknown name, and
+    """docs/findings.md #30, pinned: the three libraries refuse with the message of an unknown name, and
     nerva-tensorflow accepts."""
     for name in BACKENDS:
         layer, msg = outcome(name, spec)
@@ -120,7 +119,7 @@ def test_the_refusals_replay(spec):
 
 
 def test_a_default_of_zero_cannot_be_used():
-    """The finding, pinned: ``Uniform(b=0.5)`` and ``Uniform`` would take a's default 0, but
+    """docs/findings.md #31, pinned: ``Uniform(b=0.5)`` and ``Uniform`` would take a's default 0, but
     FunctionCall.as_scalar treats a default of 0 as none, in all four."""
     for name in BACKENDS:
         for spec in ("Uniform", "Uniform(b=0.5)"):

@@ -131,7 +131,7 @@ def test_the_documented_forms_parse(name, text):
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_time_based_depends_on_the_calls_before(name):
-    """The finding, pinned: asking TimeBased for the same epoch twice gives two rates, and the rate
+    """docs/findings.md #32, pinned: asking TimeBased for the same epoch twice gives two rates, and the rate
     at epoch e is lr / prod_{k<=e} (1 + decay k), not lr / (1 + decay e)."""
     s = module(name, "learning_rate").parse_learning_rate("TimeBased(0.1,0.5)")
     assert (s(2), s(2)) == (0.1 / 2, 0.1 / 2 / 2)
@@ -139,7 +139,7 @@ def test_time_based_depends_on_the_calls_before(name):
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_multistep_milestones_out_of_order_are_missed(name):
-    """The finding, pinned: milestones are read as sorted; ``5,1`` at epoch 2 applies none."""
+    """docs/findings.md #33, pinned: milestones are read as sorted; ``5,1`` at epoch 2 applies none."""
     s = module(name, "learning_rate").parse_learning_rate("MultiStepLR(0.1;5,1;0.5)")
     assert (s(2), s(6)) == (0.1, 0.1 * 0.5 * 0.5)
 

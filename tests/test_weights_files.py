@@ -76,7 +76,7 @@ def test_a_saved_model_loads_everywhere_with_its_values_and_outputs(saver, loade
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_batch_normalization_is_not_in_the_file(name, tmp_path):
-    """The finding, pinned: save_weights_and_bias writes the linear layers' W and b only, so a
+    """docs/findings.md #34, pinned: save_weights_and_bias writes the linear layers' W and b only, so a
     BatchNormalization layer's gamma and beta (trained like any parameter) are lost in a round
     trip: the reloaded model starts from gamma = 1, beta = 0."""
     model = mlp(name, ["ReLU", "BatchNormalization", "Linear"], SIZES)
