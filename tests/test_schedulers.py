@@ -111,15 +111,39 @@ def rates_in_training(name: str, text: str, monkeypatch) -> list[float]:
     return model.rates
 
 
+def rate_errors(name: str, text: str, monkeypatch) -> list[str]:
+    """The epochs whose rate in the library's training loop is outside the formula's bound."""
+    got = rates_in_training(name, text, monkeypatch)
+    if len(got) != EPOCHS:
+        return [f"{name} {text}: {len(got)} optimize calls in {EPOCHS} epochs of one batch"]
+    problems = []
+    for e, rate in enumerate(got):
+        exact, relative = SCHEDULES[text](e)
+        err = abs(Fraction(rate) - exact) if isinstance(exact, Fraction) else abs(rate - exact)
+        if float(err) > relative * abs(float(exact)):
+            problems.append(f"{name} {text} epoch {e}: {rate!r}, exact {float(exact)!r} "
+                            f"(error {float(err):.3g} > bound {relative * abs(float(exact)):.3g})")
+    return problems
+
+
 @pytest.mark.parametrize("text", list(SCHEDULES))
 @pytest.mark.parametrize("name", BACKENDS)
 def test_scheduler_rate_per_epoch_is_its_formula(name, text, monkeypatch):
-    got = rates_in_training(name, text, monkeypatch)
-    assert len(got) == EPOCHS, f"{name} {text}: {len(got)} optimize calls in {EPOCHS} epochs of one batch"
-    for e, rate in enumerate(got):
-        exact, relative = SCHEDULES[text](e)
-        err, allowed = abs(Fraction(rate) - Fraction(exact) if isinstance(exact, Fraction) else rate - exact), relative * abs(float(exact))
-        assert float(err) <= allowed, f"{name} {text} epoch {e}: {rate!r}, exact {float(exact)!r} (error {float(err):.3g} > bound {allowed:.3g})"
+    problems = rate_errors(name, text, monkeypatch)
+    assert not problems, "; ".join(problems)
+
+
+def test_a_planted_scheduler_bug_is_caught_and_blamed_on_that_library(monkeypatch):
+    """A planted bug: nerva-torch's StepBased drops at floor(epoch / change) (the 1 + missing).
+    Only torch's StepBased is flagged."""
+    lr = module("torch", "learning_rate")
+
+    def late(self, epoch):
+        return self.lr * math.pow(self.drop_rate, math.floor(epoch / self.change_rate))
+
+    monkeypatch.setattr(lr.StepBasedScheduler, "__call__", late)
+    blamed = {(n, t) for n in BACKENDS for t in SCHEDULES if rate_errors(n, t, monkeypatch)}
+    assert blamed == {("torch", "StepBased(0.1,0.5,3)")}, sorted(blamed)
 
 
 @pytest.mark.parametrize("text", ["StepBased(0.1,0.5,10)", "MultiStepLR(0.1;1,3,5;0.1)", "TimeBased(0.1, 0.05)"])
