@@ -180,3 +180,19 @@ def test_the_same_seed_gives_the_same_draw(name):
 def test_jax_draws_what_numpy_draws(spec):
     """nerva-jax draws from NumPy's global generator and rounds to float32 as nerva-numpy does."""
     assert np.array_equal(draw("numpy", spec, 5)[0], draw("jax", spec, 5)[0])
+
+
+def test_a_fan_out_mix_up_is_caught_and_blamed_on_that_library(monkeypatch):
+    """A planted bug: nerva-torch's HeNormal takes its standard deviation from the fan-out K
+    instead of the fan-in D (the variance doubles here). Only torch's HeNormal draws are flagged.
+    The other draws are those of test_draws_follow_the_documented_law (same seed, same draw), so
+    this adds no false-alarm probability to the suite's."""
+    init = module("torch", "weight_initializers")
+
+    def fan_out(W):
+        K, _ = W.shape
+        W.data.normal_(0.0, math.sqrt(2.0 / K))
+
+    monkeypatch.setattr(init, "set_weights_he_normal", fan_out)
+    blamed = {(n, s) for n in BACKENDS for s in ("HeNormal", "XavierNormal") if check_draws(draw(n, s)[0], LAWS[s], ALPHA)}
+    assert blamed == {("torch", "HeNormal")}, sorted(blamed)
