@@ -55,10 +55,10 @@ def quietly(fn, *args):
 
 def to_numpy(x) -> np.ndarray:
     """A library's tensor (ndarray, torch tensor, JAX array, TensorFlow variable) as a NumPy array
-    of its own dtype."""
+    of its own dtype: a copy, not a view of memory the library goes on changing."""
     if hasattr(x, "detach"):
         x = x.detach()
-    return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
+    return np.array(x.numpy() if hasattr(x, "numpy") else x)
 
 
 def mlp(name: str, layers: list[str], sizes: list[int], init: str = "XavierNormal"):

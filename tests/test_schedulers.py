@@ -186,9 +186,14 @@ def data() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
 
 @functools.lru_cache(maxsize=None)
 def exact_batches(loss: str) -> list[tuple[mpmath.mpf, float, np.ndarray, np.ndarray, np.ndarray]]:
-    """Per batch: (exact loss (mpf), its bound, exact Y, Y's bound, T), from the sympy oracle and
-    harness.judge.bounds.step_bounds."""
-    X, T, params = data()
+    """exact_at for the parameters of data()."""
+    return exact_at(loss, data()[2])
+
+
+def exact_at(loss: str, params: dict[str, np.ndarray]) -> list[tuple[mpmath.mpf, float, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per batch of data(): (exact loss (mpf), its bound, exact Y, Y's bound, T) at ``params``
+    (float32), from the sympy oracle and harness.judge.bounds.step_bounds."""
+    X, T, _ = data()
     state = {k: v.astype(np.float64) for k, v in params.items()}
     oracle = adapters.load_oracle("sympy")
     out = []
@@ -219,27 +224,68 @@ def model_and_loader(name: str, tmp_path):
 LOSSES = ["SquaredError", "SoftmaxCrossEntropy", "LogisticCrossEntropy"]
 
 
+def loss_problem(what: str, got: float, batches: list) -> str | None:
+    """Why ``got`` is not compute_loss of ``batches`` (exact_at) within its bound, if it is not."""
+    exact = mpmath.fsum(b[0] for b in batches) / N
+    bound = mean_loss_bound("float32", [float(b[0]) for b in batches], [b[1] for b in batches], N)
+    try:
+        assert_exact(np.array([got]), np.array([exact], dtype=object), "float32", what, np.array([bound]))
+    except AssertionError as e:
+        return str(e)
+    return None
+
+
+def accuracy_problem(what: str, got: float, batches: list) -> str | None:
+    """Why ``got`` is not a compute_accuracy a correct implementation can give, if it is not."""
+    lo = sum(accuracy_range(b[2], b[3], b[4])[0] for b in batches)
+    hi = sum(accuracy_range(b[2], b[3], b[4])[1] for b in batches)
+    return None if lo / N <= got <= hi / N else f"{what} {got}, a correct implementation gives {lo}/{N} to {hi}/{N}"
+
+
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("name", BACKENDS)
 def test_compute_loss_within_its_bound(name, loss, tmp_path):
     model, loader = model_and_loader(name, tmp_path)
     fn = module(name, "loss_functions").parse_loss_function(loss)
     got = float(np.asarray(module(name, "training").compute_loss(model, loader, fn)))
-    batches = exact_batches(loss)
-    exact = mpmath.fsum(b[0] for b in batches) / N
-    bound = mean_loss_bound("float32", [float(b[0]) for b in batches], [b[1] for b in batches], N)
-    assert_exact(np.array([got]), np.array([exact], dtype=object), "float32", f"{name} compute_loss {loss}",
-                 np.array([bound]))
+    problem = loss_problem(f"{name} compute_loss {loss}", got, exact_batches(loss))
+    assert problem is None, problem
 
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_compute_accuracy_within_its_range(name, tmp_path):
     model, loader = model_and_loader(name, tmp_path)
     got = float(np.asarray(module(name, "training").compute_accuracy(model, loader)))
-    batches = exact_batches("SquaredError")
-    lo = sum(accuracy_range(b[2], b[3], b[4])[0] for b in batches)
-    hi = sum(accuracy_range(b[2], b[3], b[4])[1] for b in batches)
-    assert lo / N <= got <= hi / N, f"{name} compute_accuracy {got}, a correct implementation gives {lo}/{N} to {hi}/{N}"
+    problem = accuracy_problem(f"{name} compute_accuracy", got, exact_batches("SquaredError"))
+    assert problem is None, problem
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_statistics_at_every_epoch_of_training(name, tmp_path, monkeypatch):
+    """The library's own stochastic_gradient_descent, two epochs: at each of its three statistics
+    points (before training and after each epoch) its compute_loss and compute_accuracy, on the
+    parameters the library holds then, against the exact values at those parameters. The four
+    libraries' parameters drift apart by rounding, so each is judged at its own."""
+    model, loader = model_and_loader(name, tmp_path)
+    training = module(name, "training")
+    loss = module(name, "loss_functions").parse_loss_function("SquaredError")
+    seen = []
+
+    def record(M, lr, loss, train_loader, test_loader, epoch, *args, **kwargs):
+        seen.append((epoch, parameters(M), float(np.asarray(training.compute_loss(M, train_loader, loss))),
+                     float(np.asarray(training.compute_accuracy(M, train_loader)))))
+
+    monkeypatch.setattr(training, "compute_statistics", record)
+    quietly(training.stochastic_gradient_descent, model, 2, loss,
+            module(name, "learning_rate").parse_learning_rate("Constant(0.05)"), loader, loader)
+    assert [s[0] for s in seen] == [0, 1, 2]
+    assert not np.array_equal(seen[0][1]["W2"], seen[2][1]["W2"]), "training did not move the parameters"
+    problems = []
+    for epoch, params, got_loss, got_accuracy in seen:
+        batches = exact_at("SquaredError", params)
+        problems += [loss_problem(f"{name} epoch {epoch} compute_loss", got_loss, batches),
+                     accuracy_problem(f"{name} epoch {epoch} compute_accuracy", got_accuracy, batches)]
+    assert not any(problems), "; ".join(p for p in problems if p)
 
 
 def test_accuracy_range_counts_near_ties_either_way():
@@ -250,3 +296,23 @@ def test_accuracy_range_counts_near_ties_either_way():
     T = np.eye(3)[[0, 0, 0, 2]]
     assert accuracy_range(Y, 1e-6, T) == (1, 2)
     assert accuracy_range(Y, 0.0, T) == (1, 1)
+
+
+def test_a_planted_statistics_bug_is_caught_and_blamed_on_that_library(tmp_path, monkeypatch):
+    """A planted bug: nerva-jax's compute_loss averages over the batches instead of the examples.
+    Only jax's value is flagged."""
+    training = module("jax", "training")
+    original = training.compute_loss
+
+    def per_batch(M, data_loader, loss):
+        return original(M, data_loader, loss) * data_loader.dataset_size / len(data_loader)
+
+    monkeypatch.setattr(training, "compute_loss", per_batch)
+    blamed = set()
+    for name in BACKENDS:
+        model, loader = model_and_loader(name, tmp_path)
+        fn = module(name, "loss_functions").parse_loss_function("SquaredError")
+        got = float(np.asarray(module(name, "training").compute_loss(model, loader, fn)))
+        if loss_problem(name, got, exact_batches("SquaredError")):
+            blamed.add(name)
+    assert blamed == {"jax"}, sorted(blamed)
