@@ -14,7 +14,8 @@ to its own last rate), so its formula is the product over the calls the loop mak
 **Statistics.** ``compute_loss`` and ``compute_accuracy`` of each library on the same model (one
 weights file, loaded by each library's ``load_weights_and_bias``) and the same data (each
 library's own DataLoader, a last batch shorter than the others), against the exact oracle
-batch by batch, judged in units of the bound (harness.judge.statistics).
+batch by batch, judged in units of the bound (harness.judge.statistics); and at every epoch of
+the library's own training loop, at the parameters it holds then.
 """
 
 from __future__ import annotations
