@@ -28,7 +28,24 @@ def list_(out) -> int:
         table.add_row(name, "all 4" if len(variants) == 4 else ", ".join(variants),
                       f"{t['sizes']}: {t['layers']}", sc.loss, str(sc.steps), sc.description)
     out.print(table)
+    plugins(out)
     return 0
+
+
+def plugins(out) -> None:
+    """``list``'s installed plug-ins: name, what it is (distribution, version, module hash) and
+    whether it can run (nothing is imported)."""
+    import adapters
+
+    names = adapters.plugins()
+    if not names:
+        out.print("plug-in backends: none installed (docs/plugins.md; they run only when named in --backends, or all)")
+        return
+    out.print("plug-in backends (run only when named in --backends, or with --backends all):")
+    for name in names:
+        reason = adapters.why_unavailable(name)
+        out.print(f"  {name}: {adapters.provenance(name)}" + (f" - {reason}" if reason else ""), soft_wrap=True,
+                  markup=False, highlight=False)
 
 
 def run(args: argparse.Namespace, checked, out, err) -> int:
@@ -48,6 +65,9 @@ def run(args: argparse.Namespace, checked, out, err) -> int:
 
         junit.write([to_json(result)], str(checked.junit))
     console.print_result(result, out)
+    for name, failure in result.failures.items() if getattr(args, "debug", False) else ():
+        if failure.details:  # --debug: where a backend raised
+            err.print(f"{name}: {failure.details}", markup=False, highlight=False)
     if result.interrupted:
         return EXIT_INTERRUPTED
     if not result.passed:
