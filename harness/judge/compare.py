@@ -299,10 +299,8 @@ def scan_kinks(scenario: Scenario, step: int, traces: dict[str, dict[str, np.nda
     def inspect(site: str, tensor: str, grad: str, points: dict[str, np.ndarray | float],
                 upstream: str | None = None) -> np.ndarray | None:
         nonlocal near_total, flips
-        backends = [b for b in traces if tensor in traces[b]]  # sides: who holds the tensor;
-        graded = [b for b in backends if grad in traces[b]]  # gradients: who also holds its gradient
-        if upstream is not None and not all(upstream in traces[b] for b in graded):
-            upstream = None
+        backends = [b for b in traces if tensor in traces[b]]  # sides: who holds Z; gradients: who holds DZ too
+        graded = [b for b in backends if grad in traces[b] and (upstream is None or upstream in traces[b])]
         offsets = [traces[b][tensor] - points[b] for b in backends]  # each backend's own kink
         mask = near(offsets, 0.0, 0.0)
         if not mask.any():
@@ -318,10 +316,8 @@ def scan_kinks(scenario: Scenario, step: int, traces: dict[str, dict[str, np.nda
             usable = np.logical_and.reduce([np.abs(x) >= tiny for x in ups])
             with np.errstate(divide="ignore", invalid="ignore"):
                 grads = [np.where(usable, g / np.where(usable, x, 1.0), g) for g, x in zip(grads, ups)]
-        if grads:
-            g_ref = grads[graded.index(oracle)] if oracle else consensus(grads)
-            disagree |= np.logical_or.reduce([ratio(g, g_ref, KINK_TIE_UNITS * u * np.abs(g_ref) + tiny) > 1
-                                              for g in grads])
+        g_ref = (grads[graded.index(oracle)] if oracle else consensus(grads)) if grads else None
+        disagree |= np.logical_or.reduce([ratio(g, g_ref, KINK_TIE_UNITS * u * np.abs(g_ref) + tiny) > 1 for g in grads])
 
         flipped = np.zeros_like(mask)
         flipped[mask] = disagree

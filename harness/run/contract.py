@@ -60,17 +60,17 @@ def omitted(scenario: Scenario, backends: dict[str, Any], oracle: str | None) ->
 def shapes(scenario: Scenario, state: dict[str, np.ndarray], X: np.ndarray, T: np.ndarray) -> dict[str, tuple]:
     """The shape of every tensor of the scenario's trace for a batch (X, T) and the parameters
     ``state`` (a gradient has its parameter's shape)."""
-    N, sizes = X.shape[0], scenario.sizes
-    out: dict[str, tuple] = {"X": X.shape, "T": T.shape, "Y": (N, sizes[-1]), "DY": (N, sizes[-1]), "loss": ()}
+    N, units = X.shape[0], [scenario.input_size, *(spec.units for spec in scenario.layers)]  # each layer's width
+    out: dict[str, tuple] = {"X": X.shape, "T": T.shape, "Y": (N, units[-1]), "DY": (N, units[-1]), "loss": ()}
     grads = {g: p for p, g in GRADIENT.items()}
     for tensor, layer in tensor_order(scenario):
         key = Key(tensor, layer)
         if layer is None:
             continue
         if tensor in ("X", "DX"):
-            out[key.name] = (N, sizes[layer - 1])
+            out[key.name] = (N, units[layer - 1])
         elif tensor in ("Z", "DZ"):
-            out[key.name] = (N, sizes[layer])
+            out[key.name] = (N, units[layer])
         else:
             out[key.name] = np.shape(state[Key(grads.get(tensor, tensor), layer).name])
     return out

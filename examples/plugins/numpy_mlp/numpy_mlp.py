@@ -5,6 +5,9 @@ The worked example of docs/plugins.md: it implements the Backend protocol of ``h
 the trace, and is registered under the entry-point group ``nerva_consistency.adapters`` by its
 pyproject.toml. It knows the layers Linear, ReLU, Sigmoid, HyperbolicTangent and Softmax, the
 losses SquaredError and CrossEntropy, and the optimizers GradientDescent, Momentum and Nesterov.
+It also implements the optional part (``harness.api.Components``: ``activation``, ``loss_function``,
+``array``, ``to_numpy``, ``precision``), so that ``nerva-consistency conventions`` evaluates its
+derivatives at the kinks.
 
 ``NUMPY_MLP_FAULT`` selects a faulty variant, so that the tests can show what the harness does
 with it: ``db`` scales every Db by 1.0001 (a wrong gradient: blamed on this backend alone), ``omit-db``
@@ -15,6 +18,7 @@ Y as float32; DW1 transposed): each is a finding about this backend.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -31,6 +35,16 @@ LOSSES = {  # name -> (L(Y, T) summed over the batch, dL/dY)
     "SquaredError": (lambda Y, T: ((Y - T) ** 2).sum(), lambda Y, T: 2 * (Y - T)),
     "CrossEntropy": (lambda Y, T: -(T * np.log(Y)).sum(), lambda Y, T: -T / Y),
 }
+
+
+class Function:
+    """One activation or loss as Nerva's objects are: ``f(x)`` and ``f.gradient(x)``."""
+
+    def __init__(self, f, gradient):
+        self.f, self.gradient = f, gradient
+
+    def __call__(self, *args):
+        return self.f(*args)
 
 
 def softmax(Z):
@@ -60,6 +74,26 @@ class NumpyMLP:
             raise SpecError(f"mymlp has no {scenario.loss} loss")
         self.scenario, self.dtype = scenario, np.dtype(scenario.dtype)
         self.set_state(state)
+
+    # -- the optional part: single functions, for `conventions` and the component suite --------
+    def activation(self, kind: str, arg: dict[str, float], dtype: str | None = None) -> Function:
+        if kind not in ACTIVATIONS:
+            raise NotImplementedError(f"mymlp has no {kind} activation")
+        return Function(*ACTIVATIONS[kind])
+
+    def loss_function(self, name: str) -> Function:
+        if name not in LOSSES:
+            raise NotImplementedError(f"mymlp has no {name} loss")
+        return Function(*LOSSES[name])
+
+    def array(self, a: np.ndarray, dtype: str) -> np.ndarray:
+        return np.array(a, dtype=dtype)
+
+    def to_numpy(self, x) -> np.ndarray:
+        return np.array(x, dtype=np.float64)
+
+    def precision(self, dtype: str):
+        return contextlib.nullcontext()
 
     def get_state(self) -> dict[str, np.ndarray]:
         return {k: v.astype(np.float64) for k, v in self.params.items()}

@@ -29,10 +29,9 @@ class TorchAutogradMLP:
     provides = frozenset({"X", "T", "Y", "DY", "loss", "Z", "DW", "Db", "DX", "W", "b"})  # no DZ
 
     def __init__(self):
+        self.dtypes: dict[str, str] = {}  # set by each step
         self.fault = os.environ.get("TORCH_AUTOGRAD_FAULT", "")
-        if self.fault == "omit-dx":
-            self.provides = self.provides - {"DX"}
-        self.dtypes: dict[str, str] = {}
+        self.provides = self.provides - ({"DX"} if self.fault == "omit-dx" else set())
 
     def setup(self) -> None:
         global torch
