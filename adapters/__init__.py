@@ -76,12 +76,23 @@ def provenance(name: str) -> str | None:
         return None
     dist = getattr(ep, "dist", None)
     text = f"{dist.metadata['Name']} {dist.version}" if dist is not None else "no distribution"
-    spec = importlib.util.find_spec(ep.value.split(":")[0])  # imports a parent package, never the module
-    origin = Path(spec.origin) if spec is not None and spec.origin and spec.has_location else None
+    spec = _spec(ep.value.split(":")[0])
+    origin = Path(spec.origin) if getattr(spec, "origin", None) and spec.has_location else None
     listed = {Path(str(dist.locate_file(f))).resolve() for f in (dist.files or [])} if dist is not None else set()
     if origin is not None and origin.resolve() not in listed:
         text += f" ({origin.name} sha256 {hashlib.sha256(origin.read_bytes()).hexdigest()[:12]})"
     return text
+
+
+def _spec(module: str):
+    """Where ``module`` would be imported from (None: nowhere); imports a parent package, never
+    the module itself. A parent package that raises is there: loading it is the backend's failure."""
+    try:
+        return importlib.util.find_spec(module)
+    except (ModuleNotFoundError, ValueError):  # a parent package is missing
+        return None
+    except Exception:
+        return module
 
 
 def defaults() -> list[str]:
@@ -95,7 +106,7 @@ def why_unavailable(name: str) -> str | None:
     if name not in reg:
         return f"unknown backend {name!r}; choose from {', '.join(reg)}"
     for module in REQUIRES.get(name, (reg[name].split(":")[0],)):
-        if importlib.util.find_spec(module) is None:
+        if _spec(module) is None:
             hint = f" (pip install 'nerva-consistency[{name}]' -c constraints.txt)" if name in BACKENDS else ""
             return f"backend {name!r} is unavailable: module {module!r} is not installed{hint}"
     return None

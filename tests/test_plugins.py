@@ -258,3 +258,15 @@ def test_the_component_suite_runs_a_plugin_s_functions_and_names_what_it_does_no
     assert "not implemented by mytorch: no activation" in done.stdout
     assert "not implemented by mymlp: mymlp has no ELU activation" in done.stdout
     assert " failed" not in done.stdout.splitlines()[-1]
+
+
+def test_a_plugin_whose_module_raises_on_import_is_blamed_not_a_harness_error(tmp_path):
+    where = site(tmp_path / "site")
+    info = where / "broken_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[nerva_consistency.adapters]\nbroken = broken_plugin:Broken\n")
+    (where / "broken_plugin.py").write_text('raise RuntimeError("broken at import")\n')
+    done = cli(where, *RUN, "--backends", "numpy,broken", "--steps", "1", "--json", "broken.json", "--bundle-dir", "b")
+    assert done.returncode == 1, done.stderr
+    assert report(where, "broken.json")["failures"] == {"broken": "build: RuntimeError: broken at import (broken_plugin.py:1)"}
