@@ -9,6 +9,8 @@ in the oracle, the judge or a framework.
 """
 
 from harness.core.backend import Backend, BackendFailure
+# The contract's optional parts (docs/plugins.md): what a backend provides, the single functions.
+from harness.core.backend import COMPONENTS, MINIMUM_GLOBAL, MINIMUM_LAYER, Components, lacks_components, minimum
 from harness.core.components import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, LayerKind, LossKind
 from harness.core.errors import BackendUnavailable, SpecError
 from harness.core.keys import GRADIENT, Key, Trace, parse as parse_key
@@ -16,4 +18,5 @@ from harness.spec.scenario import DataSpec, LayerSpec, OptimizerSpec, Scenario, 
 
 __all__ = ["Backend", "BackendFailure", "INITIALIZERS", "LAYERS", "LOSSES", "OPTIMIZERS", "LayerKind", "LossKind",
            "BackendUnavailable", "SpecError", "GRADIENT", "Key", "Trace", "parse_key", "DataSpec", "LayerSpec",
-           "OptimizerSpec", "Scenario", "build_scenario"]
+           "OptimizerSpec", "Scenario", "build_scenario",
+           "COMPONENTS", "MINIMUM_GLOBAL", "MINIMUM_LAYER", "Components", "lacks_components", "minimum"]

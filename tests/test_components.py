@@ -42,12 +42,13 @@ from harness.spec.scenario import build_scenario
 from harness.spec.state import as_dtype, initial_state
 from harness.oracle.exact import to_float64
 from exact import assert_exact, ratios, rounding_bound
+from plugins import PLUGINS, optional
 
 symbolic = pytest.importorskip("harness.oracle.symbolic")
 
 pytestmark = pytest.mark.symbolic
 
-BACKENDS = ("numpy", "torch", "jax", "tensorflow")
+BACKENDS = ("numpy", "torch", "jax", "tensorflow") + PLUGINS  # plug-ins: tests/plugins.py
 DTYPES = ("float32", "float64")
 SRELU = {"al": 0.125, "tl": -0.25, "ar": 0.375, "tr": 0.5}  # exact in float32: kinks are at the same points
 ACTIVATIONS = {
@@ -61,7 +62,7 @@ def backend(name: str):
     reason = adapters.why_unavailable(name)
     if reason:
         pytest.skip(reason)
-    a = adapters.load(name)
+    a = optional(name, adapters.load(name))
     a.setup()
     return a
 
@@ -347,7 +348,7 @@ LAYER_CASES = [(layer, case) for layer in LAYERS for case in CASES
 @pytest.mark.parametrize("name", BACKENDS)
 def test_layer_feedforward_and_every_gradient(name, layer, case, dtype, request):
     expect_known(request, ("layer", name, layer, case, dtype))
-    a = adapters.load(name) if adapters.why_unavailable(name) is None else backend(name)
+    a = optional(name, adapters.load(name)) if adapters.why_unavailable(name) is None else backend(name)
     sc, state, X, DY = layer_case(layer, case, dtype)
     a.build(sc, state)
     got = a.backward(X, DY)

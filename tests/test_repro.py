@@ -212,7 +212,7 @@ def test_another_platform_compares_the_verdict(bundle, monkeypatch):
 
 def test_other_versions_compare_the_verdict(bundle, monkeypatch):
     real = repro.versions()
-    monkeypatch.setattr(repro, "versions", lambda: {**real, "numpy": "0.0.1"})
+    monkeypatch.setattr(repro, "versions", lambda backends=(): {**real, "numpy": "0.0.1"})
     _, differences = repro.replay(bundle)
     assert differences.compared == "verdict" and differences.reproduced
     assert differences.reasons == [f"versions differ: numpy {real['numpy']} -> 0.0.1"]

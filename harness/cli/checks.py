@@ -16,16 +16,18 @@ from harness.spec.scenario import Scenario
 
 
 def backends(text: str | None, at_least: int = 2, flag: str = "--backends") -> list[str]:
-    """The backends of a ``--backends`` flag (None: every installed one); names are checked
-    without importing anything."""
+    """The backends of a ``--backends`` flag (None: the four Nerva libraries installed; ``all``:
+    every installed backend, plug-ins too); names are checked without importing anything."""
     import adapters
 
     if text is None:
+        names = adapters.defaults()
+    elif text.strip() == adapters.ALL:
         names = adapters.available()
     else:
         if not text.strip():
             raise SpecError(f"{flag} {text!r} names no backend: give e.g. {flag} numpy,torch "
-                            "(or leave the flag out for every installed backend)")
+                            "(or leave the flag out for the four Nerva libraries, or give all)")
         names = items(text, text.split(","), flag, ",", "numpy,torch")
         for name in names:
             reason = adapters.why_unavailable(name)

@@ -35,7 +35,25 @@ def list_(out) -> int:
         table.add_row(name, "all 4" if len(variants) == 4 else ", ".join(variants), str(sc.steps),
                       f"{t['sizes']}: {t['layers'].replace(';', '; ')}\n[dim]{sc.loss}; {sc.description}[/dim]")
     out.print(table, width=None if out.is_terminal else LIST_WIDTH)  # a terminal: its width; piped: 80
+    plugins(out)
     return 0
+
+
+def plugins(out) -> None:
+    """``list``'s installed plug-ins: name, what it is (distribution, version, module hash) and
+    whether it can run (nothing is imported); folded to the table's width."""
+    import adapters
+
+    width = None if out.is_terminal else LIST_WIDTH
+    names = adapters.plugins()
+    if not names:
+        out.print("plug-in backends: none installed (docs/plugins.md)", width=width)
+        return
+    out.print("plug-in backends (run only when named in --backends, or with --backends all):", width=width)
+    for name in names:
+        reason = adapters.why_unavailable(name)
+        out.print(f"  {name}: {adapters.provenance(name)}" + (f" - {reason}" if reason else ""), width=width,
+                  markup=False, highlight=False, overflow="fold")
 
 
 def run(args: argparse.Namespace, checked, out, err) -> int:
@@ -51,6 +69,9 @@ def run(args: argparse.Namespace, checked, out, err) -> int:
         result = e.result
     with signals.deferred():
         console.print_result(result, out)
+        for name, failure in result.failures.items() if getattr(args, "debug", False) else ():
+            if failure.details:  # --debug: where a backend raised
+                err.print(f"{name}: {failure.details}", markup=False, highlight=False)
         bundle = None
         if not result.passed and not result.interrupted:
             from harness.run.known import shown

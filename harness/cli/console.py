@@ -132,6 +132,8 @@ def print_result(result, out, commands: dict[str, str] | None = None) -> None:
                   + (f" - known finding, {known}; not a failure" if known else ""))
     for b, message in result.failures.items():
         out.print(f"[red]{b} failed[/red] at {message}")
+    for b, names in result.omitted.items():
+        out.print(f"[yellow]not judged for {b}[/yellow]: {', '.join(names)} (it does not provide them)", soft_wrap=True)
     nf = result.nonfinite
     if nf:
         every = set(nf.backends) == set(result.backends)

@@ -23,7 +23,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 SHARED: dict[str, dict[str, Any]] = {
-    "backends": {"help": "comma-separated (default: every installed backend): numpy,torch,jax,tensorflow"},
+    "backends": {"help": "comma-separated (default: the Nerva libraries numpy,torch,jax,tensorflow; "
+                         "all: every installed backend, plug-ins too)"},
     "json": {"metavar": "FILE", "help": "write the JSON report here (check: a directory)"},
     "keep-going": {"action": "store_true", "help": "run every step even after a mismatch"},
     "bundle-dir": {"default": "nerva-consistency-failures",
@@ -84,7 +85,7 @@ def _explore(sub: Any) -> None:
                                                       "tried first, new ones saved (default: none, so a seed alone "
                                                       "decides the search)")
     shared(exp, "json", help="write the defects and statistics as JSON")
-    shared(exp, "backends", help="comma-separated (default: every installed backend)")
+    shared(exp, "backends", help="comma-separated (default: the four Nerva libraries; all: plug-ins too)")
     shared(exp, "oracle", help="reference for the lockstep examples (default auto)")
     shared(exp, "bundle-dir", help="where each distinct defect's repro bundle is written (default: %(default)s)")
     shared(exp, "quiet")
@@ -115,7 +116,7 @@ def _report(sub: Any) -> None:
 
 def _conventions(sub: Any) -> None:
     conv = sub.add_parser("conventions", help="each backend's derivative exactly at each kink, beside the one-sided limits")
-    shared(conv, "backends", help="comma-separated (default: every installed backend)")
+    shared(conv, "backends", help="comma-separated (default: the four Nerva libraries; all: plug-ins too)")
     conv.add_argument("--dtype", choices=DTYPES, default="float32")
     shared(conv, "json", help="write the table as JSON")
 

@@ -266,7 +266,9 @@ class KinkScan:
 
 
 def _present(scenario: Scenario, traces: dict[str, dict[str, np.ndarray]]) -> list[Key]:
-    return [k for k in tensor_order(scenario) if all(key_name(k) in t for t in traces.values())]
+    """The scenario's tensors that some trace holds: each is judged among the backends that hold
+    it (a backend may leave out what it does not provide: harness.run.contract)."""
+    return [k for k in tensor_order(scenario) if any(key_name(k) in t for t in traces.values())]
 
 
 def scan_kinks(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]],
@@ -297,22 +299,24 @@ def scan_kinks(scenario: Scenario, step: int, traces: dict[str, dict[str, np.nda
     def inspect(site: str, tensor: str, grad: str, points: dict[str, np.ndarray | float],
                 upstream: str | None = None) -> np.ndarray | None:
         nonlocal near_total, flips
+        backends = [b for b in traces if tensor in traces[b]]  # sides: who holds Z; gradients: who holds DZ too
+        graded = [b for b in backends if grad in traces[b] and (upstream is None or upstream in traces[b])]
         offsets = [traces[b][tensor] - points[b] for b in backends]  # each backend's own kink
         mask = near(offsets, 0.0, 0.0)
         if not mask.any():
             return None
         sides = [np.sign(d[mask]) for d in offsets]
         disagree = np.logical_or.reduce([sd != sides[0] for sd in sides[1:]])
-        grads = [traces[b][grad][mask] for b in backends]  # judged only where it matters
+        grads = [traces[b][grad][mask] for b in graded]  # judged only where it matters
         # On the kink itself: a convention where the derivatives used differ by more than
         # rounding (KINK_TIE_UNITS). The derivative a backend used is its gradient over the
         # incoming one (DZ / DX_next), which the incoming gradient's own rounding leaves alone.
         if upstream is not None:
-            ups = [traces[b][upstream][mask] for b in backends]
+            ups = [traces[b][upstream][mask] for b in graded]
             usable = np.logical_and.reduce([np.abs(x) >= tiny for x in ups])
             with np.errstate(divide="ignore", invalid="ignore"):
                 grads = [np.where(usable, g / np.where(usable, x, 1.0), g) for g, x in zip(grads, ups)]
-        g_ref = grads[backends.index(oracle)] if oracle else consensus(grads)
+        g_ref = (grads[graded.index(oracle)] if oracle else consensus(grads)) if grads else None
         disagree |= np.logical_or.reduce([ratio(g, g_ref, KINK_TIE_UNITS * u * np.abs(g_ref) + tiny) > 1 for g in grads])
 
         flipped = np.zeros_like(mask)
@@ -328,17 +332,17 @@ def scan_kinks(scenario: Scenario, step: int, traces: dict[str, dict[str, np.nda
                 "step": step, "site": site, "tensor": tensor, "index": list(idx),
                 "point": float(point[idx] if np.ndim(point) else point), "flipped": bool(flipped[idx]),
                 "values": {b: float(traces[b][tensor][idx]) for b in backends},
-                "gradient": {b: float(traces[b][grad][idx]) for b in backends},
+                "gradient": {b: float(traces[b][grad][idx]) for b in graded},
             })
         return flipped
 
     for i, spec in enumerate(scenario.layers, 1):
-        if f"Z{i}" not in present or f"DZ{i}" not in present:
+        if f"Z{i}" not in present:
             continue
-        per_backend = {b: kink_points(scenario, i, params_before.get(b, {})) for b in backends}
+        per_backend = {b: kink_points(scenario, i, params_before.get(b, {})) for b in backends if f"Z{i}" in traces[b]}
         for j, _ in enumerate(LAYERS[spec.kind].kinks):
             upstream = f"DX{i + 1}" if i < len(scenario.layers) else "DY"
-            flipped = inspect(f"{spec.kind} layer {i}", f"Z{i}", f"DZ{i}", {b: per_backend[b][j] for b in backends},
+            flipped = inspect(f"{spec.kind} layer {i}", f"Z{i}", f"DZ{i}", {b: p[j] for b, p in per_backend.items()},
                               upstream if upstream in present else None)
             if flipped is not None and flipped.any():
                 seeds[f"Z{i}"] = seeds.get(f"Z{i}", False) | flipped
@@ -357,7 +361,7 @@ def reference(scenario: Scenario, traces: dict[str, dict[str, np.ndarray]], orac
     ref = {}
     for key in _present(scenario, traces):
         name = key_name(key)
-        values = [traces[b][name] for b in backends]
+        values = [traces[b][name] for b in backends if name in traces[b]]
         ref[name] = consensus(values) if all(v.shape == values[0].shape for v in values) else values[0]
     return ref
 
@@ -372,15 +376,16 @@ def judge(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]
     error is also given in ulps of the run's dtype (``TensorVerdict.ulps``). ``ref_trace``: the
     reference already computed (:func:`reference`), to avoid computing the consensus twice.
     """
-    backends = [b for b in traces if b != oracle]
-    order = _present(scenario, traces)
-    shapes = {key_name(k): traces[backends[0]][key_name(k)].shape for k in order}
+    everyone = [b for b in traces if b != oracle]
+    order = _present(scenario, {b: traces[b] for b in everyone})
+    shapes = {key_name(k): next(t[key_name(k)] for t in traces.values() if key_name(k) in t).shape for k in order}
     influence = propagate(scenario, shapes, scan.seeds) if scan.seeds else {}
-    refs = ref_trace if ref_trace is not None else reference(scenario, {b: traces[b] for b in backends} if oracle is None else traces, oracle)
+    refs = ref_trace if ref_trace is not None else reference(scenario, {b: traces[b] for b in everyone} if oracle is None else traces, oracle)
     scratch: dict[tuple, np.ndarray] = {}  # one work array per shape: big allocations are slow
     verdicts = []
     for key in order:
         name = key_name(key)
+        backends = [b for b in everyone if name in traces[b]]
         values = [traces[b][name] for b in backends]
         ref = refs[name]
         permitted = np.broadcast_to(allowed(scenario, bounds, name, ref, oracle), np.shape(ref))

@@ -408,7 +408,7 @@ def save(result: RunResult, directory: Path | str = DEFAULT_DIR, hypothesis: dic
         "backends": result.backends,
         "oracle": result.oracle if result.oracle else "none",
         "seed": sc.seed,
-        "versions": versions(),
+        "versions": versions(result.backends),
         "platform": describe(),  # after the run: the libraries its backends loaded are seen
         "hypothesis": hypothesis,
         "findings": [f.__dict__ | {"backends": list(f.backends)} for f in findings],
@@ -462,7 +462,7 @@ def replay(path: Path | str, backends: list[str] | None = None,
         changed = explain(meta["platform"], describe())
         if changed:
             reasons.append("platform differs: " + "; ".join(changed))
-    now_versions = versions()
+    now_versions = versions(names)
     changed_versions = {k: (v, now_versions.get(k)) for k, v in meta["versions"].items() if now_versions.get(k) != v}
     if changed_versions:
         reasons.append("versions differ: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed_versions.items()))

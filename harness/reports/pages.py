@@ -83,6 +83,8 @@ def run_section(report: dict[str, Any], png: bytes | None, open_: bool = True, n
                                       + (" (shown as expected)" if st == "known" else " (did NOT show as expected)")))
     for b, msg in (report.get("failures") or {}).items():
         facts.append((f"{b} raised", msg))
+    for b, tensors in (report.get("not_judged") or {}).items():
+        facts.append((f"not judged for {b}", ", ".join(tensors)))
     for b, tensors in (report.get("dtype_mismatches") or {}).items():
         facts.append((f"{b} dtype", f"held {', '.join(tensors)} in another dtype than {report.get('dtype')}"))
     text = of_report(report)

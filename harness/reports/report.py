@@ -8,6 +8,7 @@ JSON schema ``nerva-consistency/report/2`` (documented in docs/report-schema.md)
     seconds           wall time of the run
     failures          {backend: "step 3: RuntimeError: … (file:line)"} for backends that raised
     dtype_mismatches  {backend: [tensor, …]} tensors a backend held in another dtype than asked
+    not_judged        {backend: [tensor, …]} the scenario's tensors a backend does not provide
     resyncs           [step, …] trajectory steps after which backends were re-anchored (a kink flip)
     unit              {name: "rounding bound", unit_roundoff, lambda, function_ulps, reference_factor}:
                       what a ratio of 1 means (harness.judge.bounds, docs/rounding.md)
@@ -25,11 +26,12 @@ JSON schema ``nerva-consistency/report/2`` (documented in docs/report-schema.md)
                         outside: {blamed backend: elements outside the bound}, elements: the tensor's size}
     non_finite        null, or {step, tensor, layer, values: {backend: its first NaN/Inf}}: the first tensor
                       a backend held NaN or Inf in (the run fails, even when every backend agrees)
-    interrupted       bool: the run was stopped by Ctrl-C (per_step holds the steps judged until then)
+    interrupted       bool: the run was stopped by Ctrl-C, SIGTERM or SIGHUP (per_step holds the steps judged until then)
     reproduce         {run: "nerva-consistency run …", tox: "tox -e consistency -- run …"}; a failing run
                       that wrote a repro bundle also {bundle: its path, replay: "nerva-consistency replay
                       PATH", tox_replay: "tox -e consistency -- replay PATH"}
-    versions          {python, numpy, torch, jax, tensorflow, nerva-…: version or null}
+    versions          {python, numpy, torch, jax, tensorflow, nerva-…: version or null;
+                      "plugin NAME": distribution, version and module hash of each plug-in run}
 """
 
 from __future__ import annotations
@@ -54,13 +56,18 @@ SHOWN = FRAMEWORKS + ("keras",) + NERVA
 """The versions a merged summary shows per cell (a cell manifest holds every installed package)."""
 
 
-def versions() -> dict[str, str | None]:
+def versions(backends: list[str] | tuple[str, ...] = ()) -> dict[str, str | None]:
+    """The :data:`PACKAGES`' versions, and ``plugin NAME``: what each plug-in among ``backends`` is
+    (:func:`adapters.provenance`)."""
+    import adapters
+
     out: dict[str, str | None] = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
             out[name] = version(name)
         except PackageNotFoundError:
             out[name] = None
+    out.update({f"plugin {b}": adapters.provenance(b) for b in backends if b in adapters.plugins()})
     return out
 
 
@@ -178,6 +185,7 @@ def to_json(result: RunResult, bundle: str | None = None) -> dict[str, Any]:
         "seconds": round(result.seconds, 3),
         "failures": {b: str(f) for b, f in result.failures.items()},
         "dtype_mismatches": result.dtype_mismatches,
+        "not_judged": result.omitted,
         "resyncs": result.resyncs,
         "unit": unit(sc, result.oracle),
         "per_step": [
@@ -198,5 +206,5 @@ def to_json(result: RunResult, bundle: str | None = None) -> dict[str, Any]:
          "values": {b: _num(v) for b, v in result.nonfinite.values.items()}},
         "interrupted": result.interrupted,
         "reproduce": reproduce(sc, result.backends, result.oracle, bundle),
-        "versions": versions(),
+        "versions": versions(result.backends),
     }

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import adapters
+from harness.core.backend import lacks_components
 
 SRELU = {"al": 0.125, "tl": -0.25, "ar": 0.375, "tr": 0.5}
 
@@ -62,14 +63,23 @@ def backend_value(adapter, site: Site, dtype: str) -> float:
         return float(adapter.to_numpy(act.gradient(adapter.array(np.array([[site.point]]), dtype))).ravel()[0])
 
 
+def not_implemented(name: str) -> str:
+    """What the component suite and ``conventions`` say of a backend without the optional part."""
+    return f"not implemented by {name}"
+
+
 def measure(backends: list[str], dtype: str = "float32") -> list[dict]:
-    """One row per kink: label, left, right, and each backend's value (or its error message)."""
+    """One row per kink: label, left, right, and each backend's value (or its error message;
+    "not implemented by NAME" for a plug-in without the optional part, harness.core.backend.Components)."""
     models = {b: adapters.load(b) for b in backends}
     rows = []
     for site in SITES:
         left, right = one_sided(site)
         row = {"kink": site.label, "left": left, "right": right, "backends": {}}
         for name, model in models.items():
+            if lacks_components(model):
+                row["backends"][name] = not_implemented(name)
+                continue
             try:
                 row["backends"][name] = backend_value(model, site, dtype)
             except Exception as e:  # a backend that cannot evaluate there is reported, not fatal

@@ -18,7 +18,11 @@ Modes (docs/design.md, "Two ways to run steps"):
   tensor is judged against its value, not the median.
 
 A backend that raises while building or stepping is reported as that backend's failure with
-its error message; the others go on. By default the run stops after the first step with a
+its error message; the others go on. So is a backend whose trace breaks the contract
+(:mod:`harness.run.contract`: a declared tensor missing, not float64, not the scenario's shape),
+and one that raises in ``get_state`` or ``set_state``. A backend that does not provide the
+minimum is refused before any step (SpecError); what it may leave out is in ``RunResult.omitted``.
+By default the run stops after the first step with a
 mismatch (what follows is a consequence); ``keep_going`` runs every step.
 
 Non-finite values never pass: the first tensor (in forward, backward, update order) in which a
@@ -49,6 +53,8 @@ import numpy as np
 
 import adapters
 from harness.core.backend import BackendFailure
+from harness.core.errors import BackendUnavailable
+from harness.run import contract
 from harness.judge.compare import StepVerdict, TensorVerdict, consensus, judge, key_name, reference as reference_trace, \
     scan_kinks, tensor_order
 from harness.spec.data import batches
@@ -95,6 +101,7 @@ class RunResult:
     failures: dict[str, BackendFailure] = field(default_factory=dict)  # backend -> what it raised
     resyncs: list[int] = field(default_factory=list)
     dtype_mismatches: dict[str, list[str]] = field(default_factory=dict)
+    omitted: dict[str, list[str]] = field(default_factory=dict)  # backend -> tensors it does not provide: not judged
     oracle: str | None = None  # the reference the backends were judged against (None: each other)
     oracle_note: str = ""
     inputs: tuple | None = None  # (initial state, batches) the run used: what a repro bundle stores
@@ -178,8 +185,9 @@ def _build(scenario: Scenario, backends: list[str], oracle: str | None, state0: 
     oracle, note = choose_oracle(scenario, oracle)
     state0 = initial_state(scenario) if state0 is None else state0
     data = batches(scenario) if data is None else data
-    models = {name: adapters.load(name) for name in backends}
     result = RunResult(scenario, list(backends), oracle=oracle, oracle_note=note, inputs=(state0, data))
+    models = _load(backends, result)
+    result.omitted = contract.omitted(scenario, models, oracle)
     start = time.perf_counter()
     exact, active = None, {}
     try:
@@ -202,6 +210,20 @@ def _build(scenario: Scenario, backends: list[str], oracle: str | None, state0: 
     return _Session(result, active, exact, state0, start)
 
 
+def _load(backends: list[str], result: RunResult) -> dict:
+    """The adapters of ``backends`` (an unavailable one: BackendUnavailable); one whose module or
+    constructor raises is that backend's failure, recorded in ``result``."""
+    models = {}
+    for name in backends:
+        try:
+            models[name] = adapters.load(name)
+        except BackendUnavailable:
+            raise
+        except Exception as e:
+            result.failures[name] = BackendFailure.of(e, None)
+    return models
+
+
 class _Session:
     """A run in progress: the backends still going, the oracle, the point the next step starts
     from, and the judgement in flight.
@@ -219,6 +241,7 @@ class _Session:
         # each backend's parameters at the start of a step
         self.before = {name: state0 for name in [*active, *([self.oracle] if self.oracle else [])]}
         self.pending: tuple[int, Future] | None = None
+        self.want = {name: contract.provided(self.scenario, m) for name, m in active.items()}
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge")
 
     def collect(self) -> bool:
@@ -242,7 +265,7 @@ class _Session:
         if oracle is not None or scenario.mode == "lockstep":
             point: dict | list = self.reference
         else:
-            point = [m.get_state() for m in self.active.values()]
+            point = list(self._call(step, "get_state").values())
         traces = self._traces(step, X, T)
         if self.pending is not None and self.collect():
             return True  # the previous step failed; this step's traces are not judged
@@ -266,15 +289,38 @@ class _Session:
         traces = {}
         for name, model in list(self.active.items()):
             try:
-                traces[name] = model.step(X, T, self.scenario.lr)
+                trace = model.step(X, T, self.scenario.lr)
             except Exception as e:
                 result.failures[name] = BackendFailure.of(e, step)
                 del self.active[name]
                 continue
-            wrong = {k for k, d in model.dtypes.items() if d != dtype}
+            problem = contract.check(trace, self.scenario, self.want[name], self.reference, X, T)
+            if problem:
+                result.failures[name] = BackendFailure(step, "broken contract", problem)
+                del self.active[name]
+                continue
+            traces[name] = trace
+            wrong = {k for k, d in (getattr(model, "dtypes", None) or {}).items() if d != dtype}
             if wrong:
                 result.dtype_mismatches[name] = sorted(wrong | set(result.dtype_mismatches.get(name, [])))
         return traces
+
+    def _call(self, step: int, method: str, *args) -> dict:
+        """``method(*args)`` of every active backend, by name; one that raises is recorded and dropped."""
+        out = {}
+        for name, model in list(self.active.items()):
+            try:
+                out[name] = getattr(model, method)(*args)
+                problem = contract.state_problem(out[name], self.scenario, self.reference) if method == "get_state" else None
+            except Exception as e:
+                self.result.failures[name] = BackendFailure.of(e, step)
+                out.pop(name, None)
+                del self.active[name]
+                continue
+            if problem:
+                self.result.failures[name] = BackendFailure(step, "broken contract", problem)
+                del out[name], self.active[name]
+        return out
 
     def reanchor(self, step: int, traces: dict, scan) -> None:
         """Where the next step starts: with an oracle (lockstep) everyone at the oracle's state;
@@ -283,13 +329,15 @@ class _Session:
         scenario, oracle = self.scenario, self.oracle
         if oracle is not None:
             self.reference = {k: as_dtype(v, scenario.dtype) for k, v in self.exact.get_state().items()}
-            for model in [*self.active.values(), self.exact]:
-                model.set_state(self.reference)
+            self.exact.set_state(self.reference)
+            self._call(step, "set_state", self.reference)
             self.before = {name: self.reference for name in [*self.active, oracle]}
         elif scenario.mode == "lockstep" or scan.flips:
-            self.reference = _consensus_state([m.get_state() for m in self.active.values()], scenario.dtype)
-            for model in self.active.values():
-                model.set_state(self.reference)
+            states = list(self._call(step, "get_state").values())
+            if not states:
+                return
+            self.reference = _consensus_state(states, scenario.dtype)
+            self._call(step, "set_state", self.reference)
             if scenario.mode == "trajectory":
                 self.result.resyncs.append(step)
             self.before = {name: self.reference for name in self.active}
