@@ -31,7 +31,7 @@ import numpy as np
 
 from harness.spec import rules
 from harness.core.errors import SpecError
-from harness.spec.scenario import Scenario
+from harness.spec.scenario import Scenario, harness_problem
 from harness.spec.state import as_dtype, rng_for
 
 SOURCES = ("synthetic", "digits", "digits784", "npz:PATH")
@@ -146,6 +146,83 @@ class Batches(Sequence):
                 yield as_dtype(X[rows], dtype), as_dtype(T[rows], dtype)
 
 
+def epoch_steps(scenario: Scenario) -> int:
+    """The steps of one epoch: as many batches as the libraries' ``DataLoader`` makes of the
+    training rows (the last one smaller when the batch size does not divide them); synthetic
+    data, fresh rows every step, has no epochs: each step is one."""
+    full = dataset(scenario)
+    return 1 if full is None else -(-len(full[0]) // scenario.batch_size)
+
+
+class LoaderBatches(Batches):
+    """What the libraries' ``create_npz_dataloaders`` should yield (``--build nerva``): the
+    training rows in the file's order, ``batch_size`` at a time (the last batch of an epoch
+    holds the rest), epoch after epoch, never shuffled; targets one-hot, all float32."""
+
+    def _stream(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        sc = self.scenario
+        X, T = self.full
+        N, per_epoch = sc.batch_size, epoch_steps(sc)
+        for step in range(sc.steps):
+            rows = slice(step % per_epoch * N, (step % per_epoch + 1) * N)
+            yield as_dtype(X[rows], "float32"), as_dtype(T[rows], "float32")
+
+
+def with_epochs(scenario: Scenario, epochs: int | None, steps_given: bool) -> Scenario:
+    """``--epochs E``: E passes over the training set, E x :func:`epoch_steps` steps, capped by
+    ``--steps`` when that is given too."""
+    if epochs is None:
+        return scenario
+    rules.integer(epochs, "--epochs")
+    steps = epochs * epoch_steps(scenario)
+    return scenario.with_(steps=rules.steps(min(steps, scenario.steps) if steps_given else steps, "--epochs' steps"))
+
+
+def with_build(scenario: Scenario, given: str | None) -> Scenario:
+    """The build of a run: the one given (``nerva`` only where the libraries can express the
+    scenario, else bad input), or for an ad-hoc run ``nerva`` when they can, else ``harness``."""
+    problem = None if given == "harness" else native_problem(scenario.with_(build="nerva"))
+    if problem is not None and given == "nerva":
+        raise SpecError(f"--build nerva cannot run this: {problem}")
+    built = scenario.with_(build="harness" if given == "harness" or problem else "nerva")
+    own = harness_problem(built) if built.build == "harness" else None
+    if own is not None:
+        raise SpecError(f"{own}: give --build nerva and a --load-dataset FILE.npz"
+                        + (f" ({problem})" if problem else ""))
+    return built
+
+
+NATIVE_ONLY_FILES = ("Xtest", "Ttest")
+"""What ``create_npz_dataloaders`` reads besides Xtrain and Ttrain."""
+
+
+def native_problem(scenario: Scenario) -> str | None:
+    """Why the libraries cannot build and train ``scenario`` themselves (``--build nerva``), or
+    None when they can: their loaders read a ``.npz`` file with test data too and make float32,
+    their loop follows its own trajectory, and the harness's extensions are not theirs."""
+    extension = next((f"layer {layer.kind}" for layer in scenario.layers if layer.kind == "ELU"), None) \
+        or ("loss AbsoluteError" if scenario.loss == "AbsoluteError" else None) \
+        or next((f"initializer {layer.init}" for layer in scenario.layers if (layer.init or "").startswith("LeCun")), None) \
+        or next((f"optimizers {layer.optimizer_text!r}" for layer in scenario.layers
+                 if len({str(opt) for _, opt in layer.optimizers}) > 1), None)
+    if extension:
+        return f"{extension} is an extension of this harness, not the libraries'"
+    if not scenario.data.source.startswith("npz:"):
+        return f"the libraries' loaders read a .npz file, not {scenario.data.source} data: give --load-dataset FILE.npz"
+    if scenario.dtype != "float32":
+        return "the libraries' loaders make float32 batches: use --dtype float32"
+    if scenario.mode != "trajectory":
+        return "the libraries' own loop follows its own trajectory: use --mode trajectory"
+    dataset(scenario)  # the file checked first (its own messages), then only its member names read
+    path = rules.dataset_path(scenario.data.source[4:])
+    with np.load(path, allow_pickle=False) as archive:
+        missing = [name for name in NATIVE_ONLY_FILES if name not in archive.files]
+    if missing:
+        return f"the libraries' create_npz_dataloaders also reads {' and '.join(missing)}, which {path} lacks"
+    return None
+
+
 def batches(scenario: Scenario) -> Batches:
-    """One (X, T) per step, made as the steps need them (:class:`Batches`)."""
-    return Batches(scenario)
+    """One (X, T) per step, made as the steps need them (:class:`Batches`; a run built by the
+    libraries: :class:`LoaderBatches`, what their loaders should yield)."""
+    return LoaderBatches(scenario) if scenario.build == "nerva" else Batches(scenario)

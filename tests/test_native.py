@@ -1,0 +1,124 @@
+"""Runs built as the libraries build them (``--build nerva``, adapters/nerva_native.py).
+
+The libraries' own examples/train_mnist_cli.sh command line runs through ``nerva-consistency
+run`` on scikit-learn's digits in the libraries' .npz format, and a bug planted in one library's
+loader, weights loading, initializer parsing or scheduler is caught and blamed on it alone.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import numpy as np
+import pytest
+
+from harness.cli.main import main
+from harness.run.runner import run
+from test_mlp_cli import MNIST_CLI, digits, scenario_of  # noqa: F401  (digits: the fixture)
+
+THREE = ["numpy", "torch", "jax"]  # a majority that can outvote one planted bug
+
+
+def test_the_mnist_example_runs_for_a_few_steps_and_passes(digits, tmp_path, installed):  # noqa: F811
+    report = tmp_path / "report.json"
+    argv = ["run", *shlex.split(MNIST_CLI.format(D=64, dataset=digits)), "--steps", "3", "--quiet",
+            "--json", str(report), "--bundle-dir", str(tmp_path)]
+    assert main(argv) == 0
+    out = json.loads(report.read_text())
+    assert out["spec"]["build"] == "nerva" and out["spec"]["steps"] == "3" and out["passed"] is True
+    assert sorted(out["backends"]) == sorted(installed)
+
+
+def small(digits, *extra: str):  # noqa: F811
+    return scenario_of(["--layers", "ReLU;Linear", "--layer-sizes", "64;16;10", "--load-dataset", str(digits),
+                        "--batch-size", "500", "--optimizers", "Momentum(0.9)", *extra])
+
+
+def test_every_backend_holds_the_initializing_librarys_parameters(digits, installed):  # noqa: F811
+    from adapters import nerva_native
+
+    sc = small(digits, "--steps", "1", "--init-from", "torch")
+    state = nerva_native.initial_state(sc)
+    assert sorted(state) == ["W1", "W2", "b1", "b2"] and np.all(state["b1"] == 0)
+    assert state["W1"].std() == pytest.approx((2 / (64 + 16)) ** 0.5, rel=0.2)  # XavierNormal, torch's draw
+    again = nerva_native.initial_state(sc)
+    assert all(np.array_equal(state[k], again[k]) for k in state)  # the seed fixes the draw
+    other = nerva_native.initial_state(sc.with_(init_from="numpy"))
+    assert not np.array_equal(state["W1"], other["W1"])
+    result = run(sc, THREE, oracle="none")
+    assert result.passed and not result.failures
+    assert all(np.array_equal(result.inputs[0][k], state[k]) for k in state)
+
+
+def test_epochs_and_a_schedule_run_through_the_loaders(digits):  # noqa: F811
+    sc = small(digits, "--epochs", "3", "--learning-rate", "TimeBased(0.05,0.5)")
+    assert sc.steps == 9  # 1438 rows in batches of 500: 3 per epoch
+    result = run(sc, ["numpy", "torch"], oracle="none")
+    assert result.passed and result.steps_run == 9, result.failures
+
+
+def _blame(result) -> tuple[set[str], str]:
+    """Who the run blames and for what: the backends that raised, else the first divergence's."""
+    if result.failures:
+        return set(result.failures), next(iter(result.failures.values())).message
+    step, tensor = result.first_divergence
+    return set(tensor.blamed), f"step {step} {tensor.key}"
+
+
+def _shifted_rows(original):
+    def __iter__(self):
+        for X, T in original(self):
+            yield X.roll(1, 0), T  # the targets stay: rows and targets no longer belong together
+    return __iter__
+
+
+def test_a_loader_that_yields_other_rows_is_blamed_alone(digits, monkeypatch):  # noqa: F811
+    import nerva_torch.datasets as datasets
+
+    monkeypatch.setattr(datasets.DataLoader, "__iter__", _shifted_rows(datasets.DataLoader.__iter__))
+    result = run(small(digits, "--steps", "2"), THREE, oracle="none")
+    blamed, what = _blame(result)
+    assert blamed == {"torch"} and what == "step 0 ('X', None)", what
+
+
+def test_loaded_weights_that_differ_from_the_file_are_blamed_alone(digits, monkeypatch):  # noqa: F811
+    import nerva_jax.multilayer_perceptron as mlp
+
+    original = mlp.MultilayerPerceptron.load_weights_and_bias
+
+    def load_and_nudge(self, filename):
+        original(self, filename)
+        self.layers[1].b = self.layers[1].b.at[3].add(1e-3)
+
+    monkeypatch.setattr(mlp.MultilayerPerceptron, "load_weights_and_bias", load_and_nudge)
+    result = run(small(digits, "--steps", "1"), THREE, oracle="none")
+    blamed, what = _blame(result)
+    assert blamed == {"jax"} and "b2 differs from the weights file" in what and "(3,)" in what, what
+
+
+def test_an_initializer_string_a_library_refuses_is_blamed_alone(digits, monkeypatch):  # noqa: F811
+    import nerva_numpy.layers as layers
+
+    original = layers.set_layer_weights
+
+    def refuses_he(layer, text):
+        if text == "HeNormal":
+            raise RuntimeError(f'Could not parse weight initializer "{text}"')
+        return original(layer, text)
+
+    monkeypatch.setattr(layers, "set_layer_weights", refuses_he)
+    result = run(small(digits, "--steps", "1", "--layer-weights", "HeNormal;XavierNormal", "--init-from", "torch"),
+                 THREE, oracle="none")
+    blamed, what = _blame(result)
+    assert blamed == {"numpy"} and "HeNormal" in what and result.failures["numpy"].step is None, what
+
+
+def test_a_scheduler_off_by_one_epoch_is_blamed_alone(digits, monkeypatch):  # noqa: F811
+    import nerva_torch.learning_rate as learning_rate
+
+    original = learning_rate.ExponentialScheduler.__call__
+    monkeypatch.setattr(learning_rate.ExponentialScheduler, "__call__", lambda self, epoch: original(self, epoch + 1))
+    result = run(small(digits, "--steps", "2", "--learning-rate", "Exponential(0.05,0.1)"), THREE, oracle="none")
+    blamed, what = _blame(result)
+    assert blamed == {"torch"} and "scheduler gave" in what and result.failures["torch"].step == 0, what
