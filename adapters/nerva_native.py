@@ -33,6 +33,8 @@ import numpy as np
 import adapters
 from adapters.nerva_driver import dtype_name, param_slots
 from harness.core.keys import Trace
+from harness.spec.data import loader_arrays
+from harness.spec.state import as_dtype, initial_state as spec_state
 from harness.spec.scenario import Scenario
 
 OPTIMIZER_ORDER = {"BatchNormalization": ("beta", "gamma")}
@@ -87,7 +89,8 @@ def _parse(base: Any, scenario: Scenario) -> Any:
 def initial_state(scenario: Scenario) -> dict[str, np.ndarray]:
     """The parameters ``--init-from``'s library draws: its model made by its own parser (its own
     initializers), saved by its own ``save_weights_and_bias`` and read back from that file; the
-    parameters a weights file does not hold (BatchNormalization's, SReLU's) as its model holds them."""
+    parameters a weights file does not hold (BatchNormalization's, SReLU's) as the spec sets them,
+    in float32 (:func:`harness.spec.state.initial_state`: the libraries build them from the spec)."""
     base = adapters.load(scenario.init_from)
     base.setup()
     for name in ("multilayer_perceptron", "utilities"):
@@ -98,9 +101,7 @@ def initial_state(scenario: Scenario) -> dict[str, np.ndarray]:
         model.save_weights_and_bias(path)
         with np.load(path) as saved:
             weights = {k: np.asarray(saved[k], dtype=np.float64) for k in saved.files}
-    state = {}
-    for slot, (obj, attr, _, _) in param_slots(scenario, model.layers).items():
-        state[slot] = base.to_numpy(getattr(obj, attr))
+    state = spec_state(scenario.with_(dtype="float32"))
     for index, position in enumerate(_linear_keys(scenario), start=1):
         state[f"W{position}"], state[f"b{position}"] = weights[f"W{index}"], weights[f"b{index}"].reshape(-1)
     return state
@@ -142,15 +143,19 @@ class NativeBackend:
 
     def _load(self, scenario: Scenario, state: dict[str, np.ndarray]) -> None:
         """Load ``state`` through the library's own ``load_weights_and_bias`` and check that the
-        model then holds exactly those values (BatchNormalization's and SReLU's as built)."""
+        model then holds exactly those values (BatchNormalization's and SReLU's, which the file does
+        not hold, as the spec sets them, compared in float32: a library that keeps them in another
+        dtype is the runner's dtype finding, not a loading fault)."""
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "weights.npz")
             np.savez(path, **{f"{p}{index}": state[f"{p}{position}"].astype(np.float32)
                               for index, position in enumerate(_linear_keys(scenario), start=1) for p in "Wb"})
             with self.base.precision("float32"):
                 self.model.load_weights_and_bias(path)
+        filed = {f"{p}{position}" for position in _linear_keys(scenario) for p in "Wb"}
         for slot, (obj, attr, _, _) in param_slots(scenario, self.model.layers).items():
             held = np.asarray(self.base.to_numpy(getattr(obj, attr)))
+            held = held if slot in filed else as_dtype(held, "float32")
             want = state[slot]
             if held.shape != want.shape or not np.array_equal(held, want):
                 where = "its shape " + str(held.shape) if held.shape != want.shape else \
@@ -215,8 +220,12 @@ class NativeBackend:
         try:
             if self._stop:
                 return
-            with base.precision("float32"), np.errstate(all="ignore"):
-                train, test = base._module("datasets").create_npz_dataloaders(sc.data.source[4:], batch_size=sc.batch_size)
+            with base.precision("float32"), np.errstate(all="ignore"), tempfile.TemporaryDirectory() as tmp:
+                path = sc.data.source[4:]
+                if not sc.data.source.startswith("npz:"):  # built-in data, in the libraries' file format
+                    path = os.path.join(tmp, "data.npz")
+                    np.savez(path, **loader_arrays(sc))
+                train, test = base._module("datasets").create_npz_dataloaders(path, batch_size=sc.batch_size)
                 schedule = base._module("learning_rate").parse_learning_rate(learning_rate_text(sc))
                 epochs = math.ceil(sc.steps / max(1, len(train)))
                 base._module("training").stochastic_gradient_descent(self.model, epochs, self.loss, schedule, train, test)

@@ -149,23 +149,39 @@ class Batches(Sequence):
 def epoch_steps(scenario: Scenario) -> int:
     """The steps of one epoch: as many batches as the libraries' ``DataLoader`` makes of the
     training rows (the last one smaller when the batch size does not divide them); synthetic
-    data, fresh rows every step, has no epochs: each step is one."""
+    data, fresh rows every step, never comes round again: the whole run is one epoch."""
     full = dataset(scenario)
-    return 1 if full is None else -(-len(full[0]) // scenario.batch_size)
+    return scenario.steps if full is None else -(-len(full[0]) // scenario.batch_size)
 
 
 class LoaderBatches(Batches):
     """What the libraries' ``create_npz_dataloaders`` should yield (``--build nerva``): the
-    training rows in the file's order, ``batch_size`` at a time (the last batch of an epoch
-    holds the rest), epoch after epoch, never shuffled; targets one-hot, all float32."""
+    training rows of :func:`loader_arrays` in order, ``batch_size`` at a time (the last batch of
+    an epoch holds the rest), epoch after epoch, never shuffled; targets one-hot, all float32.
+    Synthetic data: the harness's own seeded batches, one epoch of the whole run."""
 
     def _stream(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         sc = self.scenario
+        if self.full is None:
+            yield from super()._stream()
+            return
         X, T = self.full
         N, per_epoch = sc.batch_size, epoch_steps(sc)
         for step in range(sc.steps):
             rows = slice(step % per_epoch * N, (step % per_epoch + 1) * N)
             yield as_dtype(X[rows], "float32"), as_dtype(T[rows], "float32")
+
+
+def loader_arrays(scenario: Scenario) -> dict[str, np.ndarray]:
+    """A built-in source as a file in the libraries' format (Xtrain, Ttrain, Xtest, Ttest, the
+    labels as integers), for ``--build nerva``: the digits whole (also as the test set), synthetic
+    data as the run's own batches, one after another (so one epoch is the whole run)."""
+    if scenario.data.source == "synthetic":
+        X, T = (np.concatenate(part) for part in zip(*Batches(scenario.with_(build="harness"))))
+    else:
+        X, T = dataset(scenario)
+    X, labels = X.astype(np.float32), np.argmax(T, axis=1)
+    return {"Xtrain": X, "Ttrain": labels, "Xtest": X, "Ttest": labels}
 
 
 def with_epochs(scenario: Scenario, epochs: int | None, steps_given: bool) -> Scenario:
@@ -174,14 +190,20 @@ def with_epochs(scenario: Scenario, epochs: int | None, steps_given: bool) -> Sc
     if epochs is None:
         return scenario
     rules.integer(epochs, "--epochs")
+    if scenario.data.source == "synthetic":
+        raise SpecError("--epochs counts passes over a dataset, and synthetic data has none: give --steps, "
+                        "or --load-dataset FILE.npz")
     steps = epochs * epoch_steps(scenario)
     return scenario.with_(steps=rules.steps(min(steps, scenario.steps) if steps_given else steps, "--epochs' steps"))
 
 
 def with_build(scenario: Scenario, given: str | None) -> Scenario:
     """The build of a run: the one given (``nerva`` only where the libraries can express the
-    scenario, else bad input), or for an ad-hoc run ``nerva`` when they can, else ``harness``."""
+    scenario, else bad input), or for an ad-hoc run on a user's ``.npz`` file (what tools/mlp.py
+    runs) ``nerva`` when they can express it, else ``harness``."""
     problem = None if given == "harness" else native_problem(scenario.with_(build="nerva"))
+    if given is None and not scenario.data.source.startswith("npz:"):
+        problem = problem or "the default for a run on built-in data"
     if problem is not None and given == "nerva":
         raise SpecError(f"--build nerva cannot run this: {problem}")
     built = scenario.with_(build="harness" if given == "harness" or problem else "nerva")
@@ -207,13 +229,15 @@ def native_problem(scenario: Scenario) -> str | None:
                  if len({str(opt) for _, opt in layer.optimizers}) > 1), None)
     if extension:
         return f"{extension} is an extension of this harness, not the libraries'"
-    if not scenario.data.source.startswith("npz:"):
-        return f"the libraries' loaders read a .npz file, not {scenario.data.source} data: give --load-dataset FILE.npz"
+    if scenario.data.source == "synthetic" and scenario.data.targets != "onehot":
+        return f"the libraries' loaders read class labels, not {scenario.data.targets} targets"
     if scenario.dtype != "float32":
         return "the libraries' loaders make float32 batches: use --dtype float32"
     if scenario.mode != "trajectory":
         return "the libraries' own loop follows its own trajectory: use --mode trajectory"
     dataset(scenario)  # the file checked first (its own messages), then only its member names read
+    if not scenario.data.source.startswith("npz:"):
+        return None
     path = rules.dataset_path(scenario.data.source[4:])
     with np.load(path, allow_pickle=False) as archive:
         missing = [name for name in NATIVE_ONLY_FILES if name not in archive.files]
