@@ -80,6 +80,7 @@ def _linear_keys(scenario: Scenario) -> list[int]:
 
 def _parse(base: Any, scenario: Scenario) -> Any:
     """The library's own model of ``scenario``, its own initializers run (the RNG seeded)."""
+    base.setup()
     mlp = base._module("multilayer_perceptron")
     _seed(base, scenario.seed)
     with base.precision("float32"):
@@ -91,6 +92,8 @@ def initial_state(scenario: Scenario) -> dict[str, np.ndarray]:
     initializers), saved by its own ``save_weights_and_bias`` and read back from that file; the
     parameters a weights file does not hold (BatchNormalization's, SReLU's) as the spec sets them,
     in float32 (:func:`harness.spec.state.initial_state`: the libraries build them from the spec)."""
+    if scenario.weights:  # --load-weights: the user's file instead of a library's draw (the runner adds it)
+        return spec_state(scenario.with_(dtype="float32"))
     base = adapters.load(scenario.init_from)
     base.setup()
     for name in ("multilayer_perceptron", "utilities"):

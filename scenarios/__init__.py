@@ -71,6 +71,7 @@ def from_table(name: str, table: dict[str, Any]) -> Scenario:
         description=table.get("description", ""),
         build=table.get("build", "harness"),
         init_from=table.get("init-from", "numpy"),
+        weights=table.get("load-weights", ""),
     )
 
 

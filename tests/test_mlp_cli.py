@@ -88,14 +88,16 @@ def test_parametrised_initializers_are_read_for_the_libraries_build(digits):
 
 @pytest.mark.parametrize("argv, words", [
     (["--layer-weights", "Uniform(a=-0.1,b=0.1)", "--build", "harness"], ["drawn by the libraries", "--build nerva"]),
-    (["--build", "nerva", "--dataset", "synthetic"], ["--build nerva", ".npz", "--load-dataset"]),
+    (["--build", "nerva", "--dataset", "synthetic", "--targets", "soft"], ["--build nerva", "class labels, not soft"]),
+    (["--dataset", "synthetic", "--epochs", "2"], ["--epochs counts passes over a dataset"]),
+    (["--build", "nerva", "--loss", "AbsoluteError"], ["loss AbsoluteError is an extension"]),
     (["--build", "nerva", "--dtype", "float64"], ["float32"]),
     (["--learning-rate", "MultiStepLR(0.1;3,1;0.5)"], ["milestones must increase"]),
     (["--learning-rate", "StepBased(0.1,0.5,0)"], ["change_rate", "above 0"]),
     (["--learning-rate", "TimeBased(0.1)"], ["TimeBased takes 2 part(s)", "lr,decay"]),
     (["--epochs", "0"], ["--epochs", "at least 1"]),
     (["--layer-weights", "Uniform(a=-0.1,c=1)"], ["no parameter 'c'"]),
-], ids=lambda v: v[1] if isinstance(v, list) and v[0].startswith("--") else None)
+])
 def test_bad_mlp_flags_are_one_line_exit_2(capsys, monkeypatch, digits, argv, words):
     monkeypatch.setattr(console, "run_one", lambda *a, **k: pytest.fail("a run started"))
     base = ["run", "--backends", "numpy,torch", "--quiet", "--layers", "ReLU;Linear", "--layer-sizes", "64;16;10",
@@ -148,3 +150,46 @@ def test_a_schedule_round_trips_through_the_run_flags(digits):
     assert flags(sc)["learning-rate"] == "MultiStepLR(0.1;1,3;0.5)"
     again = scenario_of(sum(([f"--{k}", v] for k, v in flags(sc).items()), []))
     assert again == sc.with_(name="ad-hoc")
+
+
+def _weights(path, shapes, **changes):
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    arrays = {k: rng.standard_normal(v) for k, v in shapes.items()}
+    arrays.update(changes)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+SMALL = {"W1": (16, 64), "b1": (16,), "W2": (10, 16), "b2": (10,)}
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"W2": __import__("numpy").zeros((10, 17))}, ["W2 has shape (10, 17)", "needs (10, 16)"]),
+    ({"b1": None}, ["no array b1"]),
+    ({"W3": __import__("numpy").zeros((2, 2))}, ["holds W3"]),
+    ({"b2": __import__("numpy").full(10, float("nan"))}, ["b2[0] is nan"]),
+], ids=["shape", "missing", "extra", "nan"])
+def test_a_bad_weights_file_is_one_line_exit_2(capsys, monkeypatch, digits, tmp_path, changes, words):
+    monkeypatch.setattr(console, "run_one", lambda *a, **k: pytest.fail("a run started"))
+    path = _weights(tmp_path / "w.npz", SMALL, **changes)
+    assert main(["run", "--backends", "numpy,torch", "--quiet", "--layers", "ReLU;Linear", "--layer-sizes",
+                 "64;16;10", "--load-dataset", str(digits), "--load-weights", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "weights file" in err and all(w in err for w in words), err
+
+
+def test_load_weights_sets_the_initial_parameters_in_both_builds(digits, tmp_path):
+    import numpy as np
+
+    from harness.spec.data import weights
+
+    path = _weights(tmp_path / "w.npz", SMALL)
+    for build in ("harness", "nerva"):
+        sc = scenario_of(["--layers", "ReLU;Linear", "--layer-sizes", "64;16;10", "--load-dataset", str(digits),
+                          "--load-weights", str(path), "--build", build])
+        got = weights(sc)
+        with np.load(path) as saved:
+            assert all(np.array_equal(got[k], saved[k].astype(np.float32)) for k in SMALL)
+        assert sc.weights == str(path) and sc.build == build

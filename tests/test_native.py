@@ -122,3 +122,18 @@ def test_a_scheduler_off_by_one_epoch_is_blamed_alone(digits, monkeypatch):  # n
     result = run(small(digits, "--steps", "2", "--learning-rate", "Exponential(0.05,0.1)"), THREE, oracle="none")
     blamed, what = _blame(result)
     assert blamed == {"torch"} and "scheduler gave" in what and result.failures["torch"].step == 0, what
+
+
+def test_a_run_starts_from_a_users_weights_file_in_both_builds(digits, tmp_path):  # noqa: F811
+    """The file torch's own save_weights_and_bias wrote, loaded by every backend."""
+    from adapters import nerva_native
+
+    sc = small(digits, "--steps", "2", "--init-from", "torch")
+    drawn = nerva_native.initial_state(sc)
+    model = nerva_native._parse(__import__("adapters").load("torch"), sc)
+    model.save_weights_and_bias(str(tmp_path / "torch.npz"))
+    for build in ("nerva", "harness"):
+        from_file = small(digits, "--steps", "2", "--load-weights", str(tmp_path / "torch.npz"), "--build", build)
+        result = run(from_file, ["numpy", "jax"], oracle="none")
+        assert result.passed, (build, result.failures)
+        assert all(np.array_equal(result.inputs[0][k], drawn[k]) for k in drawn), build

@@ -44,9 +44,10 @@ def ready(scenario: "Scenario", n_backends: int, oracle: str | None) -> str | No
     """A scenario that can start: its data source read and checked (a dataset file, the rows for
     a batch), its oracle available, its buffers within memory. Returns the oracle chosen."""
     from harness.run import choice as oracles
-    from harness.spec.data import batches
+    from harness.spec.data import batches, weights
 
     batches(scenario)
+    weights(scenario)
     if scenario.build == "nerva":
         import adapters
 

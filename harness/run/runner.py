@@ -51,7 +51,7 @@ import adapters
 from harness.core.backend import BackendFailure
 from harness.judge.compare import StepVerdict, TensorVerdict, consensus, judge, key_name, reference as reference_trace, \
     scan_kinks, tensor_order
-from harness.spec.data import batches, epoch_steps
+from harness.spec.data import batches, epoch_steps, weights
 from harness.run.choice import choose as choose_oracle
 from harness.judge.bounds import step_bounds
 from harness.spec.scenario import Scenario
@@ -183,6 +183,7 @@ def _build(scenario: Scenario, backends: list[str], oracle: str | None, state0: 
         from adapters import nerva_native
     if state0 is None:
         state0 = nerva_native.initial_state(scenario) if native else initial_state(scenario)
+        state0.update(weights(scenario))  # --load-weights: the user's file
     data = batches(scenario) if data is None else data
     models = {name: adapters.load(name) for name in backends}
     if native:  # each library builds, loads, feeds and trains itself, observed (adapters.nerva_native)

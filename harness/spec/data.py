@@ -146,6 +146,30 @@ class Batches(Sequence):
                 yield as_dtype(X[rows], dtype), as_dtype(T[rows], dtype)
 
 
+def weights(scenario: Scenario) -> dict[str, np.ndarray]:
+    """``--load-weights``: the file's weights and biases under the harness's parameter names
+    (``W{layer position}``), rounded to the run's dtype; {} without the flag."""
+    if not scenario.weights:
+        return {}
+    positions = [i for i, layer in enumerate(scenario.layers, start=1) if layer.info.has_weights]
+    shapes, width = {}, scenario.input_size
+    for index, position in enumerate(positions, start=1):
+        layer = scenario.layers[position - 1]
+        shapes[f"W{index}"] = (layer.units, width)
+        width = layer.units
+    path = rules.input_file(scenario.weights, "weights file", "give an existing .npz file")
+    st = os.stat(path)
+    filed = _weights_file(str(path), tuple(shapes.items()), (st.st_size, st.st_mtime_ns, st.st_ino))
+    return {f"{p}{position}": as_dtype(filed[f"{p}{index}"], scenario.dtype)
+            for index, position in enumerate(positions, start=1) for p in "Wb"}
+
+
+@functools.lru_cache(maxsize=2)
+def _weights_file(path: str, shapes: tuple, stamp: tuple) -> dict[str, np.ndarray]:
+    """A weights file read and checked once while ``stamp`` (its size, time and inode) holds."""
+    return rules.weights_file(path, dict(shapes))
+
+
 def epoch_steps(scenario: Scenario) -> int:
     """The steps of one epoch: as many batches as the libraries' ``DataLoader`` makes of the
     training rows (the last one smaller when the batch size does not divide them); synthetic

@@ -78,6 +78,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("build", lambda s: s.build, choices=BUILDS,
          help="nerva: each library's own parser, initializers, loaders and training loop (the default for an "
               "ad-hoc run that they can express); harness: the harness builds and steps every model"),
+    Flag("load-weights", lambda s: s.weights,
+         help="start from this weights file (W1, b1, W2 … as save_weights_and_bias writes them, numbered by "
+              "linear layer) instead of drawn parameters"),
     Flag("init-from", lambda s: s.init_from, choices=BACKENDS,
          help="build nerva: the library whose initializers draw the parameters every backend loads (default numpy)"),
 )

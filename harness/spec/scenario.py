@@ -42,6 +42,7 @@ needs it).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, replace
 from typing import Any
@@ -270,6 +271,7 @@ class Scenario:
     schedule: Schedule | None = None  # None: the rate ``lr`` for every step
     build: str = "harness"  # BUILDS
     init_from: str = "numpy"  # build "nerva": the library whose initializers draw the parameters
+    weights: str = ""  # --load-weights: a weights file's absolute path ("" none): the initial W and b
 
     def eta(self, epoch: int) -> float:
         """The learning rate of epoch ``epoch`` (0-based)."""
@@ -320,6 +322,7 @@ def build_scenario(
     description: str = "",
     build: str = "harness",
     init_from: str = "numpy",
+    weights: str = "",
 ) -> Scenario:
     """Validate Nerva-style pieces and assemble a :class:`Scenario`. The pieces are checked in
     this order, so that of several problems the first one here is the one reported: layers,
@@ -365,6 +368,7 @@ def build_scenario(
         description=description,
         build=build,
         init_from=init_from,
+        weights=os.path.abspath(weights) if str(weights).strip() else "",
     )
 
 
