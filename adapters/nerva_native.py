@@ -26,6 +26,7 @@ import math
 import os
 import tempfile
 import threading
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -72,6 +73,13 @@ def _seed(base: Any, seed: int) -> None:
         base.tf.random.set_seed(seed % 2**31)
 
 
+def _spec_params(scenario: Scenario) -> dict[str, np.ndarray]:
+    """The parameters the spec sets (BatchNormalization's, SReLU's), in float32; W and b as zeros,
+    to be replaced by a weights file's (the initializers are the libraries' here, not the harness's)."""
+    layers = tuple(replace(layer, init="Zero") if layer.info.has_weights else layer for layer in scenario.layers)
+    return spec_state(scenario.with_(dtype="float32", layers=layers))
+
+
 def _linear_keys(scenario: Scenario) -> list[int]:
     """The layer position (1-based) of each linear-type layer: a weights file's ``W1``, ``W2`` …
     count linear layers only, the harness's parameters every layer."""
@@ -93,7 +101,7 @@ def initial_state(scenario: Scenario) -> dict[str, np.ndarray]:
     parameters a weights file does not hold (BatchNormalization's, SReLU's) as the spec sets them,
     in float32 (:func:`harness.spec.state.initial_state`: the libraries build them from the spec)."""
     if scenario.weights:  # --load-weights: the user's file instead of a library's draw (the runner adds it)
-        return spec_state(scenario.with_(dtype="float32"))
+        return _spec_params(scenario)
     base = adapters.load(scenario.init_from)
     base.setup()
     for name in ("multilayer_perceptron", "utilities"):
@@ -104,7 +112,7 @@ def initial_state(scenario: Scenario) -> dict[str, np.ndarray]:
         model.save_weights_and_bias(path)
         with np.load(path) as saved:
             weights = {k: np.asarray(saved[k], dtype=np.float64) for k in saved.files}
-    state = spec_state(scenario.with_(dtype="float32"))
+    state = _spec_params(scenario)
     for index, position in enumerate(_linear_keys(scenario), start=1):
         state[f"W{position}"], state[f"b{position}"] = weights[f"W{index}"], weights[f"b{index}"].reshape(-1)
     return state

@@ -137,3 +137,15 @@ def test_a_run_starts_from_a_users_weights_file_in_both_builds(digits, tmp_path)
         result = run(from_file, ["numpy", "jax"], oracle="none")
         assert result.passed, (build, result.failures)
         assert all(np.array_equal(result.inputs[0][k], drawn[k]) for k in drawn), build
+
+
+def test_finding_uniform_and_normal_initializers_raise_in_three_libraries(digits, installed):  # noqa: F811
+    """docs/findings.md, "Built by the libraries": set_layer_weights of nerva-numpy, -torch and -jax
+    1.0.0 tests ``Uniform``/``Normal`` with ``if`` and then the other names with a new ``if``/``elif``
+    chain, whose ``else`` raises for them; nerva-tensorflow's one chain accepts them."""
+    sc = small(digits, "--steps", "1", "--layer-weights", "Uniform(a=-0.1,b=0.1);Normal(a=0,b=0.1)",
+               "--init-from", "tensorflow")
+    result = run(sc, installed, oracle="none")
+    assert set(result.failures) == {"numpy", "torch", "jax"}
+    assert all(f.step is None and 'Could not parse weight initializer "Uniform(a=-0.1,b=0.1)"' in f.message
+               for f in result.failures.values())
