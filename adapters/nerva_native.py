@@ -265,7 +265,7 @@ class NativeBackend:
         self._steps += 1
         if self.eta != lr:  # its scheduler, against the formula (harness.spec.schedule) evaluated as they do
             raise RuntimeError(f"its learning-rate scheduler gave {self.eta!r} at step {self._steps - 1}, "
-                               f"where {self.scenario.lr_text} gives {lr!r}")
+                               f"where the formula of --learning-rate {self.scenario.lr_text} gives {lr!r}")
         return value
 
     def get_state(self) -> dict[str, np.ndarray]:

@@ -87,6 +87,10 @@ FLAGS: tuple[Flag, ...] = (
 
 NAMES = tuple(flag.name for flag in FLAGS)
 
+ADDED_LATER = ("build", "load-weights", "init-from")
+"""Flags that a report or bundle written before them lacks; their defaults then apply (a bundle
+replays on its recorded parameters and batches, through the harness's own build)."""
+
 AD_HOC_DEFAULTS = {flag.name: flag.default for flag in FLAGS if flag.default is not None}
 """What an ad-hoc run (``--layers`` and ``--sizes`` without ``--scenario``) takes for a flag left out."""
 
