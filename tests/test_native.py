@@ -149,3 +149,21 @@ def test_finding_uniform_and_normal_initializers_raise_in_three_libraries(digits
     assert set(result.failures) == {"numpy", "torch", "jax"}
     assert all(f.step is None and 'Could not parse weight initializer "Uniform(a=-0.1,b=0.1)"' in f.message
                for f in result.failures.values())
+
+
+def test_the_harness_build_steps_each_epoch_at_its_scheduled_rate(digits, monkeypatch):  # noqa: F811
+    """--build harness: the runner hands every backend (and the oracle) the rate of the step's
+    epoch; 1438 rows in batches of 500 are 3 steps an epoch."""
+    from adapters.nerva_driver import NervaAdapter
+
+    rates, original = [], NervaAdapter.step
+
+    def step(self, X, T, lr):
+        rates.append((self.name, lr))
+        return original(self, X, T, lr)
+
+    monkeypatch.setattr(NervaAdapter, "step", step)
+    sc = small(digits, "--steps", "7", "--build", "harness", "--learning-rate", "MultiStepLR(0.1;1,2;0.5)")
+    result = run(sc, ["numpy", "torch"], oracle="none")
+    assert result.passed
+    assert [lr for name, lr in rates if name == "numpy"] == [0.1] * 3 + [0.05] * 3 + [0.025]
