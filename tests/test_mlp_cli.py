@@ -193,3 +193,11 @@ def test_load_weights_sets_the_initial_parameters_in_both_builds(digits, tmp_pat
         with np.load(path) as saved:
             assert all(np.array_equal(got[k], saved[k].astype(np.float32)) for k in SMALL)
         assert sc.weights == str(path) and sc.build == build
+
+
+def test_a_library_built_synthetic_run_is_bounded_by_the_rows_it_writes(capsys, monkeypatch):
+    monkeypatch.setattr(console, "run_one", lambda *a, **k: pytest.fail("a run started"))
+    assert main(["run", "--backends", "numpy,torch", "--quiet", "--layers", "ReLU;Linear", "--sizes", "4,8,3",
+                 "--build", "nerva", "--steps", "100000", "--batch-size", "16"]) == 2
+    err = capsys.readouterr().err
+    assert "100000 x 16 rows is more than 1048576" in err and err.count("\n") == 1

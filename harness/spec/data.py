@@ -239,6 +239,10 @@ def with_build(scenario: Scenario, given: str | None) -> Scenario:
 
 
 NATIVE_ONLY_FILES = ("Xtest", "Ttest")
+
+SYNTHETIC_FILE_ROWS = 2**20
+"""The most rows of synthetic data a library-built run writes to its file (every step's batch):
+a bound on what the file holds in memory, which otherwise grows with ``--steps``."""
 """What ``create_npz_dataloaders`` reads besides Xtrain and Ttrain."""
 
 
@@ -255,6 +259,9 @@ def native_problem(scenario: Scenario) -> str | None:
         return f"{extension} is an extension of this harness, not the libraries'"
     if scenario.data.source == "synthetic" and scenario.data.targets != "onehot":
         return f"the libraries' loaders read class labels, not {scenario.data.targets} targets"
+    if scenario.data.source == "synthetic" and scenario.steps * scenario.batch_size > SYNTHETIC_FILE_ROWS:
+        return (f"synthetic data is handed to the libraries' loaders as one file of every step's rows, and "
+                f"{scenario.steps} x {scenario.batch_size} rows is more than {SYNTHETIC_FILE_ROWS}: give fewer --steps")
     if scenario.dtype != "float32":
         return "the libraries' loaders make float32 batches: use --dtype float32"
     if scenario.mode != "trajectory":
