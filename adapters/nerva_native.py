@@ -33,6 +33,8 @@ import numpy as np
 
 import adapters
 from adapters.nerva_driver import dtype_name, param_slots
+from harness.core.components import BACKENDS
+from harness.core.errors import SpecError
 from harness.core.keys import Trace
 from harness.spec.data import loader_arrays
 from harness.spec.state import as_dtype, initial_state as spec_state
@@ -106,7 +108,14 @@ def initial_state(scenario: Scenario) -> dict[str, np.ndarray]:
     base.setup()
     for name in ("multilayer_perceptron", "utilities"):
         base._module(name).print = _quiet
-    model = _parse(base, scenario)
+    try:
+        model = _parse(base, scenario)
+    except Exception as e:  # its own parser refuses the spec: it cannot be the one that draws
+        others = ", ".join(b for b in BACKENDS if b != scenario.init_from)
+        raise SpecError(f"--init-from {scenario.init_from}: its own parse_multilayer_perceptron raised "
+                        f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''} "
+                        f"(a finding about it, which its build in the run shows too); choose another of "
+                        f"{others}") from None
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "weights.npz")
         model.save_weights_and_bias(path)

@@ -151,3 +151,12 @@ def test_the_harness_build_steps_each_epoch_at_its_scheduled_rate(digits, monkey
     result = run(sc, ["numpy", "torch"], oracle="none")
     assert result.passed
     assert [lr for name, lr in rates if name == "numpy"] == [0.1] * 3 + [0.05] * 3 + [0.025]
+
+
+def test_an_init_from_library_that_cannot_parse_the_spec_is_one_line_exit_2(digits, capsys):  # noqa: F811
+    argv = ["run", "--layers", "ReLU;Linear", "--layer-sizes", "64;16;10", "--load-dataset", str(digits), "--quiet",
+            "--layer-weights", "Uniform(a=-0.1,b=0.1);Zero", "--steps", "1", "--backends", "numpy,torch"]
+    assert main(argv) == 2  # the default --init-from numpy has finding 20a
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--init-from numpy" in err and "Could not parse weight initializer" in err
+    assert "choose another of torch, jax, tensorflow" in err
