@@ -160,3 +160,29 @@ def test_an_init_from_library_that_cannot_parse_the_spec_is_one_line_exit_2(digi
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--init-from numpy" in err and "Could not parse weight initializer" in err
     assert "choose another of torch, jax, tensorflow" in err
+
+
+EXPRESSIBLE = ["relu-softmax", "leaky-logsoftmax", "batchnorm-softmax-xent", "srelu-nll", "square-logits"]
+
+
+@pytest.mark.parametrize("name", EXPRESSIBLE)
+def test_the_catalog_scenarios_the_libraries_can_express_pass_built_by_them(name):
+    """README "Built as the libraries build it": the others are refused with their reason (test_mlp_cli)."""
+    import scenarios
+    from harness.spec.data import native_problem
+
+    sc = scenarios.get(name, dtype="float32", mode="trajectory", steps=3, build="nerva")
+    assert native_problem(sc) is None
+    result = run(sc, ["numpy", "torch"], oracle="none")
+    assert result.passed and result.steps_run == 3, (result.failures, result.first_divergence)
+
+
+def test_the_other_catalog_scenarios_are_refused_with_their_reason():
+    import scenarios
+    from harness.spec.data import native_problem
+
+    reasons = {name: native_problem(scenarios.get(name, dtype="float32", mode="trajectory", build="nerva"))
+               for name in scenarios.catalog() if name not in EXPRESSIBLE}
+    assert {name: reason.split(" is ")[0].split(",")[0] for name, reason in reasons.items()} == {
+        "upstream": "layer ELU", "elu-absolute": "layer ELU", "kink-ties": "loss AbsoluteError",
+        "sigmoid-logistic": "initializer LeCunUniform", "nll-soft": "the libraries' loaders read class labels"}
