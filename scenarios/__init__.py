@@ -69,6 +69,9 @@ def from_table(name: str, table: dict[str, Any]) -> Scenario:
         mode=table.get("mode", "trajectory"),
         seed=int(table.get("seed", 0)),
         description=table.get("description", ""),
+        build=table.get("build", "harness"),
+        init_from=table.get("init-from", "numpy"),
+        weights=table.get("load-weights", ""),
     )
 
 

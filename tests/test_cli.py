@@ -256,7 +256,7 @@ def test_the_flag_table_makes_the_run_parser_and_the_catalog_keys():
     from harness.spec.flags import AD_HOC_DEFAULTS, FLAGS, NAMES
 
     run = parser()._subparsers._group_actions[0].choices["run"]
-    options = {a.option_strings[0]: a for a in run._actions if a.option_strings}
+    options = {spelling: a for a in run._actions for spelling in a.option_strings}
     for flag in FLAGS:
         action = options[f"--{flag.name}"]
         assert (action.dest, action.type, action.choices, action.default) == (flag.attr, flag.type, flag.choices, None)

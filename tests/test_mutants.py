@@ -28,7 +28,7 @@ from harness.run.runner import run
 CORPUS = mutants.corpus()
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "mutants.md"
 NERVA_MODULES = ("activation_functions", "layers", "loss_functions", "optimizers", "softmax_functions",
-                 "matrix_operations")
+                 "matrix_operations", "datasets", "multilayer_perceptron", "learning_rate")
 
 
 # ------------------------------------------------------------------------------ every verdict

@@ -46,9 +46,16 @@ def ready(scenario: "Scenario", n_backends: int, oracle: str | None) -> str | No
     """A scenario that can start: its data source read and checked (a dataset file, the rows for
     a batch), its oracle available, its buffers within memory. Returns the oracle chosen."""
     from harness.run import choice as oracles
-    from harness.spec.data import batches
+    from harness.spec.data import batches, weights
 
     batches(scenario)
+    weights(scenario)
+    if scenario.build == "nerva":
+        import adapters
+
+        reason = adapters.why_unavailable(scenario.init_from)
+        if reason:
+            raise SpecError(f"--init-from {scenario.init_from}: {reason}")
     chosen, _ = oracles.choose(scenario, oracle)
     memory(scenario, n_backends, chosen)
     return chosen
@@ -58,14 +65,17 @@ def scenario_from_flags(args: Any) -> "Scenario":
     """The scenario of ``run``'s flags: a catalog entry with the flags given as overrides, or an
     ad-hoc model (``--layers`` and ``--sizes`` needed, the rest defaulted)."""
     import scenarios
+    from harness.spec.data import with_build, with_epochs
 
     given = flags.given(args)
     if args.scenario is not None:
-        return scenarios.get(args.scenario, **given)
-    missing = [f"--{k}" for k in ("layers", "sizes") if k not in given]
-    if missing:
-        raise SpecError(f"give --scenario NAME, or an ad-hoc model with {' and '.join(missing)}")
-    return scenarios.from_table("ad-hoc", {**flags.AD_HOC_DEFAULTS, **given})
+        scenario = with_build(scenarios.get(args.scenario, **given), given.get("build", "harness"))
+    else:
+        missing = [f"--{k}" for k in ("layers", "sizes") if k not in given]
+        if missing:
+            raise SpecError(f"give --scenario NAME, or an ad-hoc model with {' and '.join(missing)}")
+        scenario = with_build(scenarios.from_table("ad-hoc", {**flags.AD_HOC_DEFAULTS, **given}), given.get("build"))
+    return with_epochs(scenario, getattr(args, "epochs", None), "steps" in given)
 
 
 class Checked:

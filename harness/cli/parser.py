@@ -55,7 +55,9 @@ def _run(sub: Any) -> None:
     for flag in FLAGS:
         options = {key: value for key, value in (("type", flag.type), ("choices", flag.choices), ("help", flag.help))
                    if value is not None}
-        run.add_argument(f"--{flag.name}", **options)
+        run.add_argument(*flag.spellings, dest=flag.attr, **options)
+    run.add_argument("--epochs", type=int, help="passes over the training set (steps = epochs x batches; "
+                                                "--steps, when given, still caps the run)")
     for name in COMMON:
         shared(run, name)
     shared(run, "junit", help="write JUnit XML here (a test case per backend)")

@@ -52,11 +52,11 @@ from harness.reports import write
 from harness.reports.report import reproduce, to_json, versions
 from harness.run.runner import RunResult, run
 from harness.spec.data import TARGETS
-from harness.spec.flags import NAMES, flags
+from harness.spec.flags import ADDED_LATER, NAMES, flags
 from harness.spec.scenario import Scenario
 
 BUNDLE_READS = ("nerva-consistency/bundle/1", "nerva-consistency/bundle/2")  # schema 1: no platform, no verdict
-BUNDLE_SPEC = tuple(name for name in NAMES if name != "dataset")  # a bundle holds its data
+BUNDLE_SPEC = tuple(name for name in NAMES if name not in ("dataset", *ADDED_LATER))  # a bundle holds its data
 ORACLES = (*components.ORACLES, "none")
 
 

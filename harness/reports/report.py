@@ -82,7 +82,7 @@ def reproduce_args(scenario: Scenario, backends: list[str], oracle: str | None =
         base = flags(scenarios.get(scenario.name))
         args += ["--scenario", scenario.name]
     for key, value in mine.items():
-        if base.get(key) != value or key == "seed":
+        if (base.get(key) != value or key == "seed") and value != "":  # "": a flag not given (--load-weights)
             args += [f"--{key}", value]
     if scenario.mode == "lockstep":
         args += ["--oracle", oracle or "none"]

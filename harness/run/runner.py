@@ -57,7 +57,7 @@ from harness.core.errors import BackendUnavailable
 from harness.run import contract
 from harness.judge.compare import StepVerdict, TensorVerdict, consensus, judge, key_name, reference as reference_trace, \
     scan_kinks, tensor_order
-from harness.spec.data import batches
+from harness.spec.data import batches, epoch_steps, weights
 from harness.run.choice import choose as choose_oracle
 from harness.judge.bounds import step_bounds
 from harness.spec.scenario import Scenario
@@ -165,6 +165,8 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
         result.interrupted = True
     finally:
         session.worker.shutdown(wait=True, cancel_futures=True)
+        for model in session.models:
+            getattr(model, "close", lambda: None)()  # a library's own loop ends (adapters.nerva_native)
     pending = session.pending
     if result.interrupted and pending is not None and pending[1].done() and not pending[1].cancelled() \
             and pending[1].exception() is None:
@@ -183,10 +185,17 @@ def _build(scenario: Scenario, backends: list[str], oracle: str | None, state0: 
     is a harness bug: it raises) and every backend (a backend's failure is recorded, the others
     go on) at the initial state. Ctrl-C raises :class:`Interrupted`."""
     oracle, note = choose_oracle(scenario, oracle)
-    state0 = initial_state(scenario) if state0 is None else state0
+    native = scenario.build == "nerva"
+    if native:
+        from adapters import nerva_native
+    if state0 is None:
+        state0 = nerva_native.initial_state(scenario) if native else initial_state(scenario)
+        state0.update(weights(scenario))  # --load-weights: the user's file
     data = batches(scenario) if data is None else data
     result = RunResult(scenario, list(backends), oracle=oracle, oracle_note=note, inputs=(state0, data))
     models = _load(backends, result)
+    if native:  # each library builds, loads, feeds and trains itself, observed (adapters.nerva_native)
+        models = {name: nerva_native.NativeBackend(model) for name, model in models.items()}
     result.omitted = contract.omitted(scenario, models, oracle)
     start = time.perf_counter()
     exact, active = None, {}
@@ -207,7 +216,9 @@ def _build(scenario: Scenario, backends: list[str], oracle: str | None, state0: 
     except KeyboardInterrupt:
         result.interrupted, result.seconds = True, time.perf_counter() - start
         raise Interrupted(result) from None
-    return _Session(result, active, exact, state0, start)
+    session = _Session(result, active, exact, state0, start)
+    session.models = list(models.values())
+    return session
 
 
 def _load(backends: list[str], result: RunResult) -> dict:
@@ -242,6 +253,8 @@ class _Session:
         self.before = {name: state0 for name in [*active, *([self.oracle] if self.oracle else [])]}
         self.pending: tuple[int, Future] | None = None
         self.want = {name: contract.provided(self.scenario, m) for name, m in active.items()}
+        self.models: list = []  # every backend built, also those that failed (closed at the end)
+        self.epoch_steps = epoch_steps(self.scenario) if self.scenario.schedule is not None else 1
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge")
 
     def collect(self) -> bool:
@@ -259,6 +272,8 @@ class _Session:
         """One step: every backend's trace, the previous step's verdict collected, this step's
         judgement submitted, then the re-anchoring. True when the run stops here."""
         scenario, result, oracle = self.scenario, self.result, self.oracle
+        if scenario.schedule is not None:  # the learning rate of this step's epoch, from here on
+            scenario = scenario.with_(lr=scenario.eta(step // self.epoch_steps))
         # The point the bound is evaluated at: parameters and velocities at the start of the
         # step. In trajectory mode each backend is at its own point; the bound is taken at
         # their consensus and carries their measured spread as the parameters' error.
@@ -266,7 +281,7 @@ class _Session:
             point: dict | list = self.reference
         else:
             point = list(self._call(step, "get_state").values())
-        traces = self._traces(step, X, T)
+        traces = self._traces(step, X, T, scenario.lr)
         if self.pending is not None and self.collect():
             return True  # the previous step failed; this step's traces are not judged
         if not traces:
@@ -283,13 +298,13 @@ class _Session:
         self.reanchor(step, traces, scan)
         return False
 
-    def _traces(self, step: int, X: np.ndarray, T: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    def _traces(self, step: int, X: np.ndarray, T: np.ndarray, lr: float) -> dict[str, dict[str, np.ndarray]]:
         """Every active backend's trace of one step; one that raises is recorded and dropped."""
         result, dtype = self.result, self.scenario.dtype
         traces = {}
         for name, model in list(self.active.items()):
             try:
-                trace = model.step(X, T, self.scenario.lr)
+                trace = model.step(X, T, lr)
             except Exception as e:
                 result.failures[name] = BackendFailure.of(e, step)
                 del self.active[name]

@@ -149,7 +149,7 @@ def baseline(m: Any, backends: Sequence[str] = BACKENDS) -> dict[tuple, float]:
     key = (m.run, tuple(backends), m.backends)
     if key not in _BASELINES:
         r = m.run
-        sc = scenarios.get(r.scenario, dtype=r.dtype, mode=r.mode, steps=r.steps)
+        sc = scenarios.get(r.scenario, dtype=r.dtype, mode=r.mode, steps=r.steps, build=getattr(r, "build", "harness"))
         _BASELINES[key] = _ratios(run(sc, list(backends), oracle=r.oracle, keep_going=True), m.backends)
     return _BASELINES[key]
 
@@ -161,7 +161,7 @@ def run_mutant(m: Any, backends: Sequence[str] = BACKENDS) -> Row:
     from harness.run.runner import run
 
     r = m.run
-    sc = scenarios.get(r.scenario, dtype=r.dtype, mode=r.mode, steps=r.steps)
+    sc = scenarios.get(r.scenario, dtype=r.dtype, mode=r.mode, steps=r.steps, build=getattr(r, "build", "harness"))
     start = time.perf_counter()
     with m.applied():
         result = run(sc, list(backends), oracle=r.oracle)

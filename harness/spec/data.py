@@ -31,7 +31,7 @@ import numpy as np
 
 from harness.spec import rules
 from harness.core.errors import SpecError
-from harness.spec.scenario import Scenario
+from harness.spec.scenario import Scenario, harness_problem
 from harness.spec.state import as_dtype, rng_for
 
 SOURCES = ("synthetic", "digits", "digits784", "npz:PATH")
@@ -146,6 +146,138 @@ class Batches(Sequence):
                 yield as_dtype(X[rows], dtype), as_dtype(T[rows], dtype)
 
 
+def weights(scenario: Scenario) -> dict[str, np.ndarray]:
+    """``--load-weights``: the file's weights and biases under the harness's parameter names
+    (``W{layer position}``), rounded to the run's dtype; {} without the flag."""
+    if not scenario.weights:
+        return {}
+    positions = [i for i, layer in enumerate(scenario.layers, start=1) if layer.info.has_weights]
+    shapes, width = {}, scenario.input_size
+    for index, position in enumerate(positions, start=1):
+        layer = scenario.layers[position - 1]
+        shapes[f"W{index}"] = (layer.units, width)
+        width = layer.units
+    path = rules.input_file(scenario.weights, "weights file", "give an existing .npz file")
+    st = os.stat(path)
+    filed = _weights_file(str(path), tuple(shapes.items()), (st.st_size, st.st_mtime_ns, st.st_ino))
+    return {f"{p}{position}": as_dtype(filed[f"{p}{index}"], scenario.dtype)
+            for index, position in enumerate(positions, start=1) for p in "Wb"}
+
+
+@functools.lru_cache(maxsize=2)
+def _weights_file(path: str, shapes: tuple, stamp: tuple) -> dict[str, np.ndarray]:
+    """A weights file read and checked once while ``stamp`` (its size, time and inode) holds."""
+    return rules.weights_file(path, dict(shapes))
+
+
+def epoch_steps(scenario: Scenario) -> int:
+    """The steps of one epoch: as many batches as the libraries' ``DataLoader`` makes of the
+    training rows (the last one smaller when the batch size does not divide them); synthetic
+    data, fresh rows every step, never comes round again: the whole run is one epoch."""
+    full = dataset(scenario)
+    return scenario.steps if full is None else -(-len(full[0]) // scenario.batch_size)
+
+
+class LoaderBatches(Batches):
+    """What the libraries' ``create_npz_dataloaders`` should yield (``--build nerva``): the
+    training rows of :func:`loader_arrays` in order, ``batch_size`` at a time (the last batch of
+    an epoch holds the rest), epoch after epoch, never shuffled; targets one-hot, all float32.
+    Synthetic data: the harness's own seeded batches, one epoch of the whole run."""
+
+    def _stream(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        sc = self.scenario
+        if self.full is None:
+            yield from super()._stream()
+            return
+        X, T = self.full
+        N, per_epoch = sc.batch_size, epoch_steps(sc)
+        for step in range(sc.steps):
+            rows = slice(step % per_epoch * N, (step % per_epoch + 1) * N)
+            yield as_dtype(X[rows], "float32"), as_dtype(T[rows], "float32")
+
+
+def loader_arrays(scenario: Scenario) -> dict[str, np.ndarray]:
+    """A built-in source as a file in the libraries' format (Xtrain, Ttrain, Xtest, Ttest, the
+    labels as integers), for ``--build nerva``: the digits whole (also as the test set), synthetic
+    data as the run's own batches, one after another (so one epoch is the whole run)."""
+    if scenario.data.source == "synthetic":
+        X, T = (np.concatenate(part) for part in zip(*Batches(scenario.with_(build="harness"))))
+    else:
+        X, T = dataset(scenario)
+    X, labels = X.astype(np.float32), np.argmax(T, axis=1)
+    return {"Xtrain": X, "Ttrain": labels, "Xtest": X, "Ttest": labels}
+
+
+def with_epochs(scenario: Scenario, epochs: int | None, steps_given: bool) -> Scenario:
+    """``--epochs E``: E passes over the training set, E x :func:`epoch_steps` steps, capped by
+    ``--steps`` when that is given too."""
+    if epochs is None:
+        return scenario
+    rules.integer(epochs, "--epochs")
+    if scenario.data.source == "synthetic":
+        raise SpecError("--epochs counts passes over a dataset, and synthetic data has none: give --steps, "
+                        "or --load-dataset FILE.npz")
+    steps = epochs * epoch_steps(scenario)
+    return scenario.with_(steps=rules.steps(min(steps, scenario.steps) if steps_given else steps, "--epochs' steps"))
+
+
+def with_build(scenario: Scenario, given: str | None) -> Scenario:
+    """The build of a run: the one given (``nerva`` only where the libraries can express the
+    scenario, else bad input), or for an ad-hoc run on a user's ``.npz`` file (what tools/mlp.py
+    runs) ``nerva`` when they can express it, else ``harness``."""
+    problem = None if given == "harness" else native_problem(scenario.with_(build="nerva"))
+    if given is None and not scenario.data.source.startswith("npz:"):
+        problem = problem or "the default for a run on built-in data"
+    if problem is not None and given == "nerva":
+        raise SpecError(f"--build nerva cannot run this: {problem}")
+    built = scenario.with_(build="harness" if given == "harness" or problem else "nerva")
+    own = harness_problem(built) if built.build == "harness" else None
+    if own is not None:
+        raise SpecError(f"{own}: give --build nerva and a --load-dataset FILE.npz"
+                        + (f" ({problem})" if problem else ""))
+    return built
+
+
+NATIVE_ONLY_FILES = ("Xtest", "Ttest")
+
+SYNTHETIC_FILE_ROWS = 2**20
+"""The most rows of synthetic data a library-built run writes to its file (every step's batch):
+a bound on what the file holds in memory, which otherwise grows with ``--steps``."""
+"""What ``create_npz_dataloaders`` reads besides Xtrain and Ttrain."""
+
+
+def native_problem(scenario: Scenario) -> str | None:
+    """Why the libraries cannot build and train ``scenario`` themselves (``--build nerva``), or
+    None when they can: their loaders read a ``.npz`` file with test data too and make float32,
+    their loop follows its own trajectory, and the harness's extensions are not theirs."""
+    extension = next((f"layer {layer.kind}" for layer in scenario.layers if layer.kind == "ELU"), None) \
+        or ("loss AbsoluteError" if scenario.loss == "AbsoluteError" else None) \
+        or next((f"initializer {layer.init}" for layer in scenario.layers if (layer.init or "").startswith("LeCun")), None) \
+        or next((f"optimizers {layer.optimizer_text!r}" for layer in scenario.layers
+                 if len({str(opt) for _, opt in layer.optimizers}) > 1), None)
+    if extension:
+        return f"{extension} is an extension of this harness, not the libraries'"
+    if scenario.data.source == "synthetic" and scenario.data.targets != "onehot":
+        return f"the libraries' loaders read class labels, not {scenario.data.targets} targets"
+    if scenario.data.source == "synthetic" and scenario.steps * scenario.batch_size > SYNTHETIC_FILE_ROWS:
+        return (f"synthetic data is handed to the libraries' loaders as one file of every step's rows, and "
+                f"{scenario.steps} x {scenario.batch_size} rows is more than {SYNTHETIC_FILE_ROWS}: give fewer --steps")
+    if scenario.dtype != "float32":
+        return "the libraries' loaders make float32 batches: use --dtype float32"
+    if scenario.mode != "trajectory":
+        return "the libraries' own loop follows its own trajectory: use --mode trajectory"
+    dataset(scenario)  # the file checked first (its own messages), then only its member names read
+    if not scenario.data.source.startswith("npz:"):
+        return None
+    path = rules.dataset_path(scenario.data.source[4:])
+    with np.load(path, allow_pickle=False) as archive:
+        missing = [name for name in NATIVE_ONLY_FILES if name not in archive.files]
+    if missing:
+        return f"the libraries' create_npz_dataloaders also reads {' and '.join(missing)}, which {path} lacks"
+    return None
+
+
 def batches(scenario: Scenario) -> Batches:
-    """One (X, T) per step, made as the steps need them (:class:`Batches`)."""
-    return Batches(scenario)
+    """One (X, T) per step, made as the steps need them (:class:`Batches`; a run built by the
+    libraries: :class:`LoaderBatches`, what their loaders should yield)."""
+    return LoaderBatches(scenario) if scenario.build == "nerva" else Batches(scenario)

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from harness.core.components import DTYPES, LOSSES, MODES
+from harness.core.components import BACKENDS, DTYPES, LOSSES, MODES
 from harness.spec.data import TARGETS
-from harness.spec.scenario import Scenario
+from harness.spec.scenario import BUILDS, Scenario
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,12 @@ class Flag:
     type: Callable[[str], Any] | None = None  # argparse's type (None: the string as given)
     choices: tuple[str, ...] | None = None
     default: Any = None  # an ad-hoc run's value when the flag is left out (None: the scenario's default)
+    aliases: tuple[str, ...] = ()  # other spellings; the first of ``spellings`` is tools/mlp.py's
+
+    @property
+    def spellings(self) -> tuple[str, ...]:
+        """The command-line spellings, tools/mlp.py's first (``--layer-sizes``, then ``--sizes``)."""
+        return tuple(f"--{name}" for name in (*self.aliases, self.name))
 
     @property
     def attr(self) -> str:
@@ -50,24 +56,40 @@ _LOSS_NAMES = list(LOSSES)
 
 FLAGS: tuple[Flag, ...] = (
     Flag("layers", _model("layers"), help='Nerva layer specs, e.g. "ReLU;BatchNormalization;Softmax"'),
-    Flag("sizes", _model("sizes"), help="input width, then each linear layer's width, e.g. 784,1024,10"),
+    Flag("sizes", _model("sizes"), help="input width, then each linear layer's width, e.g. \"784;1024;10\"",
+         aliases=("layer-sizes",)),
     Flag("optimizers", _model("optimizers"), help='one per layer, e.g. "Momentum(0.9);GradientDescent"',
          default="GradientDescent"),
-    Flag("init-weights", _model("init_weights"), help="one per linear layer, e.g. XavierNormal,HeNormal"),
+    Flag("init-weights", _model("init_weights"), help='one per linear layer, e.g. "XavierNormal;Uniform(a=-0.1,b=0.1)"',
+         aliases=("layer-weights",)),
     Flag("loss", lambda s: s.loss, default="SquaredError",
          help=f"{', '.join(_LOSS_NAMES[:-1])} or {_LOSS_NAMES[-1]}"),
-    Flag("learning-rate", lambda s: repr(s.lr), help="a number or Constant(number)", default="0.01"),
+    Flag("learning-rate", lambda s: s.lr_text, default="0.01",
+         help="a number, Constant(lr), TimeBased(lr,decay), StepBased(lr,drop_rate,change_rate), "
+              "MultiStepLR(lr;m1,m2;gamma) or Exponential(lr,change_rate)"),
     Flag("batch-size", lambda s: str(s.batch_size), type=int, default=16),
     Flag("steps", lambda s: str(s.steps), type=int, default=10),
     Flag("dataset", _dataset, help="synthetic (default), digits, digits784 or a Nerva .npz file",
-         default="synthetic"),
+         default="synthetic", aliases=("load-dataset",)),
     Flag("targets", lambda s: s.data.targets, choices=TARGETS, help="synthetic targets (default onehot)"),
     Flag("dtype", lambda s: s.dtype, choices=DTYPES),
     Flag("mode", lambda s: s.mode, choices=MODES),
     Flag("seed", lambda s: str(s.seed), type=int),
+    Flag("build", lambda s: s.build, choices=BUILDS,
+         help="nerva: each library's own parser, initializers, loaders and training loop (the default for an "
+              "ad-hoc run that they can express); harness: the harness builds and steps every model"),
+    Flag("load-weights", lambda s: s.weights,
+         help="start from this weights file (W1, b1, W2 … as save_weights_and_bias writes them, numbered by "
+              "linear layer) instead of drawn parameters"),
+    Flag("init-from", lambda s: s.init_from, choices=BACKENDS,
+         help="build nerva: the library whose initializers draw the parameters every backend loads (default numpy)"),
 )
 
 NAMES = tuple(flag.name for flag in FLAGS)
+
+ADDED_LATER = ("build", "load-weights", "init-from")
+"""Flags that a report or bundle written before them lacks; their defaults then apply (a bundle
+replays on its recorded parameters and batches, through the harness's own build)."""
 
 AD_HOC_DEFAULTS = {flag.name: flag.default for flag in FLAGS if flag.default is not None}
 """What an ad-hoc run (``--layers`` and ``--sizes`` without ``--scenario``) takes for a flag left out."""

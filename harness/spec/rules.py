@@ -352,3 +352,40 @@ def one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
 def enough_rows(rows: int, batch_size: int, what: str) -> None:
     if rows < batch_size:
         raise SpecError(f"batch size {batch_size} is larger than {what} ({rows} rows): give --batch-size {rows} or less")
+
+
+# ------------------------------------------------------------------------------------ weights files
+
+def weights_file(text: str, shapes: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+    """The arrays of a weights file (``--load-weights``) as float64, every rule checked: an
+    .npz archive as the libraries' ``save_weights_and_bias`` writes it, ``W1``, ``b1``, ``W2`` …
+    numbered by linear layer; ``shapes`` gives each ``W`` key's (K, D). W has that shape, b K
+    numbers (shape (K,), (1, K) or (K, 1)), real and finite; no other arrays."""
+    mend = "give the .npz file a library's save_weights_and_bias wrote for this model (W1, b1, W2, b2 …)"
+    path = input_file(text, "weights file", mend)
+    what = f"weights file {str(path)!r}"
+    archive = Archive(path, what, mend, "is damaged")
+    try:
+        wanted = [*shapes, *(f"b{key[1:]}" for key in shapes)]
+        extra = sorted(set(archive.headers) - set(wanted))
+        if extra:
+            raise SpecError(f"{what} holds {extra[0]}, which the model ({len(shapes)} linear layer(s)) has not; {mend}")
+        out = {}
+        for key in wanted:
+            if key not in archive.headers:
+                raise SpecError(f"{what} has no array {key}; {mend}")
+            shape, dtype = archive.headers[key]
+            _real(dtype, what, key, mend)
+            K, D = shapes[key] if key[0] == "W" else shapes["W" + key[1:]]
+            fits = shape == (K, D) if key[0] == "W" else shape in ((K,), (1, K), (K, 1))
+            if not fits:
+                need = shape_text((K, D)) if key[0] == "W" else f"{shape_text((K,))} or {shape_text((1, K))}"
+                raise SpecError(f"{what}: {key} has shape {shape_text(shape)}, but the model needs {need}; {mend}")
+            a = np.asarray(archive.read(key), dtype=np.float64).reshape((K, D) if key[0] == "W" else (K,))
+            bad = first_nonfinite(a)
+            if bad is not None:
+                raise SpecError(f"{what}: {key}{list(bad[0])} is {bad[1]!r}, not a finite number; {mend}")
+            out[key] = a
+        return out
+    finally:
+        archive.close()

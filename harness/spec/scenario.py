@@ -5,16 +5,22 @@ The strings follow the Nerva libraries (``parse_multilayer_perceptron``, ``parse
 can paste what they already use:
 
     layers      "ReLU;BatchNormalization;LeakyReLU(alpha=0.1);Softmax"   one per layer
-    sizes       "784,1024,512,10"            input width, then the width of each linear layer
+    sizes       "784;1024;512;10"            input width, then the width of each linear layer
     optimizers  "Momentum(0.9);GradientDescent;Nesterov(mu=0.5)"   one per layer (incl. BN)
-    init        "XavierNormal,HeNormal"      one per linear layer
+    init        "XavierNormal;HeNormal"      one per linear layer
     loss        "SoftmaxCrossEntropy"
-    lr          "0.01" or "Constant(0.01)"
+    lr          "0.01", "Constant(0.01)" or a scheduler (:mod:`harness.spec.schedule`)
+
+Sizes and initializers are separated by ``;`` as ``tools/mlp.py`` splits them; ``,`` (this
+harness's older spelling) is read too when no ``;`` is given.
 
 Extensions (decided here, documented in the README):
 
 - ``ELU(alpha)`` and the ``AbsoluteError`` loss (nerva-sympy's custom pieces);
 - ``LeCunNormal`` / ``LeCunUniform`` initializers;
+- the libraries' parameterised initializers ``Uniform(a=…,b=…)`` and ``Normal(a=…,b=…)`` are
+  read too, but only a run built by the libraries (``build = "nerva"``) can use them: the
+  libraries draw them, the harness's own parameters (:mod:`harness.spec.state`) do not;
 - a per-parameter optimizer for one layer: ``W=Momentum(0.9),b=Nesterov(0.75)`` (parameters
   not named fall back to the first one given);
 - ``SReLU(x)`` with one positional number sets al = tl = ar = tr = x, as in Nerva; keywords not
@@ -36,11 +42,13 @@ needs it).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, replace
 from typing import Any
 
 from harness.spec import rules
+from harness.spec.schedule import Schedule, parse_schedule
 from harness.core.components import DTYPES, INITIALIZERS, LAYERS, LOSSES, MODES, OPTIMIZERS, LayerKind
 from harness.core.errors import SpecError
 
@@ -211,19 +219,25 @@ def _split_top(text: str, sep: str) -> list[str]:
     return [p for p in (s.strip() for s in parts)]
 
 
+def learning_rate_schedule(text: str | float) -> tuple[float, Schedule | None]:
+    """A number, ``Constant(number)`` or a scheduler as Nerva's mlp.py writes it: the rate of the
+    first epoch and the schedule (None: the rate is constant)."""
+    schedule = parse_schedule(repr(float(text)) if isinstance(text, (int, float)) else str(text))
+    return schedule.lr, (None if schedule.name == "Constant" else schedule)
+
+
 def parse_learning_rate(text: str | float) -> float:
-    """A number, or ``Constant(number)`` as Nerva's mlp.py writes it."""
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        call = parse_call(str(text), "learning rate")
-        if call.name != "Constant" or len(call.args) + len(call.kwargs) != 1:
-            raise SpecError(
-                f"learning rate {text!r} is not supported: give a number or Constant(number) "
-                "(schedules change eta between steps and are not part of a consistency check)"
-            ) from None
-        value = (call.args or tuple(v for _, v in call.kwargs))[0]
-    return rules.learning_rate(value, text)
+    """The rate a ``--learning-rate`` value starts with (epoch 0)."""
+    return learning_rate_schedule(text)[0]
+
+
+BUILDS = ("harness", "nerva")
+"""How a run's models are made: by the harness from the layer classes with its own parameters,
+batches and step (``harness``), or by each library's own parser, initializers, loaders and
+training loop (``nerva``, :mod:`adapters.nerva_native`)."""
+
+PARAMETRISED_INITIALIZERS = {"Uniform": ("a", "b"), "Normal": ("a", "b")}
+"""The libraries' ``set_layer_weights`` forms with numbers (defaults a = 0, b = 1)."""
 
 
 @dataclass(frozen=True)
@@ -254,6 +268,19 @@ class Scenario:
     mode: str = "trajectory"
     seed: int = 0
     description: str = ""
+    schedule: Schedule | None = None  # None: the rate ``lr`` for every step
+    build: str = "harness"  # BUILDS
+    init_from: str = "numpy"  # build "nerva": the library whose initializers draw the parameters
+    weights: str = ""  # --load-weights: a weights file's absolute path ("" none): the initial W and b
+
+    def eta(self, epoch: int) -> float:
+        """The learning rate of epoch ``epoch`` (0-based)."""
+        return self.lr if self.schedule is None else self.schedule.eta(epoch)
+
+    @property
+    def lr_text(self) -> str:
+        """``--learning-rate`` as given: the number, or the scheduler's text."""
+        return repr(self.lr) if self.schedule is None else str(self.schedule)
 
     @property
     def input_size(self) -> int:
@@ -293,11 +320,14 @@ def build_scenario(
     mode: str = "trajectory",
     seed: int = 0,
     description: str = "",
+    build: str = "harness",
+    init_from: str = "numpy",
+    weights: str = "",
 ) -> Scenario:
     """Validate Nerva-style pieces and assemble a :class:`Scenario`. The pieces are checked in
     this order, so that of several problems the first one here is the one reported: layers,
     sizes, optimizers, each layer, the sizes' count, the optimizers' count, initializers, loss,
-    each layer's optimizers, dtype, mode, batch size, steps, seed, learning rate."""
+    each layer's optimizers, dtype, mode, batch size, steps, seed, learning rate, build."""
     layer_texts = _layer_texts(layers)
     size_list = _parse_sizes(sizes)
     opt_texts = rules.items(str(optimizers), _pieces(optimizers, ";"), "optimizers", ";", "Momentum(0.9);GradientDescent")
@@ -320,12 +350,15 @@ def build_scenario(
     rules.integer(batch_size, "batch size")
     rules.steps(steps)
     rules.seed(seed)
+    rate, schedule = learning_rate_schedule(lr)
+    _check_build(build, init_from)
     return Scenario(
         name=name,
         sizes=tuple(size_list),
         layers=tuple(specs),
         loss=loss,
-        lr=parse_learning_rate(lr),
+        lr=rate,
+        schedule=schedule,
         batch_size=batch_size,
         steps=steps,
         data=data,
@@ -333,7 +366,28 @@ def build_scenario(
         mode=mode,
         seed=seed,
         description=description,
+        build=build,
+        init_from=init_from,
+        weights=os.path.abspath(weights) if str(weights).strip() else "",
     )
+
+
+def _check_build(build: str, init_from: str) -> None:
+    from harness.core.components import BACKENDS
+
+    if build not in BUILDS:
+        raise SpecError(f"unknown build {build!r}; choose one of {', '.join(BUILDS)}")
+    if init_from not in BACKENDS:
+        raise SpecError(f"unknown --init-from {init_from!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def harness_problem(scenario: Scenario) -> str | None:
+    """Why the harness cannot build ``scenario`` itself, or None: an initializer only the
+    libraries draw (``Uniform(a=…,b=…)``, ``Normal(a=…,b=…)``)."""
+    drawn = [layer.init for layer in scenario.layers if layer.init is not None and layer.init not in INITIALIZERS]
+    if drawn:
+        return f"weight initializer {drawn[0]!r} is drawn by the libraries' own initializers"
+    return None
 
 
 def _pieces(value: str | list, sep: str) -> list:
@@ -365,16 +419,29 @@ def _initializers(init_weights: str | list[str] | None, n_linear: int) -> list[s
     if init_weights is None or init_weights == "":
         init_list = ["XavierNormal"] * n_linear
     else:
-        init_list = _pieces(init_weights, ",")
+        init_list = _pieces(init_weights, ";" if ";" in str(init_weights) else ",")
         init_list = rules.items(str(init_weights), init_list, "weight initializers", ",", "XavierNormal,HeNormal")
         if len(init_list) == 1 and n_linear > 1:
             init_list = init_list * n_linear
     if len(init_list) != n_linear:
         raise SpecError(f"{len(init_list)} weight initializer(s) for {n_linear} linear layer(s): give one per linear layer")
-    for init in init_list:
-        if init not in INITIALIZERS:
-            raise SpecError(f"unknown weight initializer {init!r}; choose one of {', '.join(INITIALIZERS)}")
-    return init_list
+    return [_initializer(init) for init in init_list]
+
+
+def _initializer(text: str) -> str:
+    """One weight initializer: a name of the harness's, or a libraries' form such as
+    ``Uniform(a=-0.1,b=0.1)`` (printed back in the libraries' ``key=value`` form)."""
+    if text in INITIALIZERS:
+        return text
+    call = parse_call(text, "weight initializer")
+    if call.name in PARAMETRISED_INITIALIZERS:
+        params = PARAMETRISED_INITIALIZERS[call.name]
+        args = _bind(call, dict.fromkeys(params, None) | {"a": 0.0, "b": 1.0}, "weight initializer", text)
+        for key, value in args.items():
+            rules.finite(value, f"weight initializer {text!r}: {key}", f"{call.name}(a=-0.1,b=0.1)")
+        return f"{call.name}(" + ",".join(f"{k}={number_text(v)}" for k, v in args.items()) + ")"
+    known = [*INITIALIZERS, *(f"{n}(a=…,b=…)" for n in PARAMETRISED_INITIALIZERS)]
+    raise SpecError(f"unknown weight initializer {text!r}; choose one of {', '.join(known)}")
 
 
 def _layer_specs(parsed: list[tuple[str, dict[str, float]]], sizes: list[int], opt_texts: list[str],
@@ -394,15 +461,16 @@ def _layer_specs(parsed: list[tuple[str, dict[str, float]]], sizes: list[int], o
 
 
 def _parse_sizes(sizes: str | list[int]) -> list[int]:
-    items = [s for s in sizes.split(",")] if isinstance(sizes, str) else list(sizes)
+    sep = ";" if isinstance(sizes, str) and ";" in sizes else ","
+    items = [s for s in sizes.split(sep)] if isinstance(sizes, str) else list(sizes)
     out = []
     if isinstance(sizes, str):
-        rules.items(sizes, items, "sizes", ",", "784,1024,10")
+        rules.items(sizes, items, "sizes", sep, "784;1024;10")
     for s in items:
         try:
             n = int(str(s).strip())
         except ValueError:
-            raise SpecError(f"sizes must be positive integers separated by commas, got {sizes!r}") from None
+            raise SpecError(f"sizes must be positive integers separated by ';', got {sizes!r}") from None
         if n < 1:
             raise SpecError(f"sizes must be positive integers, got {n} in {sizes!r}")
         out.append(n)

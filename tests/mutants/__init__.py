@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterator
 BACKENDS = ("numpy", "torch", "jax", "tensorflow")
 RAISED = "raised"  # the pseudo-tensor of a first divergence where a backend raised
 MODULES = ("linear", "activations", "softmax", "losses", "batchnorm", "srelu", "optimizers", "precision",
-           "faults")
+           "faults", "native")
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,11 @@ class Run:
     mode: str = "lockstep"
     steps: int = 2
     oracle: str = "auto"  # lockstep: auto picks the exact SymPy oracle for the small catalog networks
+    build: str = "harness"  # "nerva": built, fed and trained by the libraries themselves (module native)
 
     def __str__(self) -> str:
-        return f"{self.scenario} {self.dtype} {self.mode} {self.steps} step{'s' if self.steps != 1 else ''}"
+        built = " built by nerva" if self.build == "nerva" else ""
+        return f"{self.scenario} {self.dtype} {self.mode} {self.steps} step{'s' if self.steps != 1 else ''}{built}"
 
 
 @dataclass(frozen=True)
