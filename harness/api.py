@@ -17,3 +17,10 @@ from harness.spec.scenario import DataSpec, LayerSpec, OptimizerSpec, Scenario, 
 __all__ = ["Backend", "BackendFailure", "INITIALIZERS", "LAYERS", "LOSSES", "OPTIMIZERS", "LayerKind", "LossKind",
            "BackendUnavailable", "SpecError", "GRADIENT", "Key", "Trace", "parse_key", "DataSpec", "LayerSpec",
            "OptimizerSpec", "Scenario", "build_scenario"]
+
+# Your own components (docs/plugins.md, "Your own components"): a components file declares these
+# in a list COMPONENTS and is loaded with --components FILE or the entry-point group
+# nerva_consistency.components.
+from harness.core.components import CustomActivation, CustomInitializer, CustomLoss  # noqa: E402
+
+__all__ += ["CustomActivation", "CustomInitializer", "CustomLoss"]

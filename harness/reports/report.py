@@ -39,6 +39,7 @@ from typing import Any
 
 from harness.judge.arithmetic import LAMBDA, Arithmetic
 from harness.judge.compare import key_name
+from harness.run.component_files import loaded_files
 from harness.run.runner import RunResult
 from harness.spec.flags import flags
 from harness.spec.scenario import Scenario
@@ -75,9 +76,15 @@ def reproduce_args(scenario: Scenario, backends: list[str], oracle: str | None =
     for key, value in mine.items():
         if base.get(key) != value or key == "seed":
             args += [f"--{key}", value]
+    args += components_args()
     if scenario.mode == "lockstep":
         args += ["--oracle", oracle or "none"]
     return args + ["--backends", ",".join(backends)]
+
+
+def components_args() -> list[str]:
+    """``--components FILE`` for every components file the run's names came from."""
+    return [arg for path in loaded_files() for arg in ("--components", path)]
 
 
 def reproduce(scenario: Scenario, backends: list[str], oracle: str | None = None) -> dict[str, str]:
@@ -90,6 +97,7 @@ def explore_args(examples: int, seed: int, backends: list[str], oracle: str = "a
     """The ``explore`` arguments that repeat a search (the same seed, budget and backends draw the
     same examples, so the same defects are found and shrunk again)."""
     args = ["explore", "--examples", str(examples), "--seed", str(seed), "--backends", ",".join(backends)]
+    args += components_args()
     return args + (["--oracle", oracle] if oracle != "auto" else [])
 
 
