@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from harness.core.components import CUSTOM, resolve
-from harness.core.errors import SpecError
 from harness.core.keys import GRADIENT, Trace
 from harness.spec.scenario import OptimizerSpec, Scenario
 
@@ -158,12 +157,9 @@ class NervaAdapter:
         return losses.parse_loss_function(name)
 
     def custom(self, name: str) -> Any:
-        """This backend's factory of a custom component (its declaration's ``implementations``)."""
-        implementations = resolve(CUSTOM[name].implementations)
-        if self.name not in implementations:
-            raise SpecError(f"the component {name!r} has no implementation for {self.name}; add one to its "
-                            f"implementations or choose --backends among {', '.join(implementations)}")
-        return implementations[self.name]
+        """This backend's factory of a custom component (its declaration's ``implementations``;
+        :func:`harness.run.component_files.check_implemented` refuses a run without it)."""
+        return resolve(CUSTOM[name].implementations)[self.name]
 
     def softmax_function(self, name: str) -> Any:
         """softmax, stable_softmax, log_softmax or stable_log_softmax, as the library defines it."""

@@ -216,6 +216,22 @@ def test_a_bad_components_file_is_one_line_and_exit_2(case, tmp_path, capsys):
     assert err.startswith("nerva-consistency: error: ") and str(path) in err and says in err, err
 
 
+def test_a_backend_without_an_implementation_is_refused_before_the_run(tmp_path, capsys):
+    path = tmp_path / "numpy_only.py"
+    path.write_text(textwrap.dedent(f'''
+        import dataclasses
+        import runpy
+
+        ns = runpy.run_path({str(EXAMPLE)!r})
+        elu = ns["COMPONENTS"][0]
+        COMPONENTS = [dataclasses.replace(elu, implementations={{"numpy": elu.implementations["numpy"]}})]
+    '''))
+    code = main(["run", "--components", str(path), "--layers", "MyELU;Linear", "--sizes", "2,3,2", "--backends", TWO])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "MyELU has no implementation for torch" in err and "--backends numpy" in err, err
+
+
 @pytest.mark.parametrize("command", ["check", "explore", "conventions"])
 def test_every_command_that_takes_components_checks_the_file(command, tmp_path, capsys):
     code = main([command, "--components", str(tmp_path / "missing.py")])

@@ -65,6 +65,18 @@ def loaded_files() -> list[str]:
     return sorted({catalogue.SOURCES[n] for n in _loaded if not catalogue.SOURCES[n].startswith("entry point")})
 
 
+def check_implemented(scenario: Any, backends: Sequence[str]) -> None:
+    """Refuse a run of a Nerva backend that a custom component of the scenario has no implementation for."""
+    for name in sorted(catalogue.custom_components(scenario)):
+        if name not in catalogue.CUSTOM:  # an initializer: drawn by the harness, no library code
+            continue
+        have = catalogue.resolve(catalogue.CUSTOM[name].implementations)
+        missing = [b for b in backends if b in catalogue.BACKENDS and b not in have]
+        if missing:
+            raise SpecError(f"{catalogue.SOURCES[name]}: {name} has no implementation for {', '.join(missing)}; "
+                            f"add one to its implementations or run --backends {','.join(have)}")
+
+
 def _import(source: str, how: Any) -> ModuleType:
     try:
         return how()
