@@ -262,3 +262,51 @@ def test_an_entry_point_registers_a_components_module(tmp_path, monkeypatch):
     assert code == 0 and report["passed"]
     assert catalogue.SOURCES["MyELU"] == "entry point mine"
     assert "--components" not in report["reproduce"]["run"]  # installed: the same command finds it again
+
+
+def test_a_kink_at_a_parameter_of_the_users_own(tmp_path):
+    """A shifted ReLU, max(0, x - theta), kinked at its own parameter theta, for two libraries:
+    judged against the exact oracle like Nerva's SReLU (the comparator reads the kink off the
+    layer's parameter)."""
+    path = tmp_path / "shifted.py"
+    path.write_text(textwrap.dedent('''
+        import sympy as sp
+        from harness.api import CustomActivation
+
+
+        def numpy_shifted(theta):
+            import numpy as np
+            from nerva_numpy.activation_functions import ActivationFunction
+
+            class Shifted(ActivationFunction):
+                def __call__(self, X):
+                    return np.where(X < theta, 0.0 * X, X - theta)
+
+                def gradient(self, X):
+                    return np.where(X < theta, 0.0 * X, 1.0 + 0.0 * X)
+
+            return Shifted()
+
+
+        def torch_shifted(theta):
+            import torch
+            from nerva_torch.activation_functions import ActivationFunction
+
+            class Shifted(ActivationFunction):
+                def __call__(self, X):
+                    return torch.relu(X - theta)
+
+                def gradient(self, X):
+                    return (X >= theta).to(X.dtype)
+
+            return Shifted()
+
+
+        COMPONENTS = [CustomActivation("ShiftedReLU", lambda x, theta: sp.Piecewise((0, x < theta), (x - theta, True)),
+                                       {"numpy": numpy_shifted, "torch": torch_shifted}, params={"theta": None},
+                                       kinks=("theta",))]
+    '''))
+    code, report = run_json(tmp_path, "run", "--components", str(path), "--layers", "ShiftedReLU(theta=0.25);Linear",
+                            "--sizes", "3,6,2", "--batch-size", "5", "--steps", "3", "--quiet", "--mode", "lockstep",
+                            "--oracle", "sympy", "--backends", TWO)
+    assert code == 0 and report["passed"] and "DZ1" in report["summary"]
