@@ -199,6 +199,9 @@ BAD = {
                        "not of beta"),
     "an unknown backend": ("from harness.api import CustomActivation\n"
                            "COMPONENTS = [CustomActivation('Id', lambda x: x, {'mxnet': object})]", "not mxnet"),
+    "an undeclared kink": ("import sympy as sp\nfrom harness.api import CustomActivation\n"
+                           "COMPONENTS = [CustomActivation('Step', lambda x: sp.Piecewise((0, x < 1), (x - 1, True)), "
+                           "{'numpy': object})]", "switches branch at x = 1; add 1 to its kinks"),
     "an unknown distribution": ("from harness.api import CustomInitializer\n"
                                 "COMPONENTS = [CustomInitializer('Cauchy', 'cauchy', lambda D, K: 1.0)]",
                                 "distribution must be one of"),

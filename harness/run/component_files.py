@@ -148,7 +148,14 @@ def _check_activation(component: CustomActivation, where: str) -> None:
         if not (isinstance(kink, (int, float)) and math.isfinite(kink)) and kink not in params:
             raise SpecError(f"{where}: kink {kink!r} must be a number or one of its parameters ({', '.join(params)})")
     symbols = [sp.Symbol(name, real=True) for name in params]
-    _check_expression(where, lambda: component.definition, (X, *symbols))
+    expr = _check_expression(where, lambda: component.definition, (X, *symbols))
+    declared = {sp.Symbol(k, real=True) if isinstance(k, str) else sp.nsimplify(k) for k in component.kinks}
+    for cond in (c for _, c in expr.args) if isinstance(expr, sp.Piecewise) else ():
+        for rel in cond.atoms(sp.core.relational.Relational):
+            for point in sp.solve(sp.Eq(rel.lhs, rel.rhs), X):
+                if not any(sp.simplify(point - k) == 0 for k in declared):
+                    raise SpecError(f"{where}: its definition switches branch at {X} = {point}; add {point} to its "
+                                    "kinks (a number or the parameter's name), so that a tie there is judged as one")
 
 
 def _check_loss(component: CustomLoss, where: str) -> None:
@@ -158,7 +165,7 @@ def _check_loss(component: CustomLoss, where: str) -> None:
     _check_expression(where, lambda: component.definition, (y, t))
 
 
-def _check_expression(where: str, definition: Any, symbols: tuple) -> None:
+def _check_expression(where: str, definition: Any, symbols: tuple) -> sp.Expr:
     """The definition, called with its symbols, is a SymPy expression of those symbols only."""
     try:
         expr = sp.sympify(catalogue.resolve(definition())(*symbols))
@@ -169,6 +176,7 @@ def _check_expression(where: str, definition: Any, symbols: tuple) -> None:
     if not isinstance(expr, sp.Expr) or stray:
         raise SpecError(f"{where}: its definition must be a SymPy expression of {', '.join(map(str, symbols))}"
                         + (f" only, not of {', '.join(stray)}" if stray else f", not {type(expr).__name__}"))
+    return expr
 
 
 def _check_initializer(component: CustomInitializer, where: str) -> None:
