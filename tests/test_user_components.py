@@ -88,7 +88,8 @@ def disagreeing_definition(tmp_path: Path) -> Path:
             return sp.Piecewise((alpha * (sp.exp(x) - 1), x < 0), (x, x < 1), (2 * x - 1, True))
 
 
-        COMPONENTS = [dataclasses.replace(ns["COMPONENTS"][0], definition=elu), *ns["COMPONENTS"][1:]]
+        COMPONENTS = [dataclasses.replace(ns["COMPONENTS"][0], definition=elu, kinks=(0.0, 1.0)),
+                      *ns["COMPONENTS"][1:]]
     '''))
     return path
 
