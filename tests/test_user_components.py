@@ -120,6 +120,8 @@ def test_a_wrong_gradient_in_one_librarys_copy_is_blamed_on_that_library_alone(t
     assert (first["step"], first["tensor"], first["layer"], first["backends"]) == (0, "DZ", 1, ["torch"])
     assert first["ratio"]["torch"] > 100 and first["ratio"]["numpy"] <= 1
     assert f"--components {path}" in report["reproduce"]["run"]  # the reproduce line loads the same file
+    (bundle,) = (tmp_path / "bundles").glob("*.npz")  # and its bundle replays with the same file
+    assert main(["replay", str(bundle), "--components", str(path)]) == 0
 
 
 def test_a_definition_that_disagrees_with_the_libraries_is_a_finding_with_that_point(tmp_path):

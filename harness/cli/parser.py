@@ -100,6 +100,7 @@ def _replay(sub: Any) -> None:
                                         "bit for bit on the same platform and versions, else the verdict "
                                         "(exit 0 reproduced, 1 not)")
     rep.add_argument("bundle", help="a .npz bundle written by a failing run or explore")
+    shared(rep, "components", help="the components file(s) the recorded run used (its reproduce lines name them)")
     shared(rep, "backends", help="rerun on other backends than recorded (nothing is then compared)")
     shared(rep, "quiet", help=None)
 

@@ -108,9 +108,10 @@ def reproduce_explored(bundle: str, examples: int, seed: int, backends: list[str
     arrays come from Hypothesis, not from a ``run`` seed), both under tox, and the Hypothesis
     seed and reproduce blob of the round that found it."""
     args = explore_args(examples, seed, backends, oracle)
-    out = {"replay": shlex.join(["nerva-consistency", "replay", bundle]),
+    replay = ["replay", bundle, *components_args()]
+    out = {"replay": shlex.join(["nerva-consistency", *replay]),
            "explore": shlex.join(["nerva-consistency", *args]),
-           "tox": shlex.join(["tox", "-e", "consistency", "--", "replay", bundle]),
+           "tox": shlex.join(["tox", "-e", "consistency", "--", *replay]),
            "tox_explore": shlex.join(["tox", "-e", "consistency", "--", *args])}
     if round_seed is not None:
         out["hypothesis_seed"] = str(round_seed)
