@@ -16,7 +16,7 @@ class JaxAdapter(NervaAdapter):
         import jax
         import jax.numpy as jnp
 
-        self.jax, self.jnp, self.xp = jax, jnp, jnp
+        self.jax, self.jnp = jax, jnp
 
     def array(self, a, dtype):
         return self.jnp.asarray(np.asarray(a, dtype=dtype))

@@ -9,8 +9,10 @@ and lives in each adapter as a handful of methods (:class:`NervaAdapter`'s abstr
 - ``write(obj, attr, a)``    overwrite a buffer so that the optimizer holding it sees the change;
 - ``to_numpy(x)``            a float64 NumPy copy (never a view of a live buffer);
 - ``precision(dtype)``       a context in which the framework computes in ``dtype``;
-- ``optimizer(factory, obj, attr, dattr)``  (JAX's factories take attribute names);
-- ``xp``                     where / exp / sign / abs / sum / ones_like, for the custom pieces.
+- ``optimizer(factory, obj, attr, dattr)``  (JAX's factories take attribute names).
+
+A custom activation or loss (:data:`harness.core.components.CUSTOM`: ELU, AbsoluteError, a
+user's) is the object its declaration's factory for this backend makes.
 
 A step is exactly Nerva's training loop: ``Y = M.feedforward(X)``,
 ``DY = loss.gradient(Y, T) / N``, ``M.backpropagate(Y, DY)``, ``M.optimize(eta)``.
@@ -24,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from adapters.extensions import absolute_error_loss, elu_activation
+from harness.core.components import CUSTOM, resolve
 from harness.core.keys import GRADIENT, Trace
 from harness.spec.scenario import OptimizerSpec, Scenario
 
@@ -52,7 +54,6 @@ class NervaAdapter:
     name: str = ""
     package: str = ""  # e.g. "nerva_numpy"
     framework: str = ""  # the module whose absence makes the backend unavailable
-    xp: Any = None
 
     # -- the per-backend glue -------------------------------------------------------------
     def array(self, a: np.ndarray, dtype: str) -> Any:
@@ -130,7 +131,7 @@ class NervaAdapter:
 
     # -- single components, for the component suite and the conventions table ------------
     def activation(self, kind: str, arg: dict[str, float], dtype: str | None = None) -> Any:
-        """The backend's own activation function object (ELU: the harness's, in its arrays).
+        """The backend's own activation function object (a custom one: its factory's for this backend).
 
         With ``dtype``, SReLU's parameter buffers are made in that dtype (the libraries make
         them float32, nerva-numpy float64), as :meth:`build` does for a model.
@@ -143,17 +144,22 @@ class NervaAdapter:
                 act.x = self.buffer(np.array([arg["al"], arg["tl"], arg["ar"], arg["tr"]]), dtype)
                 act.Dx = self.buffer(np.zeros(4), dtype)
             return act
-        if kind == "ELU":
-            return elu_activation(acts.ActivationFunction, self.xp, arg["alpha"])
+        if kind in CUSTOM:
+            return self.custom(kind)(**arg)
         text = kind + ("(" + ", ".join(f"{k}={v!r}" for k, v in arg.items()) + ")" if arg else "")
         return acts.parse_activation(text)
 
     def loss_function(self, name: str) -> Any:
         self.setup()
         losses = self._module("loss_functions")
-        if name == "AbsoluteError":
-            return absolute_error_loss(losses.LossFunction, self.xp)
+        if name in CUSTOM:
+            return self.custom(name)()
         return losses.parse_loss_function(name)
+
+    def custom(self, name: str) -> Any:
+        """This backend's factory of a custom component (its declaration's ``implementations``;
+        :func:`harness.run.component_files.check_implemented` refuses a run without it)."""
+        return resolve(CUSTOM[name].implementations)[self.name]
 
     def softmax_function(self, name: str) -> Any:
         """softmax, stable_softmax, log_softmax or stable_log_softmax, as the library defines it."""

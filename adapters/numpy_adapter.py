@@ -7,7 +7,7 @@ from harness.core.process import single_threaded_blas
 
 
 class NumpyAdapter(NervaAdapter):
-    name, package, framework, xp = "numpy", "nerva_numpy", "numpy", np
+    name, package, framework = "numpy", "nerva_numpy", "numpy"
 
     def array(self, a, dtype):
         return np.array(a, dtype=dtype)

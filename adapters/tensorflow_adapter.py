@@ -2,7 +2,6 @@
 
 import contextlib
 import functools
-import types
 
 import numpy as np
 
@@ -19,8 +18,6 @@ class TensorflowAdapter(NervaAdapter):
             import tensorflow as tf
 
         self.tf = tf
-        self.xp = types.SimpleNamespace(where=tf.where, exp=tf.exp, sign=tf.sign, abs=tf.abs,
-                                        sum=tf.reduce_sum, ones_like=tf.ones_like)
 
     def array(self, a, dtype):
         return self.tf.constant(np.asarray(a, dtype=dtype))

@@ -16,7 +16,7 @@ class TorchAdapter(NervaAdapter):
         cpu_only()
         import torch
 
-        self.torch = self.xp = torch
+        self.torch = torch
         # nerva-torch 1.0.0's BatchNormalization transposes a vector (`R.T` on 1-D); torch warns
         # on every call. The result is right; the warning is noise in a consistency report.
         warnings.filterwarnings("ignore", message="The use of `x.T` on tensors of dimension other than 2",

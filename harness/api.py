@@ -12,6 +12,9 @@ from harness.core.backend import Backend, BackendFailure
 # The contract's optional parts (docs/plugins.md): what a backend provides, the single functions.
 from harness.core.backend import COMPONENTS, MINIMUM_GLOBAL, MINIMUM_LAYER, Components, lacks_components, minimum
 from harness.core.components import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, LayerKind, LossKind
+# Your own components (docs/plugins.md, "Your own components"): a components file declares these in a
+# list COMPONENTS, loaded with --components FILE or the entry-point group nerva_consistency.components.
+from harness.core.components import CustomActivation, CustomInitializer, CustomLoss
 from harness.core.errors import BackendUnavailable, SpecError
 from harness.core.keys import GRADIENT, Key, Trace, parse as parse_key
 from harness.spec.scenario import DataSpec, LayerSpec, OptimizerSpec, Scenario, build_scenario
@@ -19,4 +22,5 @@ from harness.spec.scenario import DataSpec, LayerSpec, OptimizerSpec, Scenario, 
 __all__ = ["Backend", "BackendFailure", "INITIALIZERS", "LAYERS", "LOSSES", "OPTIMIZERS", "LayerKind", "LossKind",
            "BackendUnavailable", "SpecError", "GRADIENT", "Key", "Trace", "parse_key", "DataSpec", "LayerSpec",
            "OptimizerSpec", "Scenario", "build_scenario",
-           "COMPONENTS", "MINIMUM_GLOBAL", "MINIMUM_LAYER", "Components", "lacks_components", "minimum"]
+           "COMPONENTS", "MINIMUM_GLOBAL", "MINIMUM_LAYER", "Components", "lacks_components", "minimum",
+           "CustomActivation", "CustomInitializer", "CustomLoss"]

@@ -18,7 +18,7 @@ lists towards shorter) leads to few layers, narrow layers, a small batch and few
    BatchNormalization; Softmax three times as often), its parameters (LeakyReLU/AllReLU alpha
    in (0, 1), ELU alpha, SReLU al, tl, ar, tr with tl < tr), width (1-32, mostly 1-8), weight
    initializer, optimizer (per layer, sometimes per parameter:
-   ``W=Momentum(0.9),b=Nesterov(0.5)``); a loss compatible with it (:data:`LOSSES_FOR`); the
+   ``W=Momentum(0.9),b=Nesterov(0.5)``); a loss compatible with it (:func:`losses_for`); the
    learning rate; the input width;
 3. the hidden layers, as a list (0-3), each drawn like the output layer and sometimes followed
    by a BatchNormalization layer (so BatchNormalization is never first nor last; up to 4 layers
@@ -55,7 +55,7 @@ import numpy as np
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from harness.core.components import DTYPES, INITIALIZERS, LAYERS, LOSSES, MODES, OPTIMIZERS, ROW_LAYERS, SRELU_PARAMS
+from harness.core.components import DTYPES, INITIALIZERS, LAYERS, LOSSES, MODES, OPTIMIZERS, SRELU_PARAMS, from_file
 from harness.oracle.definitions import numpy_activation, numpy_batch_normalization, numpy_row_function
 from harness.spec.flags import flags as spec_flags
 from harness.spec.scenario import DataSpec, Scenario, build_scenario, call_text, number_text
@@ -63,18 +63,36 @@ from harness.spec.state import as_dtype
 from scenarios.recipes import POSITION, TARGET, TINY, Recipe, array, many, recipe, targets
 
 NAME = "hypothesis"
-KINDS = tuple(LAYERS)  # "Linear" first: kinds shrink towards it
-KINKED = tuple(k for k, info in LAYERS.items() if info.kinks)
+# The kinds and losses are read from the catalogue when drawn, so that custom components
+# (harness.core.components.register: ELU, AbsoluteError, a user's) are drawn like Nerva's own.
+_GENERAL = ("SquaredError", "SoftmaxCrossEntropy", "LogisticCrossEntropy")
 
-# Losses that make sense after each output layer (first = what a failing example shrinks to).
-# CrossEntropy and NegativeLogLikelihood take probabilities: only after a Softmax output.
-_GENERAL = ("SquaredError", "AbsoluteError", "SoftmaxCrossEntropy", "LogisticCrossEntropy")
-LOSSES_FOR: dict[str, tuple[str, ...]] = {
-    kind: _GENERAL for kind in KINDS if kind not in (*ROW_LAYERS, "BatchNormalization")
-}
-LOSSES_FOR["Softmax"] = ("CrossEntropy", "NegativeLogLikelihood")
-LOSSES_FOR["LogSoftmax"] = ("SoftmaxCrossEntropy", "SquaredError", "AbsoluteError")
-assert {loss for losses in LOSSES_FOR.values() for loss in losses} == set(LOSSES)
+
+def losses_for(kind: str) -> tuple[str, ...]:
+    """The losses that make sense after an output layer of this kind (first = what a failing
+    example shrinks to). CrossEntropy and NegativeLogLikelihood take probabilities: only after a
+    Softmax output. A custom loss (AbsoluteError, a user's) goes wherever SquaredError does."""
+    custom = tuple(name for name, kind_ in LOSSES.items() if kind_.source)
+    if kind == "Softmax":
+        return ("CrossEntropy", "NegativeLogLikelihood")
+    if kind == "LogSoftmax":
+        return _weighted(("SoftmaxCrossEntropy", "SquaredError", *custom))
+    return _weighted((*_GENERAL[:1], *custom, *_GENERAL[1:]))
+
+
+def _weighted(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``names``, with the components of a user's file (``--components``) as often as all others
+    together: a search with them is a search for their defects."""
+    mine = tuple(n for n in names if from_file(n))
+    return names + mine * max(1, (len(names) - len(mine)) // len(mine)) if mine else names
+
+
+def _hidden_kinds() -> tuple[str, ...]:
+    return _weighted(tuple(k for k in LAYERS if k != "BatchNormalization"))  # Linear first
+
+
+def _output_kinds() -> tuple[str, ...]:
+    return _hidden_kinds() + ("Softmax", "Softmax")  # a classification head more often: CrossEntropy, NLL need it
 
 # Magnitudes, per dtype (see the module docstring). Tiny and large values are drawn, but within
 # the range where the libraries' unstable formulas are still correct implementations: beyond it
@@ -176,9 +194,7 @@ def _exact(value: float, dtype: str) -> float:
 
 def _kink_points(kind: str, args: dict[str, float], dtype: str) -> list[float]:
     """Where this layer's activation is not differentiable, as held in the run's dtype."""
-    if kind == "SReLU":
-        return [_exact(args["tl"], dtype), _exact(args["tr"], dtype)]
-    return [0.0] if kind in KINKED else []
+    return [_exact(args[k.at] if isinstance(k.at, str) else k.at, dtype) for k in LAYERS[kind].kinks]
 
 
 def _forward(kind: str, args: dict[str, float], Z: np.ndarray) -> np.ndarray:
@@ -230,22 +246,18 @@ def _layer_optimizer(draw: Any, kind: str) -> str:
 
 def _layer_args(draw: Any, kind: str) -> dict[str, float]:
     alpha = draw(_nice([0.5, 0.25, 0.1, 0.3, 0.01], 0.001, 0.999))  # LeakyReLU, AllReLU: in (0, 1)
-    elu = draw(_nice([1.0, 0.5, 0.1, 2.0], 0.05, 2.0))
+    factor = draw(_nice([1.0, 0.5, 0.1, 2.0], 0.05, 2.0))  # a custom component's parameters: default x factor
     al = draw(_nice([0.0, 0.125, 0.25, 0.5], 0.0, 1.0))
     ar = draw(_nice([0.0, 0.125, 0.375, 0.5], 0.0, 1.0))
     tl = draw(_nice([0.0, -0.25, -1.0, -0.5], -2.0, 1.0))
     gap = draw(_nice([1.0, 0.5, 0.25, 2.0], 0.25, 3.0))
     if kind in ("LeakyReLU", "AllReLU"):
         return {"alpha": alpha}
-    if kind == "ELU":
-        return {"alpha": elu}
     if kind == "SReLU":
         return {"al": al, "tl": tl, "ar": ar, "tr": tl + gap}
-    return {}
+    return {name: factor * (1.0 if default is None else default) for name, default in LAYERS[kind].params.items()}
 
 
-HIDDEN_KINDS = tuple(k for k in KINDS if k != "BatchNormalization")  # Linear first
-OUTPUT_KINDS = HIDDEN_KINDS + ("Softmax", "Softmax")  # a classification head more often: CrossEntropy, NLL need it
 
 
 def _linear_layer(kinds: tuple[str, ...], width: st.SearchStrategy[int]) -> st.SearchStrategy[_Layer]:
@@ -254,7 +266,7 @@ def _linear_layer(kinds: tuple[str, ...], width: st.SearchStrategy[int]) -> st.S
         kind = draw(st.sampled_from(kinds))
         layer = _Layer(kind, _layer_args(draw, kind))
         layer.units = draw(width)
-        layer.init = draw(st.sampled_from(tuple(INITIALIZERS)))
+        layer.init = draw(st.sampled_from(_weighted(tuple(INITIALIZERS))))
         layer.optimizer = _layer_optimizer(draw, kind)
         layer.recipes = (draw(recipe(W_PATTERNS, (1.0, 0.1, 3.0))), draw(recipe(B_PATTERNS, (1.0, 0.1, 0.01))))
         return layer
@@ -279,7 +291,7 @@ def _hidden_layer(width: st.SearchStrategy[int]) -> st.SearchStrategy[list[_Laye
 
     @st.composite
     def draw_hidden(draw: Any) -> list[_Layer]:
-        layer = draw(_linear_layer(HIDDEN_KINDS, width))
+        layer = draw(_linear_layer(_hidden_kinds(), width))
         bn = draw(_batch_norm_layer())
         return [layer, bn] if draw(st.integers(0, 4)) == 4 else [layer]
 
@@ -319,8 +331,8 @@ def _draw(draw: Any, max_layers: int, max_width: int, max_batch: int, max_steps:
     mode = draw(st.sampled_from(modes))
     # 2. the network: the output layer (with the loss it allows), then the hidden layers as a list
     width = _count(1, min(8, max_width), max_width)
-    output = draw(_linear_layer(OUTPUT_KINDS, width))
-    loss = draw(st.sampled_from(LOSSES_FOR[output.kind]))
+    output = draw(_linear_layer(_output_kinds(), width))
+    loss = draw(st.sampled_from(losses_for(output.kind)))
     lr = draw(_nice([0.01, 0.1, 0.001, 0.5, 1.0], 1e-4, 1.0))
     D0 = draw(width)
     hidden = many(draw, _hidden_layer(width), 0, max_layers - 1)
@@ -398,7 +410,7 @@ class _Tricks:
 
     def _kink_tie(self, s0: int, s1: int, s2: int, exact: bool) -> None:
         """A kinked layer whose Z sits exactly on a kink for one unit."""
-        kinked = [i for i in self.linear_at if self.layers[i - 1].kind in KINKED]
+        kinked = [i for i in self.linear_at if LAYERS[self.layers[i - 1].kind].kinks]
         if not kinked:
             return
         i = kinked[s0 % len(kinked)]
@@ -439,7 +451,7 @@ class _Tricks:
 
     def _tie_target(self, s0: int, s1: int, s2: int, exact: bool) -> None:
         """T == Y: exactly where Y is exact (a zero row), else nearly."""
-        if self.drawn.loss not in ("AbsoluteError", "SquaredError"):  # the others need targets in [0, 1]
+        if self.drawn.loss != "SquaredError" and not LOSSES[self.drawn.loss].source:  # the others need targets in [0, 1]
             return
         k = s0 % self.layers[-1].units
         if exact:

@@ -24,6 +24,11 @@ no tolerance and no factor. Two things are not failures, and each is stated wher
   difference (docs/findings.md #4), not a failure;
 - for the same reason, the value at a subnormal input may be the value at 0 (within its bound).
 
+Your own components: with ``NERVA_CONSISTENCY_COMPONENTS=FILE`` (several: separated by the
+path separator, ``:``) the suite loads those components files (docs/plugins.md, "Your own
+components") and runs every activation test, loss test and layer test on their components too,
+against the derivative SymPy takes of their definitions (``-k MyELU`` selects one).
+
 Where a released backend is outside the bound, the case is listed in ``KNOWN`` with the numbers
 and the cause, and expected to fail (strictly where the cause is in a library's code).
 """
@@ -31,11 +36,13 @@ and the cause, and expected to fail (strictly where the cause is in a library's 
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 import pytest
 
 import adapters
+from harness.core import components as catalogue
 from harness.judge import arithmetic, bounds as judge_bounds
 from harness.judge.walk import evaluate
 from harness.spec.scenario import build_scenario
@@ -55,6 +62,24 @@ ACTIVATIONS = {
     "ReLU": {}, "Sigmoid": {}, "HyperbolicTangent": {}, "LeakyReLU": {"alpha": 0.1}, "AllReLU": {"alpha": 0.3},
     "ELU": {"alpha": 0.1}, "SReLU": SRELU,
 }
+
+COMPONENT_FILES = [p for p in os.environ.get("NERVA_CONSISTENCY_COMPONENTS", "").split(os.pathsep) if p]
+if COMPONENT_FILES:
+    from harness.run.component_files import load as load_components
+
+    USER = load_components(COMPONENT_FILES)
+else:
+    USER = []
+USER_ACTIVATIONS = {name: {p: 0.5 if d is None else d for p, d in catalogue.LAYERS[name].params.items()}
+                    for name in USER if name in catalogue.LAYERS}
+ACTIVATIONS.update(USER_ACTIVATIONS)
+
+
+@pytest.fixture(autouse=True)
+def user_components():
+    """The suite's components files registered (a CLI test in this process may have loaded others)."""
+    if COMPONENT_FILES and not all(name in catalogue.SOURCES for name in USER):
+        load_components(COMPONENT_FILES)
 
 
 @functools.lru_cache(maxsize=None)
@@ -219,7 +244,7 @@ def test_softmax_functions(name, function, case, dtype):
 # ----------------------------------------------------------------------------------- losses
 
 LOSSES = ["SquaredError", "CrossEntropy", "SoftmaxCrossEntropy", "LogisticCrossEntropy", "NegativeLogLikelihood",
-          "AbsoluteError"]
+          "AbsoluteError"] + [name for name in USER if name in catalogue.LOSSES]
 
 
 def loss_points(loss: str, targets: str, dtype: str) -> tuple[np.ndarray, np.ndarray]:
@@ -275,7 +300,8 @@ def test_loss_value_and_gradient(name, loss, targets, part, dtype, request):
 
 LAYERS = ["Linear", "ReLU", "Sigmoid", "HyperbolicTangent", "LeakyReLU(alpha=0.1)", "AllReLU(alpha=0.3)",
           "ELU(alpha=0.1)", "SReLU(al=0.125, tl=-0.25, ar=0.375, tr=0.5)", "Softmax", "LogSoftmax",
-          "BatchNormalization"]
+          "BatchNormalization"] + [kind + "(" + ", ".join(f"{p}={v!r}" for p, v in args.items()) + ")" if args else kind
+                                   for kind, args in USER_ACTIVATIONS.items()]
 
 
 def layer_case(layer: str, case: str, dtype: str):

@@ -71,11 +71,11 @@ def test_the_corpus_is_what_the_issue_asks_for():
 
 
 def _snapshot(backends):
-    """Every attribute of the Nerva modules, of their classes and of the adapters that a mutant
-    may patch: (owner, name) -> object."""
-    from adapters.numpy_adapter import NumpyAdapter
+    """Every attribute of the Nerva modules, of their classes and of the built-in custom
+    components' implementations (adapters.extensions) that a mutant may patch: (owner, name) -> object."""
+    from adapters import extensions
 
-    owners = [NumpyAdapter]
+    owners = [extensions]
     for b in backends:
         for name in NERVA_MODULES:
             module = importlib.import_module(f"nerva_{b}.{name}")

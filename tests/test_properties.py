@@ -34,7 +34,7 @@ from harness.spec.flags import flags
 from harness.core.components import DTYPES, MODES
 from harness.spec.scenario import build_scenario
 from harness.spec.state import as_dtype
-from scenarios.strategies import LOSSES_FOR, TRICKS, Example, examples
+from scenarios.strategies import TRICKS, Example, examples, losses_for
 
 
 # ------------------------------------------------------------------------------ the property
@@ -281,7 +281,7 @@ def test_every_drawn_example_is_valid_and_exact(example: Example):
     assert 1 <= len(kinds) <= 4 and all(1 <= w <= 32 for w in sc.sizes)
     assert 1 <= sc.batch_size <= 32 and 1 <= sc.steps <= 10
     assert "BatchNormalization" not in (kinds[0], kinds[-1])
-    assert sc.loss in LOSSES_FOR[kinds[-1]]
+    assert sc.loss in losses_for(kinds[-1])
     if sc.loss in ("CrossEntropy", "NegativeLogLikelihood"):
         assert kinds[-1] == "Softmax"
     for layer in sc.layers:

@@ -122,6 +122,9 @@ def command(args: Any) -> Checked:
         out.backends = backends(args.backends)
         scenario = scenario_from_flags(args)
         ready(scenario, len(out.backends), args.oracle)
+        from harness.run.component_files import check_implemented
+
+        check_implemented(scenario, out.backends)
         out.runs = [scenario]
     elif cmd == "check":
         from harness.run import known, plan

@@ -4,6 +4,7 @@ run, and the repro bundle written on failure."""
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -161,11 +162,13 @@ def print_result(result, out, commands: dict[str, str] | None = None) -> None:
 def save_bundle(result, directory: Path, out) -> Path:
     """Write the failure's bundle; the same failure as an earlier run replaces that one's file."""
     from harness.reports.bundle import bundle_path, save
+    from harness.reports.report import components_args
 
     replaced = bundle_path(result, directory).exists()
     path = save(result, directory)
     how = " (replaced the bundle of the same failure from an earlier run)" if replaced else ""
-    out.print(f"Repro bundle{how}: {path}\n  nerva-consistency replay {path}", soft_wrap=True)
+    replay = shlex.join(["nerva-consistency", "replay", str(path), *components_args()])
+    out.print(f"Repro bundle{how}: {path}\n  {replay}", soft_wrap=True)
     return path
 
 

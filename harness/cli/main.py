@@ -82,6 +82,10 @@ def _dispatch(argv: list[str]) -> int:
     out, err = console.consoles()
     if args.command == "list":
         return commands.list_(out)
+    if hasattr(args, "components"):  # before the checks: the names they declare become valid
+        from harness.run.component_files import load
+
+        load(args.components)
     checked = checks.command(args)
     if args.command == "conventions":
         return commands.conventions(args, checked, out)

@@ -36,11 +36,14 @@ SHARED: dict[str, dict[str, Any]] = {
     "shard": {"metavar": "K/N", "help": "run only the K-th of N disjoint parts of the plan (deterministic; the N "
                                           "parts together are the whole plan)"},
     "junit": {"metavar": "FILE"},
+    "components": {"metavar": "FILE", "action": "append", "default": [],
+                   "help": "a Python file of your own activations, losses and initializers (repeatable; "
+                           "docs/plugins.md, \"Your own components\")"},
     "out": {"metavar": "DIR"},
 }
 """The flags several commands take: the same flag, default and choices, the help a command may replace."""
 
-COMMON = ("backends", "json", "keep-going", "bundle-dir", "quiet", "oracle")
+COMMON = ("backends", "json", "keep-going", "bundle-dir", "quiet", "oracle", "components")
 """The shared flags of the commands that run scenarios (run, check)."""
 
 
@@ -91,6 +94,7 @@ def _explore(sub: Any) -> None:
     shared(exp, "oracle", help="reference for the lockstep examples (default auto)")
     shared(exp, "bundle-dir", help="where each distinct defect's repro bundle is written (default: %(default)s)")
     shared(exp, "quiet")
+    shared(exp, "components")
     shared(exp, "shard", help="run the K-th of N parts of the search: a 1/N share of the examples with a seed of its own")
 
 
@@ -99,6 +103,7 @@ def _replay(sub: Any) -> None:
                                         "bit for bit on the same platform and versions, else the verdict "
                                         "(exit 0 reproduced, 1 not)")
     rep.add_argument("bundle", help="a .npz bundle written by a failing run or explore")
+    shared(rep, "components", help="the components file(s) the recorded run used (its reproduce lines name them)")
     shared(rep, "backends", help="rerun on other backends than recorded (nothing is then compared)")
     shared(rep, "quiet", help=None)
 
@@ -121,6 +126,7 @@ def _conventions(sub: Any) -> None:
     shared(conv, "backends", help="comma-separated (default: the four Nerva libraries; all: plug-ins too)")
     conv.add_argument("--dtype", choices=DTYPES, default="float32")
     shared(conv, "json", help="write the table as JSON")
+    shared(conv, "components")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -62,8 +62,8 @@ def activation_env(act: S.Activation, ar: Arithmetic, Z: Pair, srelu: Pair | Non
         e = e.full(np.shape(v))
         for k, sym in enumerate(act.parameters):
             env[sym] = (np.float64(v[k]), e[k])
-    elif act.parameters:
-        env[act.parameters[0]] = ar.constant(float(act.args["alpha"]))
+    else:
+        env.update({sym: ar.constant(float(act.args[sym.name])) for sym in act.parameters})
     return env
 
 

@@ -170,10 +170,10 @@ def kink_points(scenario: Scenario, layer: int, params: dict[str, np.ndarray]) -
     spec = scenario.layers[layer - 1]
     points = []
     for kink in LAYERS[spec.kind].kinks:
-        if isinstance(kink.at, str):  # one of the layer's own parameters, e.g. SReLU's tl
+        if isinstance(kink.at, str):  # one of the layer's own parameters, e.g. SReLU's (trained) tl
             srelu = params.get(f"srelu{layer}")
-            index = SRELU_PARAMS.index(kink.at)
-            points.append(float(srelu[index]) if srelu is not None else spec.arg[kink.at])
+            trained = srelu is not None and kink.at in SRELU_PARAMS
+            points.append(float(srelu[SRELU_PARAMS.index(kink.at)]) if trained else spec.arg[kink.at])
         else:
             points.append(float(kink.at))
     return points

@@ -3,7 +3,7 @@
 Exactly as the libraries compute them (``nerva_numpy``'s layers, activations, softmax and loss
 functions):
 
-- activations of one real symbol :data:`X` (ReLU, LeakyReLU, AllReLU, ELU and SReLU as
+- activations of one real symbol :data:`X` (ReLU, LeakyReLU, AllReLU and SReLU as
   ``Piecewise``, their parameters as symbols too);
 - row functions of ``z1..zK`` (softmax, log_softmax, and the stable forms written with a shift
   symbol ``c``: softmax(z - c), evaluated at c = max(z); their derivative with respect to ``c`` is
@@ -15,6 +15,11 @@ functions):
   nodes, ``Z = (x - m) / sqrt(s + epsilon)``, ``Y = gamma * Z + beta``);
 - the linear element ``z = sum_d x_d w_d + b`` and the optimizer updates (GradientDescent,
   Momentum, Nesterov).
+
+A custom component (:class:`harness.core.components.CustomActivation` / ``CustomLoss``) brings
+its own definition, a function of SymPy symbols; the harness's two, :func:`elu` and
+:func:`absolute_error`, are written here. :func:`activation_definition` and
+:func:`loss_expression` hand every registered one out like Nerva's own.
 
 Everything else derives from these: the exact oracle's derivatives (:mod:`harness.oracle.symbolic`,
 ``sp.diff``), the rounding bound (:mod:`harness.judge.walk` walks these trees), the float64 torch
@@ -37,14 +42,15 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 import sympy as sp
 
-from harness.core.components import BN_EPSILON, SRELU_PARAMS
+from harness.core.components import BN_EPSILON, CUSTOM, LAYERS, LOSSES as LOSS_KINDS, SRELU_PARAMS, CustomActivation, \
+    CustomLoss, resolve
 
 EPSILON = sp.Rational(BN_EPSILON)  # the exact value of the binary64 float that Nerva adds
-ACTIVATIONS = ("ReLU", "Sigmoid", "HyperbolicTangent", "LeakyReLU", "AllReLU", "ELU", "SReLU")
+ACTIVATIONS = ("ReLU", "Sigmoid", "HyperbolicTangent", "LeakyReLU", "AllReLU", "SReLU")  # Nerva's own
 ROW_FUNCTIONS = ("softmax", "stable_softmax", "log_softmax", "stable_log_softmax")
 LOSSES = ("SquaredError", "CrossEntropy", "SoftmaxCrossEntropy", "LogisticCrossEntropy",
-          "NegativeLogLikelihood", "AbsoluteError")
-ELEMENTWISE_LOSSES = ("SquaredError", "CrossEntropy", "LogisticCrossEntropy", "AbsoluteError")
+          "NegativeLogLikelihood")  # Nerva's own
+ELEMENTWISE_LOSSES = ("SquaredError", "CrossEntropy", "LogisticCrossEntropy")  # and every custom loss
 OPTIMIZERS = ("GradientDescent", "Momentum", "Nesterov")
 
 
@@ -82,12 +88,24 @@ def activation_definition(kind: str, variant: str = "") -> tuple[sp.Expr, tuple[
         return sp.Piecewise((x, x < 0), (a * x, True)), (a,)
     if kind == "AllReLU":  # where(x < 0, alpha x, x)
         return sp.Piecewise((a * x, x < 0), (x, True)), (a,)
-    if kind == "ELU":  # where(x > 0, x, alpha (exp(x) - 1))
-        return sp.Piecewise((x, x > 0), (a * (sp.exp(x) - 1), True)), (a,)
     if kind == "SReLU":  # x <= tl: tl + al (x - tl); tl < x < tr: x; x >= tr: tr + ar (x - tr)
         return sp.Piecewise((tl + al * (x - tl), x <= tl), (x, x < tr), (tr + ar * (x - tr), True)), \
             (al, tl, ar, tr)
-    raise ValueError(f"unknown activation {kind!r}; choose one of {', '.join(ACTIVATIONS)}")
+    if isinstance(CUSTOM.get(kind), CustomActivation):
+        return custom_activation_definition(kind)
+    raise ValueError(f"unknown activation {kind!r}; choose one of {', '.join(ACTIVATIONS + tuple(CUSTOM))}")
+
+
+def elu(x: sp.Symbol, alpha: sp.Symbol) -> sp.Expr:
+    """ELU(alpha), the harness's custom activation: where(x > 0, x, alpha (exp(x) - 1))."""
+    return sp.Piecewise((x, x > 0), (alpha * (sp.exp(x) - 1), True))
+
+
+def custom_activation_definition(kind: str) -> tuple[sp.Expr, tuple[sp.Symbol, ...]]:
+    """(f(x), its parameter symbols) of a registered custom activation: its own definition called
+    with :data:`X` and one real symbol per parameter (named as the parameter)."""
+    params = tuple(sp.Symbol(name, real=True) for name in LAYERS[kind].params)
+    return sp.sympify(resolve(CUSTOM[kind].definition)(X, *params)), params
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,9 +188,20 @@ def loss_expression(name: str, y: Sequence[sp.Symbol], t: Sequence[sp.Symbol]) -
         return -sp.Add(*[tk * sp.log(1 / (1 + sp.exp(-yk))) for yk, tk in zip(y, t)])
     if name == "NegativeLogLikelihood":  # -log(sum y t)
         return -sp.log(sp.Add(*[yk * tk for yk, tk in zip(y, t)]))
-    if name == "AbsoluteError":  # sum |y - t|
-        return sp.Add(*[sp.Abs(yk - tk) for yk, tk in zip(y, t)])
-    raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    if isinstance(CUSTOM.get(name), CustomLoss):  # the sum of its elements' losses
+        element = resolve(CUSTOM[name].definition)
+        return sp.Add(*[sp.sympify(element(yk, tk)) for yk, tk in zip(y, t)])
+    raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_KINDS)}")
+
+
+def absolute_error(y: sp.Symbol, t: sp.Symbol) -> sp.Expr:
+    """AbsoluteError, the harness's custom loss, of one element: |y - t|."""
+    return sp.Abs(y - t)
+
+
+def elementwise_loss(name: str) -> bool:
+    """Whether the loss of a row is a sum of one function of each element (y_k, t_k)."""
+    return name in ELEMENTWISE_LOSSES or isinstance(CUSTOM.get(name), CustomLoss)
 
 
 def loss_symbols(K: int) -> tuple[tuple[sp.Symbol, ...], tuple[sp.Symbol, ...]]:
@@ -229,6 +258,11 @@ def _numpy(args: Sequence[sp.Symbol], exprs: Any) -> Callable:
 def _numpy_activation(kind: str, variant: str) -> Callable:
     expr, params = activation_definition(kind, variant)
     return _numpy((X, *params), expr)
+
+
+def forget_numpy_definitions() -> None:
+    """Drop the lambdified activations (see :func:`harness.oracle.symbolic.forget_custom_components`)."""
+    _numpy_activation.cache_clear()
 
 
 def numpy_activation(kind: str, args: dict[str, float], Z: np.ndarray) -> np.ndarray:

@@ -50,9 +50,9 @@ import numpy as np
 import sympy as sp
 
 from harness.core.components import SRELU_PARAMS
-from harness.oracle.definitions import ELEMENTWISE_LOSSES, EPSILON, OPTIMIZER_SYMBOLS, X, GraphDefinition, \
-    activation_definition, activation_variant, batch_norm_definition, linear_element, loss_expression, \
-    loss_symbols, optimizer_definition, row_function_definition
+from harness.oracle.definitions import EPSILON, OPTIMIZER_SYMBOLS, X, GraphDefinition, \
+    activation_definition, activation_variant, batch_norm_definition, elementwise_loss, linear_element, \
+    forget_numpy_definitions, loss_expression, loss_symbols, optimizer_definition, row_function_definition
 from harness.oracle.exact import exact, from_sympy, high_precision, lambdify, matmul, matrix, mpf, rational, \
     vector
 
@@ -177,6 +177,14 @@ def activation_model(kind: str, variant: str) -> ActivationModel:
     return ActivationModel(kind, variant)
 
 
+def forget_custom_components() -> None:
+    """Drop everything derived from definitions by name (a command registers its custom
+    components afresh, and a name may now stand for another definition)."""
+    activation_model.cache_clear()
+    loss_model.cache_clear()
+    forget_numpy_definitions()
+
+
 class Activation:
     """An elementwise activation: its SymPy definition, values, derivatives and kinks.
 
@@ -203,9 +211,7 @@ class Activation:
         if self.kind == "SReLU":
             values = srelu if srelu is not None else [self.args[k] for k in SRELU_PARAMS]
             return [mpf(v) for v in np.asarray(values, dtype=object).reshape(-1)]
-        if self.parameters:
-            return [mpf(self.args["alpha"])]
-        return []
+        return [mpf(self.args[p.name]) for p in self.parameters]
 
     @high_precision
     def value(self, Z: Any, srelu: Any = None) -> np.ndarray:
@@ -372,10 +378,10 @@ class Loss:
     def one_sided(self, y: Any, t: Any) -> tuple:
         """(left, right) derivative of one element's loss in y at (y, t): AbsoluteError (-1, 1) at y = t.
 
-        Defined for the elementwise losses (ELEMENTWISE_LOSSES).
+        Defined for the elementwise losses (:func:`harness.oracle.definitions.elementwise_loss`).
         """
-        if self.name not in ELEMENTWISE_LOSSES:
-            raise ValueError(f"one_sided is defined for the elementwise losses {ELEMENTWISE_LOSSES}")
+        if not elementwise_loss(self.name):
+            raise ValueError(f"one_sided is defined for the elementwise losses, not {self.name}")
         m = loss_model(self.name, 1)
         d = m.gradient_exprs[0].subs(m.t[0], rational(t))
         yr = rational(y)

@@ -14,9 +14,6 @@ Row layout (one sample per row); X is (N, D), W is (K, D), b is (K,).
     LeakyReLU(alpha)   f(z) = max(z, alpha z)                    written where(z > 0, max(1, alpha) z,
                                                                  min(1, alpha) z), equal for every alpha
     AllReLU(alpha)     f(z) = alpha z if z < 0, else z           where(z < 0, alpha z, z)
-    ELU(alpha)         f(z) = z if z > 0, else alpha (exp(z) - 1)
-                       (exp is taken of where(z > 0, 0, z), so the unused branch cannot overflow
-                       and poison the gradient with 0 * inf)
     SReLU              f(z) = tl + al (z - tl)   if z <= tl
                               z                  if tl < z < tr
                               tr + ar (z - tr)   if z >= tr
@@ -28,7 +25,12 @@ Row layout (one sample per row); X is (N, D), W is (K, D), b is (K,).
 - losses, SUMS over the batch (:func:`loss_value`, T the targets): SquaredError sum (Y - T)^2,
   CrossEntropy -sum T log(Y), SoftmaxCrossEntropy -sum T log_softmax(Y) (rows),
   LogisticCrossEntropy -sum T log(sigmoid(Y)) (torch.nn.functional.logsigmoid),
-  NegativeLogLikelihood -sum_rows log(sum_k Y T), AbsoluteError sum |Y - T|;
+  NegativeLogLikelihood -sum_rows log(sum_k Y T);
+- custom components (ELU, AbsoluteError, a user's): their SymPy definition itself, lambdified
+  into torch (``sp.lambdify(..., modules="torch")``: a Piecewise becomes ``torch.where``), so
+  there is nothing to transcribe by hand; a loss is the sum of its elements' losses. (Where an
+  unused Piecewise branch overflows, e.g. exp of a large z, its 0 * inf poisons the gradient:
+  the exact oracle does not have this limit.)
 - the optimizer updates (:func:`optimizer_update`), in place: GradientDescent x -= eta Dx;
   Momentum(mu) v = mu v - eta Dx, x += v; Nesterov(mu) v = mu v - eta Dx, x += mu v - eta Dx.
 
@@ -40,6 +42,7 @@ one-sided derivative each time; they coincide with Nerva's hand-written gradient
                alpha <= 1, the left derivative).
 - AllReLU:     at z = 0 the ``z < 0`` test fails, so f'(0) = 1 (the right derivative).
 - ELU:         at z = 0 the ``z > 0`` test fails, so f'(0) = alpha (the left derivative).
+               (A custom Piecewise takes the branch whose condition holds, as ``torch.where`` does.)
 - SReLU:       at z = tl the first piece is taken: df/dz = al, df/dal = 0, df/dtl = 1 - al;
                at z = tr (> tl) the third piece: df/dz = ar, df/dar = 0, df/dtr = 1 - ar.
                (Both left of tl and right of tr are one-sided limits from the outer pieces.)
@@ -50,9 +53,13 @@ one-sided derivative each time; they coincide with Nerva's hand-written gradient
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable
 
-from harness.oracle.definitions import EPSILON
+import sympy as sp
+
+from harness.core.components import CUSTOM
+from harness.oracle.definitions import EPSILON, X, custom_activation_definition, loss_expression, loss_symbols
 
 BN_EPSILON_FLOAT = float(EPSILON)  # the binary64 float itself (EPSILON is its exact value)
 
@@ -71,15 +78,31 @@ def activation(torch: Any, kind: str, arg: dict[str, float], Z: Any, srelu: Any 
     if kind == "AllReLU":
         alpha = arg["alpha"]
         return torch.where(Z < 0, alpha * Z, Z)
-    if kind == "ELU":
-        alpha = arg["alpha"]
-        positive = Z > 0
-        negative = torch.where(positive, torch.zeros_like(Z), Z)
-        return torch.where(positive, Z, alpha * (torch.exp(negative) - 1))
     if kind == "SReLU":
         al, tl, ar, tr = srelu[0], srelu[1], srelu[2], srelu[3]
         return torch.where(Z <= tl, tl + al * (Z - tl), torch.where(Z < tr, Z, tr + ar * (Z - tr)))
+    if kind in CUSTOM:
+        f, params = _custom_activation(kind)
+        return f(Z, *[arg[name] for name in params])
     raise ValueError(f"the autodiff oracle has no activation {kind!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def _custom_activation(kind: str) -> tuple[Callable, tuple[str, ...]]:
+    expr, params = custom_activation_definition(kind)
+    return sp.lambdify([X, *params], expr, modules="torch"), tuple(p.name for p in params)
+
+
+@functools.lru_cache(maxsize=None)
+def _custom_loss(name: str) -> Callable:
+    (y,), (t,) = loss_symbols(1)
+    return sp.lambdify([y, t], loss_expression(name, (y,), (t,)), modules="torch")
+
+
+def forget_custom_components() -> None:
+    """Drop the lambdified custom components (their names are registered afresh per command)."""
+    _custom_activation.cache_clear()
+    _custom_loss.cache_clear()
 
 
 def row_function(torch: Any, name: str, Z: Any) -> Any:
@@ -111,8 +134,8 @@ def loss_value(torch: Any, name: str, Y: Any, T: Any) -> Any:
         return -(T * torch.nn.functional.logsigmoid(Y)).sum()
     if name == "NegativeLogLikelihood":
         return -torch.log((Y * T).sum(dim=1)).sum()
-    if name == "AbsoluteError":
-        return torch.abs(Y - T).sum()
+    if name in CUSTOM:
+        return _custom_loss(name)(Y, T).sum()
     raise ValueError(f"the autodiff oracle has no loss {name!r}")
 
 

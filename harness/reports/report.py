@@ -43,6 +43,7 @@ from typing import Any
 
 from harness.judge.arithmetic import LAMBDA, Arithmetic
 from harness.judge.compare import key_name
+from harness.run.component_files import loaded_files
 from harness.run.runner import RunResult
 from harness.spec.flags import flags
 from harness.spec.scenario import Scenario
@@ -84,9 +85,15 @@ def reproduce_args(scenario: Scenario, backends: list[str], oracle: str | None =
     for key, value in mine.items():
         if (base.get(key) != value or key == "seed") and value != "":  # "": a flag not given (--load-weights)
             args += [f"--{key}", value]
+    args += components_args()
     if scenario.mode == "lockstep":
         args += ["--oracle", oracle or "none"]
     return args + ["--backends", ",".join(backends)]
+
+
+def components_args() -> list[str]:
+    """``--components FILE`` for every components file the run's names came from."""
+    return [arg for path in loaded_files() for arg in ("--components", path)]
 
 
 def reproduce(scenario: Scenario, backends: list[str], oracle: str | None = None,
@@ -97,8 +104,8 @@ def reproduce(scenario: Scenario, backends: list[str], oracle: str | None = None
     out = {"run": shlex.join(["nerva-consistency", *args]),
            "tox": shlex.join(["tox", "-e", "consistency", "--", *args])}
     if bundle:
-        out.update(bundle=bundle, replay=shlex.join(["nerva-consistency", "replay", bundle]),
-                   tox_replay=shlex.join(["tox", "-e", "consistency", "--", "replay", bundle]))
+        out.update(bundle=bundle, replay=shlex.join(["nerva-consistency", "replay", bundle, *components_args()]),
+                   tox_replay=shlex.join(["tox", "-e", "consistency", "--", "replay", bundle, *components_args()]))
     return out
 
 
@@ -106,6 +113,7 @@ def explore_args(examples: int, seed: int, backends: list[str], oracle: str = "a
     """The ``explore`` arguments that repeat a search (the same seed, budget and backends draw the
     same examples, so the same defects are found and shrunk again)."""
     args = ["explore", "--examples", str(examples), "--seed", str(seed), "--backends", ",".join(backends)]
+    args += components_args()
     return args + (["--oracle", oracle] if oracle != "auto" else [])
 
 
@@ -116,9 +124,10 @@ def reproduce_explored(bundle: str, examples: int, seed: int, backends: list[str
     arrays come from Hypothesis, not from a ``run`` seed), both under tox, and the Hypothesis
     seed and reproduce blob of the round that found it."""
     args = explore_args(examples, seed, backends, oracle)
-    out = {"replay": shlex.join(["nerva-consistency", "replay", bundle]),
+    replay = ["replay", bundle, *components_args()]
+    out = {"replay": shlex.join(["nerva-consistency", *replay]),
            "explore": shlex.join(["nerva-consistency", *args]),
-           "tox": shlex.join(["tox", "-e", "consistency", "--", "replay", bundle]),
+           "tox": shlex.join(["tox", "-e", "consistency", "--", *replay]),
            "tox_explore": shlex.join(["tox", "-e", "consistency", "--", *args])}
     if round_seed is not None:
         out["hypothesis_seed"] = str(round_seed)

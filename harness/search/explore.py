@@ -48,6 +48,7 @@ from hypothesis.errors import Unsatisfiable
 from hypothesis.strategies import SearchStrategy
 
 import adapters
+from harness.core.components import custom_components
 from harness.core.errors import BackendUnavailable
 from harness.run.findings import Finding
 from harness.run.runner import RunResult
@@ -168,6 +169,7 @@ class Stats:
     findings: Counter = field(default_factory=Counter)  # not failed: kink, convention, non-finite everywhere, known
     known: Counter = field(default_factory=Counter)  # by known defect
     oracles: Counter = field(default_factory=Counter)
+    custom: Counter = field(default_factory=Counter)  # examples that used each custom component (ELU, a user's …)
     red: Counter = field(default_factory=Counter)  # by signature (outside shrinking)
     seen_while_shrinking: dict = field(default_factory=dict)  # new signature -> (Finding, smallest example)
 
@@ -207,6 +209,7 @@ class Exploration(list):
             "seed": seed, "shard": shard, "backends": backends, "seconds": round(stats.seconds, 1),
             "rounds": stats.rounds, "shrink_runs": stats.shrink_runs, "findings": dict(stats.findings),
             "known": dict(stats.known), "oracles": {(k or "none"): v for k, v in stats.oracles.items()},
+            "custom_components": dict(stats.custom),
             "defects": defects,
             "seen_while_shrinking_not_reproduced": [f.detail for f, _ in stats.seen_while_shrinking.values()]}
 
@@ -312,6 +315,7 @@ class _Search:
         s = self.stats
         s.examples += 1
         s.oracles[ev.result.oracle if ev.result else "error"] += 1
+        s.custom.update(custom_components(example.scenario))
         for f in ev.other:
             s.findings[f.cls] += 1
         for f, name in ev.known:

@@ -47,14 +47,19 @@ def absolute_error_gradient_right_at_ties(p):
     right-hand derivative +1 exactly at Y = T instead of sign(0) = 0, another convention at the
     kink. kink-ties starts with Y = 0 against one-hot targets, so most of Y - T is exactly 0:
     the comparator reports conventions there, never a failure. (AbsoluteError is the harness's
-    custom loss, written with the array functions the adapter hands in: the patch replaces
-    nerva-numpy's ``sign`` there.)"""
-    import types
-
+    custom loss: the patch replaces nerva-numpy's implementation in its declaration,
+    ``adapters.extensions.ABSOLUTE_ERROR``.)"""
     import numpy as np
 
-    from adapters.numpy_adapter import NumpyAdapter
+    from adapters import extensions
 
-    xp = types.SimpleNamespace(**{name: getattr(np, name) for name in ("where", "exp", "abs", "sum", "ones_like")},
-                               sign=lambda X: np.where(X >= 0, 1.0, -1.0).astype(X.dtype))
-    p.set(NumpyAdapter, "xp", xp)
+    original = extensions.ABSOLUTE_ERROR["numpy"]
+
+    def right_hand():
+        class RightHand(type(original())):
+            def gradient(self, Y, T):
+                return np.where(Y - T >= 0, 1.0, -1.0).astype(Y.dtype)
+
+        return RightHand()
+
+    p.set(extensions, "ABSOLUTE_ERROR", {**extensions.ABSOLUTE_ERROR, "numpy": right_hand})
