@@ -50,7 +50,7 @@ import numpy as np
 import adapters
 from harness.core.backend import BackendFailure
 from harness.core.process import run_threads
-from harness.judge.compare import StepVerdict, TensorVerdict, consensus, judge, key_name, reference as reference_trace, \
+from harness.judge.compare import StepVerdict, TensorVerdict, compilable, consensus, judge, key_name, reference as reference_trace, \
     scan_kinks, tensor_order
 from harness.spec.data import batches
 from harness.run.choice import choose as choose_oracle
@@ -399,6 +399,10 @@ def _assess(scenario: Scenario, step: int, traces: dict, scan, oracle: str | Non
 
 def _pairwise_spread(values: list[np.ndarray], centre: np.ndarray) -> np.ndarray:
     """Element-wise largest distance of any backend's value from the consensus."""
+    if compilable([*values, centre], np.shape(centre)):
+        from harness.judge import kernels  # the same numbers in one pass
+
+        return kernels.spread(values, centre)
     out = np.abs(values[0] - centre)
     for v in values[1:]:
         np.maximum(out, np.abs(v - centre), out=out)
