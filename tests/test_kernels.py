@@ -21,7 +21,11 @@ from harness.judge import compare, kernels
 from harness.run.runner import _pairwise_spread
 from harness.spec.scenario import build_scenario
 
-SHAPE = (37, 29)
+SHAPE = (181, 183)  # at least KERNEL_SIZE elements: the comparator dispatches to the kernels
+
+
+def test_the_arrays_here_are_large_enough_for_the_kernels():
+    assert np.prod(SHAPE) >= compare.KERNEL_SIZE
 
 
 def _same(x: np.ndarray, y: np.ndarray) -> bool:
@@ -110,15 +114,23 @@ def test_a_ratio_far_inside_and_one_outside_the_bound():
     assert got.tolist() == [0.0, 0.25, 3.0]
 
 
-def test_judge_takes_the_kernel_and_localises_a_failure_as_before():
+def test_judge_takes_the_kernel_and_localises_a_failure_as_before(monkeypatch):
     """A failing tensor is judged again in NumPy: its element, values and count outside."""
     sc = _scenario("float64")
     rng = np.random.default_rng(9)
-    trace = {"Z1": rng.normal(size=(37, 37))}
+    shape = (256, 1 + compare.KERNEL_SIZE // 256)  # large enough for the kernel
+    trace = {"Z1": rng.normal(size=shape)}
     traces = {b: {"Z1": trace["Z1"].copy()} for b in ("numpy", "torch", "jax", "tensorflow")}
-    traces["jax"]["Z1"][4, 11] += 1e-3
-    bounds = {"Z1": np.full((37, 37), 1e-9)}
+    bounds = {"Z1": np.full(shape, 1e-9)}
     scan = compare.KinkScan({}, [], 0, 0)
+    traces["torch"]["Z1"][7, 3] += 1e-9  # inside: a ratio of 1/2
+    ref = {"Z1": compare.consensus([t["Z1"] for t in traces.values()])}
+    calls = []
+    real = kernels.worst_ratios
+    monkeypatch.setattr(kernels, "worst_ratios", lambda *a: calls.append(1) or real(*a))
+    (t,) = compare.judge(sc, 0, traces, scan, bounds, None, ref).tensors
+    assert calls and not t.blamed and t.worst["torch"] == pytest.approx(0.5, rel=1e-6)
+    traces["jax"]["Z1"][4, 11] += 1e-3
     ref = {"Z1": compare.consensus([t["Z1"] for t in traces.values()])}
     (t,) = compare.judge(sc, 0, traces, scan, bounds, None, ref).tensors  # Z1: the one tensor they hold
     assert t.blamed == ["jax"] and t.index == (4, 11) and t.outside == {"jax": 1}

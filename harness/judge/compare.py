@@ -428,9 +428,15 @@ def judge(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]
     return StepVerdict(step, verdicts, scan.events, scan.near, scan.flips)
 
 
+# Elements from which a tensor's passes run compiled (harness.judge.kernels): small networks (the
+# tests, most of explore's examples) stay in NumPy and never pay for importing numba.
+KERNEL_SIZE = 1 << 15
+
+
 def compilable(arrays: list, shape: tuple) -> bool:
-    """Whether the compiled kernels take these arrays: float64 NumPy arrays of one shape, not empty."""
-    return math.prod(shape) > 0 and all(isinstance(a, np.ndarray) and a.dtype == np.float64 and a.shape == shape
+    """Whether the compiled kernels take these arrays: float64 NumPy arrays of one shape, of at
+    least :data:`KERNEL_SIZE` elements."""
+    return math.prod(shape) >= KERNEL_SIZE and all(isinstance(a, np.ndarray) and a.dtype == np.float64 and a.shape == shape
                                         for a in arrays)
 
 

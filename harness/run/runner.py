@@ -35,7 +35,10 @@ flight: :class:`Interrupted` (a KeyboardInterrupt) carries what was judged.
 Speed: the judgement of a step (its reference, its rounding bound, every ratio) runs in a
 worker thread while the backends compute the next step (NumPy releases the GIL, and so do the
 frameworks' kernels); only the cheap kink scan, which decides re-anchoring, runs before the
-next step starts.
+next step starts. Every BLAS and OpenMP pool runs on one thread for the run
+(:func:`harness.core.process.run_threads`). In trajectory mode the point of a step is taken from
+what is already there: the parameters from the backends' traces of the previous step (their
+consensus is that step's reference, kept by the judge), the velocities read from the backends.
 """
 
 from __future__ import annotations
