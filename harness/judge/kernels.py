@@ -68,31 +68,29 @@ def _permitted(E, r, scale, coefficient):  # pragma: no cover - compiled
 
 @njit(**_JIT)
 def _worst(values, ref, E, scale, coefficient, out):  # pragma: no cover - compiled
-    n = ref.size
+    n, m = ref.size, len(values)
+    worst = np.full(m, -np.inf, dtype=np.float32)
+    finite = np.ones(m, dtype=np.bool_)  # per backend: every float32 ratio finite
     lowest, nan = np.inf, False
-    for i in range(n):
-        p = _permitted(E[i], ref[i], scale, coefficient)
+    for i in range(n):  # one pass: the float32 ratios of every backend, and the smallest bound
+        r = ref[i]
+        p = _permitted(E[i], r, scale, coefficient)
         nan |= p != p  # a NaN bound keeps the float64 path, as NumPy's min does
         lowest = min(lowest, p)
+        p32 = np.float32(p)
+        for k in range(m):
+            r32 = np.float32(abs(np.float32(values[k][i] - r))) / p32
+            if r32 > worst[k]:
+                worst[k] = r32
+            if not np.isfinite(r32):
+                finite[k] = False
     fast = not nan and lowest >= FLOAT32_FLOOR
-    for k in range(len(values)):
-        v = values[k]
-        worst = np.float32(-np.inf)
-        usable = fast
-        if fast:
-            for i in range(n):
-                p32 = np.float32(_permitted(E[i], ref[i], scale, coefficient))
-                r32 = np.float32(abs(np.float32(v[i] - ref[i]))) / p32
-                if not np.isfinite(r32):
-                    usable = False
-                    break
-                if r32 > worst:
-                    worst = r32
-        if usable:
-            out[k] = np.float64(worst)
+    for k in range(m):
+        if fast and finite[k]:
+            out[k] = np.float64(worst[k])
             continue
-        w = -np.inf
-        for i in range(n):
+        v, w = values[k], -np.inf
+        for i in range(n):  # float64, as ratio(): equal values 0, other non-finite ratios inf
             r = abs(v[i] - ref[i]) / _permitted(E[i], ref[i], scale, coefficient)
             if not np.isfinite(r):
                 same = v[i] == ref[i] or (v[i] != v[i] and ref[i] != ref[i])
