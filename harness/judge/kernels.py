@@ -1,14 +1,15 @@
 """The comparator's large passes as compiled loops: the same numbers, one pass instead of many.
 
 The median of four traces (the consensus), the backends' spread around a centre, and the worst
-ratio of every backend in a tensor are each a handful of NumPy passes over arrays of up to a
-million elements (:mod:`harness.judge.compare`). Here each is one loop over the elements
+ratio of every backend in a tensor are each a handful of NumPy passes over a tensor's elements
+(:mod:`harness.judge.compare`). Here each is one loop over the elements
 (numba, ``nogil`` so the judge's thread runs beside the backends, IEEE arithmetic: no fast-math,
 NumPy's error model, so ``x / 0`` is ``inf`` as in NumPy). Every kernel computes exactly what the
 NumPy code it replaces computes, operation for operation and rounding for rounding
 (tests/test_kernels.py compares them, non-finite values and signed zeros included); the
 comparator keeps its NumPy form for the rare cases (a failing tensor, whose worst element is
-localised there; a flip step's excused elements; shapes that differ).
+localised there; a flip step's excused elements; shapes that differ) and for tensors below
+:data:`harness.judge.compare.KERNEL_SIZE` elements.
 
 The compiled code is cached on disk (``cache=True``): beside this module when it is writable,
 else in numba's per-user cache directory (or ``NUMBA_CACHE_DIR``), so only the first process
