@@ -73,11 +73,13 @@ class AutodiffOracle:
                     self._velocity[key] = self.torch.zeros_like(self._params[key], requires_grad=False)
         self.set_state(state)
 
-    def get_state(self) -> dict[str, np.ndarray]:
-        """Parameters and velocities (``W1.v``, Momentum/Nesterov only) as float64 copies."""
+    def get_state(self, parameters: bool = True) -> dict[str, np.ndarray]:
+        """Parameters and velocities (``W1.v``, Momentum/Nesterov only) as float64 copies
+        (without ``parameters`` the velocities only)."""
         state = {}
         for key, p in self._params.items():
-            state[key] = p.detach().numpy().copy()
+            if parameters:
+                state[key] = p.detach().numpy().copy()
             if key in self._velocity:
                 state[key + ".v"] = self._velocity[key].numpy().copy()
         return state

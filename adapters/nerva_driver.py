@@ -184,11 +184,13 @@ class NervaAdapter:
             found["Dsrelu"] = layer.act.Dx
         return {k: v for k, v in found.items() if v is not None}
 
-    def get_state(self) -> dict[str, np.ndarray]:
-        """Parameters and optimizer velocities (``W1``, ``W1.v`` …) as float64 copies."""
+    def get_state(self, parameters: bool = True) -> dict[str, np.ndarray]:
+        """Parameters and optimizer velocities (``W1``, ``W1.v`` …) as float64 copies; without
+        ``parameters`` the velocities only (a trace holds the parameters)."""
         state = {}
         for key, (obj, attr, _, _) in self._slots.items():
-            state[key] = self.to_numpy(getattr(obj, attr))
+            if parameters:
+                state[key] = self.to_numpy(getattr(obj, attr))
             velocity = getattr(self._optimizers[key], "delta_x", None)
             if velocity is not None:
                 state[key + ".v"] = self.to_numpy(velocity)

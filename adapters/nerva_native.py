@@ -277,8 +277,8 @@ class NativeBackend:
                                f"where the formula of --learning-rate {self.scenario.lr_text} gives {lr!r}")
         return value
 
-    def get_state(self) -> dict[str, np.ndarray]:
-        return self.base.get_state()
+    def get_state(self, parameters: bool = True) -> dict[str, np.ndarray]:
+        return self.base.get_state(parameters)
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         self.base.set_state(state)

@@ -63,11 +63,13 @@ class SympyOracle:
                             for param, opt in spec.optimizers}
         self.set_state(state)
 
-    def get_state(self) -> dict[str, np.ndarray]:
-        """Parameters and velocities (``W1.v`` … for Momentum/Nesterov parameters) as float64."""
+    def get_state(self, parameters: bool = True) -> dict[str, np.ndarray]:
+        """Parameters and velocities (``W1.v`` … for Momentum/Nesterov parameters) as float64
+        (without ``parameters`` the velocities only)."""
         state = {}
         for key in self._optimizers:
-            state[key] = to_float64(self._params[key])
+            if parameters:
+                state[key] = to_float64(self._params[key])
             if key in self._velocity:
                 state[key + ".v"] = to_float64(self._velocity[key])
         return state

@@ -6,7 +6,9 @@ The protocol is what the runner calls, in this order: ``setup()`` once (imports 
 ``build(scenario, state)``, then per step ``step(X, T, lr)`` returning a :data:`~harness.core.keys.Trace`
 (every tensor of docs/design.md, "What a trace holds", as float64 NumPy copies), and in lockstep
 mode, or after a kink flip, ``get_state()`` / ``set_state(state)`` with the parameters by name
-(``W1``, ``b1``, ``srelu2`` …) and the optimizer velocities (``W1.v`` …). ``dtypes`` records the
+(``W1``, ``b1``, ``srelu2`` …) and the optimizer velocities (``W1.v`` …; the velocities only with
+``parameters=False``, which trajectory mode reads at every step; a backend whose ``get_state``
+takes no argument has its velocities taken from its whole state, :func:`harness.run.contract.velocities`). ``dtypes`` records the
 dtype each traced tensor had inside the framework (checked against the run's dtype).
 
 Two optional parts (docs/plugins.md). ``provides``: the tensor names (``Key.tensor``: ``"DZ"``,
@@ -49,7 +51,7 @@ class Backend(Protocol):
 
     def step(self, X: np.ndarray, T: np.ndarray, lr: float) -> Trace: ...
 
-    def get_state(self) -> dict[str, np.ndarray]: ...
+    def get_state(self, parameters: bool = True) -> dict[str, np.ndarray]: ...
 
     def set_state(self, state: dict[str, np.ndarray]) -> None: ...
 

@@ -3,7 +3,9 @@
 Before a framework is first imported (each adapter calls these in its ``setup``):
 :func:`cpu_only` (no GPU, idle OpenMP threads that sleep, quiet TensorFlow logs) and
 :func:`quiet_stderr` (the C++ lines a framework writes while importing). While nerva-numpy
-steps: :func:`single_threaded_blas` (NumPy's BLAS on one thread).
+steps: :func:`single_threaded_blas` (NumPy's BLAS on one thread). For a whole run, once the
+frameworks are loaded: :func:`run_threads` (every BLAS and OpenMP pool on one thread, unless the
+user set a thread count).
 """
 
 import contextlib
@@ -58,3 +60,25 @@ def single_threaded_blas() -> contextlib.AbstractContextManager:
     if _CONTROLLER is None:
         _CONTROLLER = ThreadpoolController()
     return _CONTROLLER.limit(limits=1, user_api="blas")
+
+
+# The variables by which a user asks for a number of BLAS or OpenMP threads; any of them set
+# leaves the pools as the frameworks made them.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def run_threads() -> contextlib.AbstractContextManager:
+    """One thread for every BLAS and OpenMP pool loaded so far (NumPy's OpenBLAS, torch's OpenMP),
+    for as long as the context lasts: a run's four backends and its judge share the cores, and
+    two threads per pool contend with each other and spin into the work after them
+    (docs/findings.md, "One thread for the run"). A thread count set in the environment
+    (:data:`THREAD_VARIABLES`) is the user's choice and is left alone.
+
+    The pools are found when the context is entered, so enter it after the frameworks are
+    imported (the runner does, after building the backends).
+    """
+    if any(os.environ.get(name) for name in THREAD_VARIABLES):
+        return contextlib.nullcontext()
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().limit(limits=1)

@@ -150,7 +150,7 @@ def step_bounds(scenario: Scenario, ref: Arrays, state: Arrays, carried: Arrays 
     token = NAN_SEEN.set(seen)
     try:  # overflow, 0 * inf and inf - inf are handled where they arise
         with np.errstate(all="ignore", invalid="call", call=invalid):
-            errors, new_errors = _step_errors(scenario, ref, state, carried, ar)
+            errors, new_errors = _step_errors(scenario, ref, state, carried, ar, new_state)
     finally:
         NAN_SEEN.reset(token)
     shapes = {**{k: np.shape(v) for k, v in ref.items()}, **{k: np.shape(v) for k, v in state.items()}}
@@ -167,8 +167,9 @@ def _bound(ar: Arithmetic, e: Err, shape: tuple) -> np.ndarray:
 
 
 def _step_errors(scenario: Scenario, ref: Arrays, state: Arrays, carried: Arrays | None,
-                 ar: Arithmetic) -> tuple[dict[str, Err], dict[str, Err]]:
-    """(errors by trace key, errors of the new state): forward, loss, backward, updates."""
+                 ar: Arithmetic, velocities: bool) -> tuple[dict[str, Err], dict[str, Err]]:
+    """(errors by trace key, errors of the new state): forward, loss, backward, updates (the
+    new velocities' errors only with ``velocities``)."""
     carried = carried or {}
     N = ref["X"].shape[0]
     P = {k: ar.given(v, carried.get(k)) for k, v in state.items()}
@@ -180,7 +181,7 @@ def _step_errors(scenario: Scenario, ref: Arrays, state: Arrays, carried: Arrays
     DY = (ref["DY"], ar.combine(grad[1].scaled(1 / N), ar.local(ref["DY"], 0 if n_exact else 1)))
     E["DY"] = DY[1]
     _backward(scenario, ref, P, ar, E, saved, DY)
-    return E, _updates(scenario, ref, P, ar, E)
+    return E, _updates(scenario, ref, P, ar, E, velocities)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,8 +361,10 @@ def _backward_linear(ar: Arithmetic, spec: LayerSpec, i: int, X: Pair, DZ: Pair,
 # The optimizer updates
 # ---------------------------------------------------------------------------------------------
 
-def _updates(scenario: Scenario, ref: Arrays, P: dict[str, Pair], ar: Arithmetic, E: dict[str, Err]) -> dict[str, Err]:
-    """Every updated parameter's error into ``E``; returns the new state's errors (velocities too)."""
+def _updates(scenario: Scenario, ref: Arrays, P: dict[str, Pair], ar: Arithmetic, E: dict[str, Err],
+             velocities: bool) -> dict[str, Err]:
+    """Every updated parameter's error into ``E``; returns the new state's errors (with
+    ``velocities`` the new velocities' too: no trace holds them, so only the new state asks)."""
     new_state: dict[str, Err] = {}
     eta = ar.constant(scenario.lr)
     o = OPTIMIZER_SYMBOLS
@@ -373,9 +376,9 @@ def _updates(scenario: Scenario, ref: Arrays, P: dict[str, Pair], ar: Arithmetic
             env = {o.x: P[key], o.Dx: (ref[grad_key], E[grad_key]), o.eta: eta,
                    o.mu: ar.constant(opt.mu if opt.mu is not None else 0.0),
                    o.v: P.get(key + ".v", (np.float64(0.0), NO_ERROR))}
-            exprs = [x_new] + ([v_new] if v_new is not None else [])
-            out = evaluate(exprs, env, ar)
+            velocity = velocities and v_new is not None
+            out = evaluate([x_new] + ([v_new] if velocity else []), env, ar)
             E[key] = new_state[key] = out[0][1]
-            if v_new is not None:
+            if velocity:
                 new_state[key + ".v"] = out[1][1]
     return new_state

@@ -36,6 +36,7 @@ Rules (docs/design.md for the data flow; docs/rounding.md for the unit):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,12 +91,20 @@ def allowed(scenario: Scenario, bounds: dict[str, np.ndarray], name: str, ref: n
     float64 error is 2**-29 of the float32 bound's; 2**-20 of it is added.
     """
     E = np.asarray(bounds[name], dtype=np.float64)
-    if oracle is None or (oracle == "autodiff" and scenario.dtype == "float64"):
-        return 2 * E
+    scale, coefficient = allowance(scenario, oracle)
     with np.errstate(invalid="ignore", over="ignore"):
-        if oracle == "autodiff":
-            return E * (1 + 2.0 ** -20)
-        return E + np.abs(ref) * 2.0 ** -53  # the oracle's value is the exact one rounded to float64
+        return E * scale if coefficient == 0 else E + np.abs(ref) * coefficient
+
+
+def allowance(scenario: Scenario, oracle: str | None) -> tuple[float, float]:
+    """(scale, coefficient) of :func:`allowed`: the error allowed is ``E * scale``, or with a
+    coefficient ``E + |ref| * coefficient`` (the exact oracle's value is the exact one rounded to
+    float64)."""
+    if oracle is None or (oracle == "autodiff" and scenario.dtype == "float64"):
+        return 2.0, 0.0
+    if oracle == "autodiff":
+        return 1 + 2.0 ** -20, 0.0
+    return 1.0, 2.0 ** -53
 
 
 def consensus(values: list[np.ndarray]) -> np.ndarray:
@@ -117,21 +126,32 @@ def consensus(values: list[np.ndarray]) -> np.ndarray:
         if np.ndim(a) == 0:
             finite = sorted(float(v) for v in values if not np.isnan(v))
             return np.float64(np.median(finite)) if finite else np.float64("nan")
-        low = np.fmin(a, b)  # the two middle values of four: max of the minima, min of the maxima
-        high = np.fmin(c, d)
-        np.fmax(low, high, out=low)
-        np.fmax(a, b, out=high)
-        mid = np.fmax(c, d)
-        np.fmin(high, mid, out=high)
-        with np.errstate(invalid="ignore", over="ignore"):
-            np.subtract(high, low, out=mid)
-            mid *= 0.5
-            mid += low  # low + (high - low) / 2: exact when equal, cannot overflow
-        if not np.isfinite(mid.sum()):  # inf - inf where both middle values are the same inf
-            mid = np.where(low == high, low, mid)
-        return mid
+        if compilable(values, a.shape):
+            from harness.judge import kernels  # the same numbers in one pass
+
+            return kernels.median4(a, b, c, d)
+        return _median4(a, b, c, d)
     with np.errstate(invalid="ignore"):
         return np.nanmedian(np.stack(values), axis=0)
+
+
+def _median4(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """The mean of the middle two of four arrays, in NumPy (what :mod:`harness.judge.kernels`
+    computes in one pass)."""
+    low = np.fmin(a, b)  # the two middle values of four: max of the minima, min of the maxima
+    high = np.fmin(c, d)
+    np.fmax(low, high, out=low)
+    np.fmax(a, b, out=high)
+    mid = np.fmax(c, d)
+    np.fmin(high, mid, out=high)
+    with np.errstate(invalid="ignore", over="ignore"):
+        np.subtract(high, low, out=mid)
+        mid *= 0.5
+        mid += low  # low + (high - low) / 2: exact when equal, cannot overflow
+    bad = ~np.isfinite(mid)
+    if bad.any():  # inf - inf where both middle values are the same inf: that inf
+        mid = np.where(bad & (low == high), low, mid)
+    return mid
 
 
 def _pairwise(op: np.ufunc, values: list[np.ndarray]) -> np.ndarray:
@@ -388,30 +408,12 @@ def judge(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]
         backends = [b for b in everyone if name in traces[b]]
         values = [traces[b][name] for b in backends]
         ref = refs[name]
-        permitted = np.broadcast_to(allowed(scenario, bounds, name, ref, oracle), np.shape(ref))
-        # Ratios only need a few digits: the work arrays are float32 (half the memory traffic);
-        # the reference and the differences themselves are computed in float64.
-        # Where a bound is far below float32's normal range (float64 runs) the float32 work array
-        # would round it coarsely: those tensors take the float64 path.
-        fast = bool(np.ndim(ref)) and permitted.size > 0 and float(permitted.min()) >= 2.0 ** -100
-        with np.errstate(over="ignore"):  # beyond float32's range: inf, and the float64 path below
-            denominator = permitted.astype(np.float32) if fast else permitted
-        worst, kinks, kept = {}, {b: 0 for b in backends}, {}
-        for b in backends:
-            if values[backends.index(b)].shape != np.shape(ref) or not fast:
-                r = ratio(traces[b][name], ref, permitted)
-            else:
-                work = scratch.setdefault(ref.shape, np.empty(ref.shape, dtype=np.float32))
-                r = _ratio_into(work, traces[b][name], ref, denominator, permitted)
-            excused = influence.get(name)
-            if excused is not None and r.ndim and excused.any():  # a flip step: the kink's share
-                r = np.array(r)                                   # is excused, not judged
-                ex = np.broadcast_to(excused, r.shape)
-                kinks[b] = int((ex & (r > 1)).sum())
-                r[ex] = 0.0
-            worst[b] = float(r.max()) if r.size else 0.0
-            if worst[b] > 1:  # rare: keep this backend's ratios to localize the failure
-                kept[b] = np.array(r)
+        worst = _compiled_worst(scenario, bounds, name, values, ref, oracle, influence.get(name))
+        if worst is not None and max(worst) <= 1:  # the common case: every ratio in one pass
+            worst, kinks, kept = dict(zip(backends, worst)), {b: 0 for b in backends}, {}
+        else:  # a failure to localise, a flip step's excused elements, other shapes
+            worst, kinks, kept, permitted = _ratios(scenario, bounds, name, values, ref, oracle,
+                                                    influence.get(name), backends, scratch)
         blamed = [b for b in backends if worst[b] > 1]
         majority = oracle is not None or 2 * len(blamed) < len(backends)
         v = TensorVerdict(key, worst, kinks, blamed, majority=majority)
@@ -429,6 +431,63 @@ def judge(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]
             v.elements = int(np.size(ref))
         verdicts.append(v)
     return StepVerdict(step, verdicts, scan.events, scan.near, scan.flips)
+
+
+# Elements from which a tensor's passes run compiled (harness.judge.kernels): small networks (the
+# tests, most of explore's examples) stay in NumPy and never pay for importing numba.
+KERNEL_SIZE = 1 << 15
+
+
+def compilable(arrays: list, shape: tuple) -> bool:
+    """Whether the compiled kernels take these arrays: float64 NumPy arrays of one shape, of at
+    least :data:`KERNEL_SIZE` elements."""
+    return math.prod(shape) >= KERNEL_SIZE and all(isinstance(a, np.ndarray) and a.dtype == np.float64 and a.shape == shape
+                                        for a in arrays)
+
+
+def _compiled_worst(scenario: Scenario, bounds: dict[str, np.ndarray], name: str, values: list[np.ndarray],
+                    ref: np.ndarray, oracle: str | None, excused: np.ndarray | None) -> list[float] | None:
+    """Every backend's worst ratio in tensor ``name`` from the compiled kernel (the numbers of
+    :func:`_ratios`), or None where it does not apply (excused elements, other shapes, scalars)."""
+    if not np.ndim(ref) or (excused is not None and excused.any()):
+        return None
+    E = bounds[name]
+    if not compilable([*values, ref, E], np.shape(ref)):
+        return None
+    from harness.judge import kernels
+
+    return [float(w) for w in kernels.worst_ratios(values, ref, E, *allowance(scenario, oracle))]
+
+
+def _ratios(scenario: Scenario, bounds: dict[str, np.ndarray], name: str, values: list[np.ndarray],
+            ref: np.ndarray, oracle: str | None, excused: np.ndarray | None, backends: list[str],
+            scratch: dict[tuple, np.ndarray]) -> tuple[dict, dict, dict, np.ndarray]:
+    """(worst ratio, kink-excused elements outside the bound, the ratios of a backend outside
+    it, the error allowed) of every backend in tensor ``name``."""
+    permitted = np.broadcast_to(allowed(scenario, bounds, name, ref, oracle), np.shape(ref))
+    # Ratios only need a few digits: the work arrays are float32 (half the memory traffic);
+    # the reference and the differences themselves are computed in float64.
+    # Where a bound is far below float32's normal range (float64 runs) the float32 work array
+    # would round it coarsely: those tensors take the float64 path.
+    fast = bool(np.ndim(ref)) and permitted.size > 0 and float(permitted.min()) >= 2.0 ** -100
+    with np.errstate(over="ignore"):  # beyond float32's range: inf, and the float64 path below
+        denominator = permitted.astype(np.float32) if fast else permitted
+    worst, kinks, kept = {}, {b: 0 for b in backends}, {}
+    for b, value in zip(backends, values):
+        if value.shape != np.shape(ref) or not fast:
+            r = ratio(value, ref, permitted)
+        else:
+            work = scratch.setdefault(ref.shape, np.empty(ref.shape, dtype=np.float32))
+            r = _ratio_into(work, value, ref, denominator, permitted)
+        if excused is not None and r.ndim and excused.any():  # a flip step: the kink's share
+            r = np.array(r)                                   # is excused, not judged
+            ex = np.broadcast_to(excused, r.shape)
+            kinks[b] = int((ex & (r > 1)).sum())
+            r[ex] = 0.0
+        worst[b] = float(r.max()) if r.size else 0.0
+        if worst[b] > 1:  # rare: keep this backend's ratios to localize the failure
+            kept[b] = np.array(r)
+    return worst, kinks, kept, permitted
 
 
 def ulp_error(value: np.ndarray, exact: np.ndarray, dtype: str, excused: np.ndarray | None = None) -> float:

@@ -13,6 +13,7 @@ minimum a run needs, and every trace against the declaration.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -123,3 +124,16 @@ def check(trace: Trace, scenario: Scenario, want: list[str], state: dict[str, np
           T: np.ndarray) -> str | None:
     """:func:`trace_problem` with the scenario's shapes for this batch."""
     return trace_problem(trace, want, shapes(scenario, state, X, T))
+
+
+def velocities(backend: Any) -> dict[str, np.ndarray]:
+    """The optimizer velocities (``W1.v`` …) a trajectory step starts from: ``get_state(parameters=False)``
+    where the backend takes that argument (the built-in adapters: the trace already holds the
+    parameters), else the ``.v`` entries of its whole state (a plug-in's plain ``get_state()``)."""
+    try:
+        takes = "parameters" in inspect.signature(backend.get_state).parameters
+    except (TypeError, ValueError):
+        takes = False
+    if takes:
+        return backend.get_state(parameters=False)
+    return {k: v for k, v in backend.get_state().items() if k.endswith(".v")}

@@ -39,7 +39,10 @@ flight: :class:`Interrupted` (a KeyboardInterrupt) carries what was judged.
 Speed: the judgement of a step (its reference, its rounding bound, every ratio) runs in a
 worker thread while the backends compute the next step (NumPy releases the GIL, and so do the
 frameworks' kernels); only the cheap kink scan, which decides re-anchoring, runs before the
-next step starts.
+next step starts. Every BLAS and OpenMP pool runs on one thread for the run
+(:func:`harness.core.process.run_threads`). In trajectory mode the point of a step is taken from
+what is already there: the parameters from the backends' traces of the previous step (their
+consensus is that step's reference, kept by the judge), the velocities read from the backends.
 """
 
 from __future__ import annotations
@@ -54,8 +57,9 @@ import numpy as np
 import adapters
 from harness.core.backend import BackendFailure
 from harness.core.errors import BackendUnavailable
+from harness.core.process import run_threads
 from harness.run import contract
-from harness.judge.compare import StepVerdict, TensorVerdict, consensus, judge, key_name, reference as reference_trace, \
+from harness.judge.compare import StepVerdict, TensorVerdict, compilable, consensus, judge, key_name, reference as reference_trace, \
     scan_kinks, tensor_order
 from harness.spec.data import batches, epoch_steps, weights
 from harness.run.choice import choose as choose_oracle
@@ -156,11 +160,12 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
     if status:
         status("step 0")
     try:
-        for step, (X, T) in enumerate(data):
-            if not session.active or session.advance(step, X, T):
-                break
-        if session.pending is not None:
-            session.collect()
+        with run_threads():  # the frameworks are loaded now: their pools can be found
+            for step, (X, T) in enumerate(data):
+                if not session.active or session.advance(step, X, T):
+                    break
+            if session.pending is not None:
+                session.collect()
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
@@ -255,6 +260,8 @@ class _Session:
         self.want = {name: contract.provided(self.scenario, m) for name, m in active.items()}
         self.models: list = []  # every backend built, also those that failed (closed at the end)
         self.epoch_steps = epoch_steps(self.scenario) if self.scenario.schedule is not None else 1
+        self.traced = False  # whether ``before`` holds the previous step's traces (not a state set)
+        self.memo: dict[str, dict] = {}  # the judge's previous reference ("ref"), written by the worker
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge")
 
     def collect(self) -> bool:
@@ -278,9 +285,9 @@ class _Session:
         # step. In trajectory mode each backend is at its own point; the bound is taken at
         # their consensus and carries their measured spread as the parameters' error.
         if oracle is not None or scenario.mode == "lockstep":
-            point: dict | list = self.reference
+            point: dict | _Start = self.reference
         else:
-            point = list(self._call(step, "get_state").values())
+            point = self._start(step)
         traces = self._traces(step, X, T, scenario.lr)
         if self.pending is not None and self.collect():
             return True  # the previous step failed; this step's traces are not judged
@@ -291,12 +298,30 @@ class _Session:
         if oracle is not None:
             traces[oracle] = self.exact.step(X, T, scenario.lr)
         scan = scan_kinks(scenario, step, traces, self.before, oracle)
-        self.pending = (step, self.worker.submit(_assess, scenario, step, traces, scan, oracle, point))
+        self.pending = (step, self.worker.submit(_assess, scenario, step, traces, scan, oracle, point, self.memo))
         if result.nonfinite is not None and not self.keep_going:
             self.collect()
             return True  # NaN and Inf only spread from here
         self.reanchor(step, traces, scan)
         return False
+
+    def _start(self, step: int) -> "_Start":
+        """Every backend's state at the start of a trajectory step: its parameters as it traced
+        them (or as the run set them), its velocities read (no trace holds them); one that
+        raises is recorded and dropped."""
+        keys = list(self.result.inputs[0])
+        states = []
+        for name, model in list(self.active.items()):
+            try:
+                read = contract.velocities(model)
+            except Exception as e:
+                self.result.failures[name] = BackendFailure.of(e, step)
+                del self.active[name]
+                continue
+            state = {k: self.before[name][k] for k in keys}
+            state.update(read)
+            states.append(state)
+        return _Start(states, self.traced)
 
     def _traces(self, step: int, X: np.ndarray, T: np.ndarray, lr: float) -> dict[str, dict[str, np.ndarray]]:
         """Every active backend's trace of one step; one that raises is recorded and dropped."""
@@ -347,6 +372,7 @@ class _Session:
             self.exact.set_state(self.reference)
             self._call(step, "set_state", self.reference)
             self.before = {name: self.reference for name in [*self.active, oracle]}
+            self.traced = False
         elif scenario.mode == "lockstep" or scan.flips:
             states = list(self._call(step, "get_state").values())
             if not states:
@@ -356,8 +382,10 @@ class _Session:
             if scenario.mode == "trajectory":
                 self.result.resyncs.append(step)
             self.before = {name: self.reference for name in self.active}
+            self.traced = False
         else:
             self.before = dict(traces)  # the traces hold each backend's updated parameters
+            self.traced = True
 
 
 def _keep(result: RunResult, verdict: StepVerdict) -> None:
@@ -393,8 +421,9 @@ def _keep(result: RunResult, verdict: StepVerdict) -> None:
 
 def first_nonfinite(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]]) -> NonFinite | None:
     """The first tensor, in the comparator's order, in which a backend's trace holds NaN or Inf."""
-    if all(np.isfinite(a).all() for trace in traces.values() for a in trace.values()):
-        return None
+    with np.errstate(over="ignore", invalid="ignore"):  # a finite sum has only finite terms (one pass,
+        if all(np.isfinite(np.sum(a)) for trace in traces.values() for a in trace.values()):  # no mask)
+            return None
     order = tensor_order(scenario)
     named = {key_name(k) for k in order}
     order += [(name, None) for name in sorted({n for trace in traces.values() for n in trace} - named)]
@@ -412,26 +441,41 @@ def first_nonfinite(scenario: Scenario, step: int, traces: dict[str, dict[str, n
     return None
 
 
+@dataclass(frozen=True)
+class _Start:
+    """Every backend's state at the start of a trajectory step; ``traced``: its parameters are
+    the ones the backends traced in the previous step, whose consensus is that step's reference."""
+
+    states: list[dict[str, np.ndarray]]
+    traced: bool
+
+
 def _assess(scenario: Scenario, step: int, traces: dict, scan, oracle: str | None,
-            point: dict[str, np.ndarray] | list[dict[str, np.ndarray]]) -> StepVerdict:
+            point: dict[str, np.ndarray] | _Start, memo: dict[str, dict]) -> StepVerdict:
     """The reference, the rounding bound at ``point`` and the judgement of one step.
 
     ``point``: the state the step started from, or (trajectory mode) every backend's state: the
     bound is then taken at their consensus and carries their measured spread as the error of
-    the parameters.
+    the parameters. ``memo["ref"]`` is the previous step's reference (the worker judges the
+    steps in order); this step's replaces it.
     """
     carried = None
-    if isinstance(point, list):
-        states = point
-        point = {k: consensus([st[k] for st in states]) for k in states[0]}
+    if isinstance(point, _Start):
+        states, previous = point.states, memo.get("ref") if point.traced else None
+        point = {k: previous[k] if previous is not None and k in previous else consensus([st[k] for st in states])
+                 for k in states[0]}
         carried = {k: _pairwise_spread([st[k] for st in states], point[k]) for k in point}
-    ref = reference_trace(scenario, traces, oracle)
+    ref = memo["ref"] = reference_trace(scenario, traces, oracle)
     bounds, _ = step_bounds(scenario, ref, point, carried)
     return judge(scenario, step, traces, scan, bounds, oracle, ref)
 
 
 def _pairwise_spread(values: list[np.ndarray], centre: np.ndarray) -> np.ndarray:
     """Element-wise largest distance of any backend's value from the consensus."""
+    if compilable([*values, centre], np.shape(centre)):
+        from harness.judge import kernels  # the same numbers in one pass
+
+        return kernels.spread(values, centre)
     out = np.abs(values[0] - centre)
     for v in values[1:]:
         np.maximum(out, np.abs(v - centre), out=out)

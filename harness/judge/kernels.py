@@ -1,0 +1,118 @@
+"""The comparator's large passes as compiled loops: the same numbers, one pass instead of many.
+
+The median of four traces (the consensus), the backends' spread around a centre, and the worst
+ratio of every backend in a tensor are each a handful of NumPy passes over a tensor's elements
+(:mod:`harness.judge.compare`). Here each is one loop over the elements
+(numba, ``nogil`` so the judge's thread runs beside the backends, IEEE arithmetic: no fast-math,
+NumPy's error model, so ``x / 0`` is ``inf`` as in NumPy). Every kernel computes exactly what the
+NumPy code it replaces computes, operation for operation and rounding for rounding
+(tests/test_kernels.py compares them, non-finite values and signed zeros included); the
+comparator keeps its NumPy form for the rare cases (a failing tensor, whose worst element is
+localised there; a flip step's excused elements; shapes that differ) and for tensors below
+:data:`harness.judge.compare.KERNEL_SIZE` elements.
+
+The compiled code is cached on disk (``cache=True``): beside this module when it is writable,
+else in numba's per-user cache directory (or ``NUMBA_CACHE_DIR``), so only the first process
+of an installation compiles.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_JIT = dict(nogil=True, cache=True, error_model="numpy", fastmath=False)
+FLOAT32_FLOOR = 2.0 ** -100  # below it a float32 work array would round a bound coarsely
+
+
+@njit(**_JIT)
+def _median4(a, b, c, d, out):  # pragma: no cover - compiled
+    for i in range(out.size):
+        low = np.fmax(np.fmin(a[i], b[i]), np.fmin(c[i], d[i]))  # the middle two: max of the minima,
+        high = np.fmin(np.fmax(a[i], b[i]), np.fmax(c[i], d[i]))  # min of the maxima
+        mid = (high - low) * 0.5 + low
+        if not np.isfinite(mid) and low == high:  # inf - inf where both are the same inf: that inf
+            mid = low
+        out[i] = mid
+
+
+def median4(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """The mean of the middle two of four float64 arrays of one shape, as
+    :func:`harness.judge.compare.consensus` defines it (NaN ignored where some are finite)."""
+    out = np.empty(a.shape)
+    _median4(*(_flat(x) for x in (a, b, c, d)), out.reshape(-1))
+    return out
+
+
+@njit(**_JIT)
+def _spread(values, centre, out):  # pragma: no cover - compiled
+    for i in range(out.size):
+        m = abs(values[0][i] - centre[i])
+        for k in range(1, len(values)):
+            x = abs(values[k][i] - centre[i])
+            if x > m or x != x:  # np.maximum: a NaN wins
+                m = x
+        out[i] = m
+
+
+def spread(values: list[np.ndarray], centre: np.ndarray) -> np.ndarray:
+    """Element-wise largest ``|value - centre|`` over the backends (float64, one shape)."""
+    out = np.empty(centre.shape)
+    _spread(tuple(_flat(v) for v in values), _flat(centre), out.reshape(-1))
+    return out
+
+
+@njit(**_JIT)
+def _permitted(E, r, scale, coefficient):  # pragma: no cover - compiled
+    return E + abs(r) * coefficient if coefficient != 0.0 else E * scale
+
+
+@njit(**_JIT)
+def _worst(values, ref, E, scale, coefficient, out):  # pragma: no cover - compiled
+    n, m = ref.size, len(values)
+    worst = np.full(m, -np.inf, dtype=np.float32)
+    finite = np.ones(m, dtype=np.bool_)  # per backend: every float32 ratio finite
+    lowest, nan = np.inf, False
+    for i in range(n):  # one pass: the float32 ratios of every backend, and the smallest bound
+        r = ref[i]
+        p = _permitted(E[i], r, scale, coefficient)
+        nan |= p != p  # a NaN bound keeps the float64 path, as NumPy's min does
+        lowest = min(lowest, p)
+        p32 = np.float32(p)
+        for k in range(m):
+            r32 = np.float32(abs(np.float32(values[k][i] - r))) / p32
+            if r32 > worst[k]:
+                worst[k] = r32
+            if not np.isfinite(r32):
+                finite[k] = False
+    fast = not nan and lowest >= FLOAT32_FLOOR
+    for k in range(m):
+        if fast and finite[k]:
+            out[k] = np.float64(worst[k])
+            continue
+        v, w = values[k], -np.inf
+        for i in range(n):  # float64, as ratio(): equal values 0, other non-finite ratios inf
+            r = abs(v[i] - ref[i]) / _permitted(E[i], ref[i], scale, coefficient)
+            if not np.isfinite(r):
+                same = v[i] == ref[i] or (v[i] != v[i] and ref[i] != ref[i])
+                r = 0.0 if same else np.inf
+            if r > w:
+                w = r
+        out[k] = w
+
+
+def worst_ratios(values: list[np.ndarray], ref: np.ndarray, E: np.ndarray, scale: float,
+                 coefficient: float) -> np.ndarray:
+    """Each backend's largest ratio ``|value - ref| / permitted`` in a tensor, where
+    ``permitted = E scale`` (``coefficient`` 0) or ``E + |ref| coefficient``, exactly as
+    :func:`harness.judge.compare.judge` computes it: in float32 work arrays where every
+    permitted error is at least :data:`FLOAT32_FLOOR` and every ratio finite there, else in
+    float64 with equal values (non-finite ones too) at 0 and any other non-finite ratio infinite.
+    ``ref`` not empty, every array float64 of its shape."""
+    out = np.empty(len(values))
+    _worst(tuple(_flat(v) for v in values), _flat(ref), _flat(E), float(scale), float(coefficient), out)
+    return out
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float64).reshape(-1)
