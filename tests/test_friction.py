@@ -1,4 +1,4 @@
-"""A newcomer's friction (issue 20, item 7), each fix pinned by a test that fails without it.
+"""A newcomer's friction, each fix pinned by a test that fails without it.
 
 - ``list`` fits the terminal, and 80 columns when piped;
 - a ``run`` that shows a documented defect prints ``check``'s ``KNOWN`` line (one builder,
