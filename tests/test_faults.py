@@ -148,6 +148,32 @@ def test_a_run_sent_sigterm_or_sighup_mid_way_keeps_every_judged_step(tmp_path, 
     assert not (tmp_path / "nerva-consistency-failures").exists() and _partials(tmp_path) == []
 
 
+@pytest.mark.backends
+def test_an_explore_sent_sigterm_writes_what_it_had_searched(tmp_path, installed):
+    """The real ``explore --json``, sent SIGTERM after its first progress line (a tenth of the
+    budget run): exit 143 and an explore report that says ``interrupted`` and counts at least
+    the examples the progress line had reported."""
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "explore", "--examples", "200", "--seed", "1",
+                             "--backends", "numpy,torch", "--json", "e.json"], cwd=tmp_path, env=_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen, deadline = [], time.monotonic() + 300
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        seen.append(line)
+        if re.match(r"explore: \d+/200 examples", line) or not line:
+            break
+    done = re.match(r"explore: (\d+)/200 examples", seen[-1])
+    assert done, seen
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-2000:]
+    assert "INTERRUPTED" in stdout and "Traceback" not in stderr + stdout
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["interrupted"] is True and report["budget"] == 200
+    assert int(done.group(1)) <= report["examples"] < 200
+    assert _partials(tmp_path) == []
+
+
 def test_a_signal_while_the_reports_are_written_takes_effect_once_they_are_whole(tmp_path):
     """SIGTERM between the JSON report's write and its rename (the planted rename waits): the
     report is finished first, whole and new, then the command ends as interrupted (143)."""

@@ -287,12 +287,18 @@ def explore(args: argparse.Namespace, checked, out, err) -> int:
 
         database = DirectoryBasedExampleDatabase(str(checked.database))
     saved: list[dict] = []
+    so_far: list = []  # the search's statistics and defects after its latest run (what an interrupt keeps)
 
     def found(defect) -> None:
         saved.append(_found(defect, args, checked, out))
 
     def search(progress=None):
-        return explore(args.examples, args.seed, backends, progress=progress, database=database,
+        def watch(stats, defects) -> None:
+            so_far[:] = [stats, list(defects)]
+            if progress:
+                progress(stats, defects)
+
+        return explore(args.examples, args.seed, backends, progress=watch, database=database,
                        on_failure=found, oracle=args.oracle)
 
     out.print(f"exploring {args.examples} examples, seed {args.seed}, on {', '.join(backends)}")
@@ -301,21 +307,31 @@ def explore(args: argparse.Namespace, checked, out, err) -> int:
     except KeyboardInterrupt:
         out.print(f"[yellow]INTERRUPTED[/yellow] explore: {len(saved)} defect(s) found so far"
                   + (f", bundles in {checked.bundle_dir}" if saved else ""), soft_wrap=True)
+        if checked.json and so_far:
+            from harness.search.explore import Exploration
+
+            with signals.deferred():
+                _explore_json(Exploration(so_far[1], so_far[0]), args, checked, saved, interrupted=True)
         return signals.exit_code()
     stats = defects.stats
     out.print(stats.summary(), soft_wrap=True)
     red = [d for d in defects if d.red]
     if checked.json:
-        from harness.reports import write
-
-        report = defects.to_json(budget=args.examples, seed=args.seed, shard=args.shard, backends=backends,
-                                 defects=saved)
-        write.json_file(checked.json, report)
+        _explore_json(defects, args, checked, saved, interrupted=False)
     if red:
         out.print(f"[red]{len(red)} distinct defect(s)[/red]; bundles in {checked.bundle_dir}")
         return 1
     out.print(f"[green]no defect[/green] in {stats.examples} example(s) ({stats.seconds:.0f} s)")
     return 0
+
+
+def _explore_json(defects, args: argparse.Namespace, checked, saved: list[dict], *, interrupted: bool) -> None:
+    """The explore report (--json), also of an interrupted search: what it had run and found by
+    then, with ``interrupted`` true."""
+    from harness.reports import write
+
+    write.json_file(checked.json, defects.to_json(budget=args.examples, seed=args.seed, shard=args.shard,
+                                                  backends=checked.backends, defects=saved, interrupted=interrupted))
 
 
 def _found(defect, args: argparse.Namespace, checked, out) -> dict:

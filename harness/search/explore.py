@@ -199,10 +199,11 @@ class Exploration(list):
         self.stats = stats or Stats()
 
     def to_json(self, *, budget: int, seed: int, shard: str | None, backends: list[str],
-                defects: list[dict]) -> dict:
+                defects: list[dict], interrupted: bool = False) -> dict:
         """The explore report (schema ``nerva-consistency/explore/1``): the search asked for, what
         it ran and saw, and ``defects``, each defect's entry (:meth:`Defect.to_json`, with its
-        bundle and reproduce commands)."""
+        bundle and reproduce commands); ``interrupted``: the search was stopped (Ctrl-C, SIGTERM,
+        SIGHUP) and this is what it had run and found by then."""
         stats = self.stats
         return {
             "schema": "nerva-consistency/explore/1", "examples": stats.examples, "budget": budget,
@@ -211,7 +212,8 @@ class Exploration(list):
             "known": dict(stats.known), "oracles": {(k or "none"): v for k, v in stats.oracles.items()},
             "custom_components": dict(stats.custom),
             "defects": defects,
-            "seen_while_shrinking_not_reproduced": [f.detail for f, _ in stats.seen_while_shrinking.values()]}
+            "seen_while_shrinking_not_reproduced": [f.detail for f, _ in stats.seen_while_shrinking.values()],
+            "interrupted": interrupted}
 
 
 class _Red(Exception):
