@@ -324,3 +324,23 @@ def test_transcribed_optimizer_updates_equal_the_definitions(name):
     _close(p, x_new)
     if v_new is not None:
         _close(vt, v_new)
+
+
+def test_a_custom_piecewise_is_differentiated_piece_by_piece():
+    """ELU's exp piece, not taken at a large z, overflows there (exp(800) = inf): the transcription
+    evaluates each piece only where it is taken, so the gradient is the definition's (1, and
+    alpha exp(z) on the other side) instead of autograd's 0 * inf = NaN, and the values are
+    those of torch.where bit for bit."""
+    import torch
+
+    from harness.oracle import symbolic, transcription
+
+    Z = np.concatenate([_points(np.random.default_rng(5), (40,)), [800.0, 710.0, -800.0, -1e-300, 0.0]])
+    z = _tensor(torch, Z).requires_grad_(True)
+    y = transcription.activation(torch, "ELU", {"alpha": 0.5}, z)
+    y.sum().backward()
+    assert torch.equal(y.detach(), torch.where(z > 0, z, 0.5 * (torch.exp(z) - 1)).detach())
+    assert torch.isfinite(z.grad).all()
+    off = Z != 0  # at the kink itself the transcription takes the left derivative (test_kink_conventions)
+    _close(z.grad[off], symbolic.Activation("ELU", {"alpha": 0.5}).derivative(Z[off]))
+    assert z.grad[~off].tolist() == [0.5, 0.5]

@@ -28,9 +28,9 @@ Row layout (one sample per row); X is (N, D), W is (K, D), b is (K,).
   NegativeLogLikelihood -sum_rows log(sum_k Y T);
 - custom components (ELU, AbsoluteError, a user's): their SymPy definition itself, lambdified
   into torch (``sp.lambdify(..., modules="torch")``: a Piecewise becomes ``torch.where``), so
-  there is nothing to transcribe by hand; a loss is the sum of its elements' losses. (Where an
-  unused Piecewise branch overflows, e.g. exp of a large z, its 0 * inf poisons the gradient:
-  the exact oracle does not have this limit.)
+  there is nothing to transcribe by hand; a loss is the sum of its elements' losses. A top-level
+  Piecewise is evaluated piece by piece where each piece is taken, so a piece that overflows
+  where it is not taken (exp of a large z) does not poison the gradient.
 - the optimizer updates (:func:`optimizer_update`), in place: GradientDescent x -= eta Dx;
   Momentum(mu) v = mu v - eta Dx, x += v; Nesterov(mu) v = mu v - eta Dx, x += mu v - eta Dx.
 
@@ -90,13 +90,40 @@ def activation(torch: Any, kind: str, arg: dict[str, float], Z: Any, srelu: Any 
 @functools.lru_cache(maxsize=None)
 def _custom_activation(kind: str) -> tuple[Callable, tuple[str, ...]]:
     expr, params = custom_activation_definition(kind)
-    return sp.lambdify([X, *params], expr, modules="torch"), tuple(p.name for p in params)
+    return _elementwise([X, *params], expr), tuple(p.name for p in params)
 
 
 @functools.lru_cache(maxsize=None)
 def _custom_loss(name: str) -> Callable:
     (y,), (t,) = loss_symbols(1)
-    return sp.lambdify([y, t], loss_expression(name, (y,), (t,)), modules="torch")
+    return _elementwise([y, t], loss_expression(name, (y,), (t,)))
+
+
+def _elementwise(symbols: list[sp.Symbol], expr: sp.Expr) -> Callable:
+    """``expr`` of elementwise tensors, lambdified into torch. A top-level Piecewise is evaluated
+    piece by piece on the elements where that piece is the first whose condition holds (as
+    SymPy reads it), and nowhere else: a piece that would overflow where it is not taken (exp of a
+    large z) then never enters the value or the gradient, as it would with ``torch.where``
+    (autograd's 0 * inf). The values are the same operations on the same elements."""
+    if not isinstance(expr, sp.Piecewise):
+        return sp.lambdify(symbols, expr, modules="torch")
+    pieces = [(sp.lambdify(symbols, value, modules="torch"), sp.lambdify(symbols, cond, modules="torch"))
+              for value, cond in expr.args]
+
+    def piecewise(first: Any, *rest: Any) -> Any:
+        import torch
+
+        args = torch.broadcast_tensors(*[torch.as_tensor(a, dtype=torch.float64) for a in (first, *rest)])
+        out, free = torch.zeros_like(args[0]), torch.ones_like(args[0], dtype=torch.bool)
+        for value, cond in pieces:
+            taken = free & torch.as_tensor(cond(*args), dtype=torch.bool).expand_as(free)
+            if taken.any():
+                values = torch.as_tensor(value(*[a[taken] for a in args]), dtype=out.dtype)
+                out = out.index_put((taken,), values.expand(int(taken.sum())))
+            free = free & ~taken
+        return out
+
+    return piecewise
 
 
 def forget_custom_components() -> None:
