@@ -36,7 +36,7 @@ from adapters.nerva_driver import dtype_name, param_slots
 from harness.core.components import BACKENDS
 from harness.core.errors import SpecError
 from harness.core.keys import Trace
-from harness.spec.data import loader_arrays
+from harness.spec.data import linear_positions, loader_arrays
 from harness.spec.state import as_dtype, initial_state as spec_state
 from harness.spec.scenario import Scenario
 
@@ -82,12 +82,6 @@ def _spec_params(scenario: Scenario) -> dict[str, np.ndarray]:
     return spec_state(scenario.with_(dtype="float32", layers=layers))
 
 
-def _linear_keys(scenario: Scenario) -> list[int]:
-    """The layer position (1-based) of each linear-type layer: a weights file's ``W1``, ``W2`` …
-    count linear layers only, the harness's parameters every layer."""
-    return [i for i, layer in enumerate(scenario.layers, start=1) if layer.info.has_weights]
-
-
 def _parse(base: Any, scenario: Scenario) -> Any:
     """The library's own model of ``scenario``, its own initializers run (the RNG seeded)."""
     base.setup()
@@ -122,7 +116,7 @@ def initial_state(scenario: Scenario) -> dict[str, np.ndarray]:
         with np.load(path) as saved:
             weights = {k: np.asarray(saved[k], dtype=np.float64) for k in saved.files}
     state = _spec_params(scenario)
-    for index, position in enumerate(_linear_keys(scenario), start=1):
+    for index, position in enumerate(linear_positions(scenario), start=1):
         state[f"W{position}"], state[f"b{position}"] = weights[f"W{index}"], weights[f"b{index}"].reshape(-1)
     return state
 
@@ -169,10 +163,10 @@ class NativeBackend:
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "weights.npz")
             np.savez(path, **{f"{p}{index}": state[f"{p}{position}"].astype(np.float32)
-                              for index, position in enumerate(_linear_keys(scenario), start=1) for p in "Wb"})
+                              for index, position in enumerate(linear_positions(scenario), start=1) for p in "Wb"})
             with self.base.precision("float32"):
                 self.model.load_weights_and_bias(path)
-        filed = {f"{p}{position}" for position in _linear_keys(scenario) for p in "Wb"}
+        filed = {f"{p}{position}" for position in linear_positions(scenario) for p in "Wb"}
         for slot, (obj, attr, _, _) in param_slots(scenario, self.model.layers).items():
             held = np.asarray(self.base.to_numpy(getattr(obj, attr)))
             held = held if slot in filed else as_dtype(held, "float32")

@@ -30,6 +30,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from harness.spec import rules
+from harness.core import components
 from harness.core.errors import SpecError
 from harness.spec.scenario import Scenario, harness_problem
 from harness.spec.state import as_dtype, rng_for
@@ -146,12 +147,18 @@ class Batches(Sequence):
                 yield as_dtype(X[rows], dtype), as_dtype(T[rows], dtype)
 
 
+def linear_positions(scenario: Scenario) -> list[int]:
+    """The layer position (1-based) of each linear-type layer, in order: a weights file's ``W1``,
+    ``W2`` … count linear layers only, the harness's parameter names every layer."""
+    return [i for i, layer in enumerate(scenario.layers, start=1) if layer.info.has_weights]
+
+
 def weights(scenario: Scenario) -> dict[str, np.ndarray]:
     """``--load-weights``: the file's weights and biases under the harness's parameter names
     (``W{layer position}``), rounded to the run's dtype; {} without the flag."""
     if not scenario.weights:
         return {}
-    positions = [i for i, layer in enumerate(scenario.layers, start=1) if layer.info.has_weights]
+    positions = linear_positions(scenario)
     shapes, width = {}, scenario.input_size
     for index, position in enumerate(positions, start=1):
         layer = scenario.layers[position - 1]
@@ -239,20 +246,21 @@ def with_build(scenario: Scenario, given: str | None) -> Scenario:
 
 
 NATIVE_ONLY_FILES = ("Xtest", "Ttest")
+"""What ``create_npz_dataloaders`` reads besides Xtrain and Ttrain."""
 
 SYNTHETIC_FILE_ROWS = 2**20
 """The most rows of synthetic data a library-built run writes to its file (every step's batch):
 a bound on what the file holds in memory, which otherwise grows with ``--steps``."""
-"""What ``create_npz_dataloaders`` reads besides Xtrain and Ttrain."""
 
 
 def native_problem(scenario: Scenario) -> str | None:
     """Why the libraries cannot build and train ``scenario`` themselves (``--build nerva``), or
     None when they can: their loaders read a ``.npz`` file with test data too and make float32,
     their loop follows its own trajectory, and the harness's extensions are not theirs."""
-    extension = next((f"layer {layer.kind}" for layer in scenario.layers if layer.kind == "ELU"), None) \
-        or ("loss AbsoluteError" if scenario.loss == "AbsoluteError" else None) \
-        or next((f"initializer {layer.init}" for layer in scenario.layers if (layer.init or "").startswith("LeCun")), None) \
+    extension = next((f"layer {layer.kind}" for layer in scenario.layers if layer.kind in components.CUSTOM), None) \
+        or (f"loss {scenario.loss}" if scenario.loss in components.CUSTOM else None) \
+        or next((f"initializer {layer.init}" for layer in scenario.layers
+                 if (layer.init or "").startswith("LeCun") or layer.init in components.SOURCES), None) \
         or next((f"optimizers {layer.optimizer_text!r}" for layer in scenario.layers
                  if len({str(opt) for _, opt in layer.optimizers}) > 1), None)
     if extension:
