@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -218,25 +218,29 @@ class NervaAdapter:
             loss = self.loss(Y, Tb)
             DY = self.loss.gradient(Y, Tb) / N
             M.backpropagate(Y, DY)
-            trace: Trace = {}
-            self.dtypes: dict[str, str] = {}  # the dtype each tensor had inside the backend
+            return self.record({"X": Xb, "T": Tb, "Y": Y, "DY": DY, "loss": loss}, lambda: M.optimize(lr))
 
-            def keep(key: str, value: Any) -> None:
-                trace[key] = self.to_numpy(value)
-                self.dtypes[key] = dtype_name(value)
+    def record(self, seen: dict[str, Any], optimize: Callable[[], None]) -> Trace:
+        """The trace of one step as float64 copies: ``seen`` (X and T as the backend holds them,
+        Y, DY, the loss) and every layer's tensors, then ``optimize()`` and the updated
+        parameters; :attr:`dtypes` the dtype each had inside the backend. The one trace of both
+        builds (this driver's step and the library-built loop, adapters.nerva_native)."""
+        trace: Trace = {}
+        self.dtypes: dict[str, str] = {}
 
-            keep("X", Xb)  # the inputs as the backend holds them
-            keep("T", Tb)
-            keep("Y", Y)
-            keep("DY", DY)
-            keep("loss", loss)
-            trace["loss"] = trace["loss"].reshape(())
-            for i, layer in enumerate(M.layers, start=1):
-                for name, value in self._layer_tensors(layer).items():
-                    keep(f"{name}{i}", value)
-            M.optimize(lr)
-            for key, (obj, attr, _, _) in self._slots.items():
-                keep(key, getattr(obj, attr))
+        def keep(key: str, value: Any) -> None:
+            trace[key] = self.to_numpy(value)
+            self.dtypes[key] = dtype_name(value)
+
+        for key in ("X", "T", "Y", "DY", "loss"):
+            keep(key, seen[key])
+        trace["loss"] = trace["loss"].reshape(())
+        for i, layer in enumerate(self.model.layers, start=1):
+            for name, value in self._layer_tensors(layer).items():
+                keep(f"{name}{i}", value)
+        optimize()
+        for key, (obj, attr, _, _) in self._slots.items():
+            keep(key, getattr(obj, attr))
         return trace
 
 

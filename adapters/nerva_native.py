@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 import adapters
-from adapters.nerva_driver import dtype_name, param_slots
+from adapters.nerva_driver import param_slots
 from harness.core.components import BACKENDS
 from harness.core.errors import SpecError
 from harness.core.keys import Trace
@@ -208,23 +208,14 @@ class NativeBackend:
         loss.gradient = observed_gradient
 
     def _trace(self, seen: dict, eta: float, optimize: Any) -> Trace:
-        trace: Trace = {}
-
-        def keep(key: str, value: Any) -> None:
-            trace[key] = self.base.to_numpy(value)
-            self.dtypes[key] = dtype_name(value)
-
-        for key in ("X", "T", "Y", "DY", "loss"):
-            keep(key, seen[key])
-        trace["loss"] = trace["loss"].reshape(())
-        for i, layer in enumerate(self.model.layers, start=1):
-            for name, value in self.base._layer_tensors(layer).items():
-                keep(f"{name}{i}", value)
         self.eta = eta
-        with np.errstate(all="ignore"):
-            optimize(eta)
-        for key, (obj, attr, _, _) in self.base._slots.items():
-            keep(key, getattr(obj, attr))
+
+        def update() -> None:
+            with np.errstate(all="ignore"):
+                optimize(eta)
+
+        trace = self.base.record(seen, update)
+        self.dtypes = self.base.dtypes
         return trace
 
     def _loop(self) -> None:
