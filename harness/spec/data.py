@@ -33,7 +33,7 @@ from harness.spec import rules
 from harness.core import components
 from harness.core.errors import SpecError
 from harness.spec.scenario import Scenario, harness_problem
-from harness.spec.state import as_dtype, rng_for
+from harness.spec.state import as_dtype, param_shapes, rng_for
 
 SOURCES = ("synthetic", "digits", "digits784", "npz:PATH")
 TARGETS = ("onehot", "soft", "real")
@@ -158,12 +158,8 @@ def weights(scenario: Scenario) -> dict[str, np.ndarray]:
     (``W{layer position}``), rounded to the run's dtype; {} without the flag."""
     if not scenario.weights:
         return {}
-    positions = linear_positions(scenario)
-    shapes, width = {}, scenario.input_size
-    for index, position in enumerate(positions, start=1):
-        layer = scenario.layers[position - 1]
-        shapes[f"W{index}"] = (layer.units, width)
-        width = layer.units
+    positions, model = linear_positions(scenario), param_shapes(scenario)
+    shapes = {f"W{index}": model[f"W{position}"] for index, position in enumerate(positions, start=1)}
     path = rules.input_file(scenario.weights, "weights file", "give an existing .npz file")
     st = os.stat(path)
     filed = _weights_file(str(path), tuple(shapes.items()), (st.st_size, st.st_mtime_ns, st.st_ino))
