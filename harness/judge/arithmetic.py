@@ -26,6 +26,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import sympy as sp
+from numba import njit
 
 LAMBDA = 8.0  # standard deviations: P(|error| > LAMBDA sd) <= 2 exp(-LAMBDA**2 / 2) = 2.5e-14 (Hoeffding)
 # exp, log, tanh: their own error, in units of u (2 u = 1 ulp): 4 ulps in float32, 8 in float64,
@@ -174,6 +175,10 @@ class Arithmetic:
             return worst.copy()
         var = np.asarray(errors.var, dtype=np.float64)
         shape = np.broadcast_shapes(worst.shape, var.shape)
+        if worst.shape == var.shape and worst.size >= COMPILED_PASS:
+            out = np.empty(shape)
+            _bound_pass(worst.reshape(-1), var.reshape(-1), self.tiny, out.reshape(-1))
+            return out
         with np.errstate(invalid="ignore"):
             out = np.sqrt(var)  # in place from here: these are the largest arrays of a step
             if not isinstance(out, np.ndarray) or out.shape != shape:
@@ -202,6 +207,8 @@ class Arithmetic:
         its standard deviation is the error itself. A subnormal input may be read as 0 (XLA and
         TensorFlow do: docs/findings.md #4), an error the size of the value."""
         v = np.asarray(value, dtype=np.float64)
+        if error is None and v.size >= COMPILED_PASS and not _any_subnormal(v.reshape(-1), self.tiny):
+            return v, NO_ERROR  # (the same test in one compiled pass)
         subnormal = (np.abs(v) < self.tiny) & (v != 0)
         if error is None and not subnormal.any():
             return v, NO_ERROR  # exact: no error to carry (and no products of zeros to form)
@@ -209,6 +216,33 @@ class Arithmetic:
         if error is not None:
             e = np.broadcast_to(np.asarray(error, dtype=np.float64) + e, v.shape)
         return v, Err(e, e * e)
+
+
+# ---------------------------------------------------------------------------------------------
+# Two of the largest passes compiled: the same operations, one loop (numba, IEEE arithmetic)
+# ---------------------------------------------------------------------------------------------
+
+COMPILED_PASS = 1 << 15  # arrays of at least this many elements take the compiled passes
+_JIT = dict(nogil=True, cache=True, error_model="numpy", fastmath=False)
+
+
+@njit(**_JIT)
+def _bound_pass(worst, var, tiny, out):  # pragma: no cover - compiled
+    """:meth:`Arithmetic.bound` element by element (worst and var of one shape)."""
+    for i in range(out.size):
+        w, v = worst[i], var[i]
+        b = np.fmin(np.sqrt(v) * LAMBDA, w)
+        if not v >= VAR_MIN:
+            b = w
+        out[i] = np.fmax(b, np.fmin(w, tiny))
+
+
+@njit(**_JIT)
+def _any_subnormal(v, tiny):  # pragma: no cover - compiled
+    for i in range(v.size):
+        if abs(v[i]) < tiny and v[i] != 0:
+            return True
+    return False
 
 
 # Whether a NaN can be in the arrays at hand. Outside :func:`harness.judge.bounds.step_bounds` always; inside, only
@@ -251,7 +285,7 @@ def product_error(ar: Arithmetic, A: Pair, B: Pair, shared: bool = False) -> Err
 
 def _unit(c: Any) -> bool:
     """Whether ``c`` is the scalar 1 or -1 (a sign: multiplying by it moves no error)."""
-    return np.ndim(c) == 0 and abs(float(c)) == 1.0
+    return np.ndim(c) == 0 and bool(np.abs(c) == 1.0)  # (bool, not float: a compiled plan guards it)
 
 
 def carries_variance(pairs: Sequence[Pair]) -> bool:
@@ -271,9 +305,9 @@ def power_of_two(x: float) -> bool:
 def _matmul(a: np.ndarray, e: np.ndarray, left: bool) -> np.ndarray:
     """a @ e (or e @ a) for a >= 0 and e >= 0, either with infinite (unknown) elements: an output
     is infinite exactly where it depends on one (0 * inf is not a dependence)."""
-    ua, ue = np.isinf(a), np.isinf(e)
-    if not ue.any() and not ua.any():
+    if np.isfinite(np.sum(a)) and np.isfinite(np.sum(e)):  # no infinity in either (one read each, no copy)
         return a @ e if left else e @ a
+    ua, ue = np.isinf(a), np.isinf(e)
     x, y = (np.where(ua, 0.0, a), np.where(ue, 0.0, e)) if left else (np.where(ue, 0.0, e), np.where(ua, 0.0, a))
     ux, uy = (ua, ue) if left else (ue, ua)
     hit = ((ux.astype(np.float64) @ (y > 0)) + ((x > 0) @ uy.astype(np.float64)) + (ux.astype(np.float64) @ uy)) > 0

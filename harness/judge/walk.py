@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import sympy as sp
 
+from harness.judge import plan
 from harness.judge.arithmetic import NAN_SEEN, NO_ERROR, Arithmetic, Err, Pair, carries_variance, optional_map, \
     power_of_two, product_error
 from harness.oracle.symbolic import Graph
@@ -45,6 +46,8 @@ def evaluate(exprs: Sequence[sp.Expr], env: dict[sp.Symbol, Pair], ar: Arithmeti
     """
     shape = np.broadcast_shapes(*(np.shape(x) for v, e in env.values() for x in (v, e.worst, e.var) if x is not None))
     size = math.prod(shape)
+    if size >= plan.COMPILE_SIZE and 1 <= len(shape) <= 2 and COMPILED[0]:
+        return plan.run(tuple(exprs), env, ar.dtype.name, shape, lambda e: _evaluate(exprs, e, ar))
     if size <= 2 * BLOCK or not shape:
         return _evaluate(exprs, env, ar)
     rows = BLOCK // max(1, size // shape[0])
@@ -56,6 +59,9 @@ def evaluate(exprs: Sequence[sp.Expr], env: dict[sp.Symbol, Pair], ar: Arithmeti
 
 
 BLOCK = 1 << 14  # elements per block of a large evaluation (a few arrays of it fit in L2)
+# Whether large evaluations run from compiled plans (:mod:`harness.judge.plan`); the tests
+# turn it off to compare with the eager rules.
+COMPILED = [True]
 
 
 def _rows_of(pair: Pair, shape: tuple, start: int, stop: int) -> Pair:
@@ -291,8 +297,8 @@ def _piecewise(e: sp.Piecewise, env: dict, ar: Arithmetic, memo: dict) -> Pair:
         worst = np.where(pick, err.worst, worst)
         if random:
             var = np.where(pick, err.var, var)
-        taken |= pick
-        near |= close
+        taken = taken | pick  # (new arrays, not in place: the plan's recording traces these)
+        near = near | close
     if near.any():
         widest = functools.reduce(np.fmax, [np.broadcast_to(b[1].worst, shape) for b in branches])
         worst = np.where(near, np.fmax(worst, widest), worst)

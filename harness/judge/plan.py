@@ -1,0 +1,551 @@
+"""The walk's evaluation compiled: one recorded plan, replayed as one fused loop.
+
+:func:`harness.judge.walk.evaluate` applies the error-arithmetic rules node by node, each node
+one NumPy pass over the arrays (a few dozen passes for an optimizer update). The rules stay the
+definition; this module changes only how a large evaluation is executed:
+
+1. **Record.** The rules run once on :class:`Traced` values: NumPy arrays that compute as usual
+   (the recording's result *is* the eager result) and note every operation in a :class:`Graph`
+   (elementwise ufuncs, ``np.where``, broadcasts; the reductions the rules branch on).
+2. **Guard.** A Python branch taken on data (``if np.all(b != 0)``, ``near.any()``, NaN checks,
+   a sign test of a scalar) is recorded as a guard with the outcome it had. Anything else that
+   would let data steer the rules (``float()`` of a traced value, a concrete array that is not
+   one constant) stops the recording: that evaluation stays eager.
+3. **Compile.** The graph becomes the source of one numba loop (``nogil``, IEEE arithmetic, no
+   fast-math) over the broadcast shape, every node one scalar expression, every guard's
+   reduction computed in the same pass. The source is written to a file named by its hash in
+   :func:`cache_dir`, so numba's on-disk cache serves a second process.
+4. **Replay.** An evaluation of the same structure (:func:`signature`: the expressions, which
+   inputs carry errors, their broadcast patterns, the dtype, the NaN state) calls the kernel;
+   if any guard's outcome differs, or a NaN appears where the recording saw none (the eager rules
+   would then have taken their NaN branches), the result is discarded and the evaluation runs
+   eagerly. Nothing is replayed past a branch it did not record.
+
+The eager evaluation stays the reference: tests/test_plan.py compares the two on every catalog
+scenario, both dtypes and both modes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from harness.judge.arithmetic import NAN_SEEN, NO_ERROR, Err
+
+# Evaluations of at least this many elements are compiled; smaller ones stay eager (the
+# kernel's call costs more than it saves there, and each structure compiles once).
+COMPILE_SIZE = 1 << 15
+# Evaluations of more nodes than this stay eager: the many outputs of a Jacobian over a row
+# (softmax, batch normalization) make a loop whose compile costs more than any run saves.
+MAX_NODES = 256
+# Run the kernels' Python source instead of compiling it (the same source, element by element,
+# in NumPy scalars): the tests replay the plans of every catalog scenario this way, whose
+# compiles would cost minutes; the compiled kernels are tested on the large ones.
+INTERPRET = [False]
+
+
+class Unsupported(Exception):
+    """The rules did something the plan cannot replay: the evaluation stays eager."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Recording
+# ---------------------------------------------------------------------------------------------
+
+class Graph:
+    """The operations of one recorded evaluation: nodes in order (each an expression over earlier
+    nodes, inputs and constants), the reductions guards read, and the guards' outcomes."""
+
+    def __init__(self, ndim: int) -> None:
+        self.ndim = ndim
+        self.lines: list[tuple[str, str, tuple]] = []  # (name, scalar expression, operands it may make a NaN of)
+        self.inputs: list[str] = []
+        self.reductions: list[tuple[str, str, str]] = []  # (name, kind, operand name)
+        self.guards: list[tuple[str, bool]] = []
+        self.shapes: dict[str, tuple] = {}  # broadcast pattern of every node (1 where it broadcasts)
+        self.ndims: dict[str, int] = {}
+
+    def add(self, expression: str, value: np.ndarray, invalid: tuple = ()) -> "Traced":
+        """A node: its scalar expression, its value, and (``invalid``) the operands of an
+        operation that can make a NaN of numbers (0 * inf, inf - inf, 0 / 0, sqrt(-1))."""
+        name = f"t{len(self.lines)}"
+        self.lines.append((name, expression, invalid))
+        return self._traced(name, value)
+
+    def input(self, value: Any) -> "Traced":
+        name = f"a{len(self.inputs)}"
+        self.inputs.append(name)
+        return self._traced(name, np.asarray(value))
+
+    def _traced(self, name: str, value: np.ndarray) -> "Traced":
+        if value.ndim > self.ndim:
+            raise Unsupported("a value of more dimensions than the evaluation's")
+        self.shapes[name], self.ndims[name] = pattern(value.shape, self.ndim), value.ndim
+        return Traced(value, name, self)
+
+
+def pattern(shape: tuple, ndim: int) -> tuple:
+    """A shape's broadcast pattern against ``ndim`` dimensions: 1 where it broadcasts, -1 where
+    it runs along the evaluation's axis."""
+    full = (1,) * (ndim - len(shape)) + tuple(shape)
+    return tuple(1 if d == 1 else -1 for d in full)
+
+
+_UFUNCS = {  # ufunc name -> scalar expression (numba), operands x, y
+    "add": "({x} + {y})", "subtract": "({x} - {y})", "multiply": "({x} * {y})",
+    "true_divide": "({x} / {y})", "divide": "({x} / {y})", "negative": "(-{x})", "absolute": "abs({x})",
+    "square": "({x} * {x})", "sqrt": "np.sqrt({x})", "exp": "np.exp({x})", "expm1": "np.expm1({x})",
+    "log": "np.log({x})", "log1p": "np.log1p({x})", "tanh": "np.tanh({x})", "power": "np.power({x}, {y})",
+    "fmax": "np.fmax({x}, {y})", "fmin": "np.fmin({x}, {y})", "maximum": "np.maximum({x}, {y})",
+    "minimum": "np.minimum({x}, {y})", "sign": "np.sign({x})",
+    "isnan": "np.isnan({x})", "isinf": "np.isinf({x})", "isfinite": "np.isfinite({x})",
+    "less": "({x} < {y})", "less_equal": "({x} <= {y})", "greater": "({x} > {y})",
+    "greater_equal": "({x} >= {y})", "equal": "({x} == {y})", "not_equal": "({x} != {y})",
+    "logical_and": "({x} & {y})", "logical_or": "({x} | {y})", "logical_not": "(not {x})",
+    "bitwise_and": "({x} & {y})", "bitwise_or": "({x} | {y})", "invert": "(not {x})",
+}
+# The operations NumPy reports as invalid where they make a NaN of numbers (its errstate, and so
+# the step's NaN state: harness.judge.arithmetic.NAN_SEEN)
+_INVALID = {"add", "subtract", "multiply", "true_divide", "divide", "sqrt", "log", "log1p", "power"}
+_LOGICAL = {"logical_and", "logical_or", "logical_not", "bitwise_and", "bitwise_or", "invert"}  # booleans only
+
+
+class Traced(np.lib.mixins.NDArrayOperatorsMixin):
+    """A value of the recorded evaluation: its concrete NumPy value and its name in the graph."""
+
+    __array_priority__ = 1000
+
+    def __init__(self, value: np.ndarray, name: str, graph: Graph) -> None:
+        self.value, self.name, self.graph = value, name, graph
+
+    shape = property(lambda self: self.value.shape)
+    ndim = property(lambda self: self.value.ndim)
+    dtype = property(lambda self: self.value.dtype)
+
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        out = kwargs.pop("out", None)
+        if method != "__call__" or kwargs or ufunc.__name__ not in _UFUNCS:
+            raise Unsupported(f"np.{ufunc.__name__}.{method}")
+        if out is not None and (len(out) != 1 or out[0] is not inputs[0] or not isinstance(out[0], Traced)):
+            raise Unsupported("an operation into a concrete array")
+        result = _apply(self.graph, ufunc, inputs)
+        if out is None:
+            return result
+        target = out[0]  # in place (x += y): the traced value becomes the new node, as an array would
+        target.value, target.name = result.value, result.name
+        return target
+
+    def __array_function__(self, func: Any, types: Any, args: tuple, kwargs: dict) -> Any:
+        handler = _FUNCTIONS.get(func)
+        if handler is None:
+            raise Unsupported(f"np.{func.__name__}")
+        return handler(self.graph, *args, **kwargs)
+
+    def __bool__(self) -> bool:
+        """The truth of a 0-d traced boolean (``np.abs(c) == 1`` of a scalar input): a guard."""
+        if self.ndim or self.dtype != np.bool_:
+            raise Unsupported("the truth of a traced array")
+        return bool(Reduced(self.graph, "all", self, bool(self.value)))
+
+    def __float__(self) -> float:
+        raise Unsupported("float() of a traced value")
+
+    __int__ = __index__ = __float__
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        raise Unsupported("a traced value turned into a plain array")
+
+    def any(self) -> "Reduced":
+        return _reduce(self.graph, "any", self)
+
+    def all(self) -> "Reduced":
+        return _reduce(self.graph, "all", self)
+
+
+def _apply(graph: Graph, ufunc: np.ufunc, inputs: tuple) -> Any:
+    values = [_concrete(x) for x in inputs]
+    booleans = [np.asarray(v).dtype == np.bool_ for v in values]
+    if ufunc.__name__ in _LOGICAL and not all(booleans):
+        raise Unsupported(f"np.{ufunc.__name__} on numbers")
+    if ufunc.__name__ not in _LOGICAL and any(booleans):
+        raise Unsupported(f"np.{ufunc.__name__} on booleans")
+    result = ufunc(*values)
+    if any(isinstance(x, Reduced) for x in inputs):
+        return _on_reduction(ufunc, inputs, result, graph)
+    names = [_operand(x, graph) for x in inputs]
+    invalid = tuple(names) if ufunc.__name__ in _INVALID else ()
+    return graph.add(_UFUNCS[ufunc.__name__].format(x=names[0], y=names[-1]), np.asarray(result), invalid)
+
+
+class Reduced:
+    """A reduction over a traced value (np.any, np.all, np.isnan(np.sum(...))): its truth is a
+    guard (:class:`Graph`.guards), recorded with the outcome the recording saw."""
+
+    def __init__(self, graph: Graph, kind: str, operand: Any, value: Any) -> None:
+        self.graph, self.kind, self.operand, self.value = graph, kind, operand, value
+
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        if method != "__call__" or kwargs or len(inputs) != 1:
+            raise Unsupported(f"np.{ufunc.__name__}.{method} of a reduction")
+        return _on_reduction(ufunc, inputs, ufunc(self.value), self.graph)
+
+    def __bool__(self) -> bool:
+        if self.kind == "sum":
+            raise Unsupported("a sum used as a number")
+        outcome = bool(self.value)
+        if not isinstance(self.operand, Traced):
+            raise Unsupported("a reduction of a constant")
+        name = f"r{len(self.graph.reductions)}"
+        self.graph.reductions.append((name, self.kind, self.operand.name))
+        self.graph.guards.append((name, outcome))
+        return outcome
+
+
+def _reduce(graph: Graph, kind: str, x: Any) -> Any:
+    if not isinstance(x, Traced):
+        return getattr(np, kind)(x)
+    if kind in ("any", "all") and x.dtype != np.bool_:
+        x = graph.add(f"({x.name} != 0)", x.value != 0)
+    return Reduced(graph, kind, x, getattr(np, kind)(x.value))
+
+
+def _on_reduction(ufunc: np.ufunc, inputs: tuple, result: Any, graph: Graph) -> Reduced:
+    """np.isnan(np.sum(x)): the NaN check the rules make on a sum of non-negative terms; in the
+    kernel, whether x holds a NaN or both infinities (or a sum that could overflow: the guard
+    then fails safe)."""
+    (x,) = inputs
+    if ufunc.__name__ != "isnan" or x.kind != "sum":
+        raise Unsupported(f"np.{ufunc.__name__} of a reduction")
+    return Reduced(graph, "sum_isnan", x.operand, result)
+
+
+def _concrete(x: Any) -> Any:
+    if isinstance(x, Traced):
+        return x.value
+    if isinstance(x, Reduced):
+        return x.value
+    return x
+
+
+def _operand(x: Any, graph: Graph) -> str:
+    """The name of a traced operand, or the literal of a constant one (a number, or an array that
+    holds one number, as ``np.full`` makes: its shape is the evaluation's, which may change)."""
+    if isinstance(x, Traced):
+        if x.graph is not graph:
+            raise Unsupported("a value of another recording")
+        return x.name
+    a = np.asarray(x)
+    if a.size == 0:
+        raise Unsupported("an empty array")
+    first = a.reshape(-1)[0]
+    if a.ndim and not (np.all(a == first) or (np.isnan(first) and np.all(np.isnan(a)))):
+        raise Unsupported("a concrete array of several values")
+    if a.dtype == np.bool_:
+        return "True" if first else "False"
+    f = float(first)
+    if np.isnan(f):
+        return "np.nan"
+    if np.isinf(f):
+        return "np.inf" if f > 0 else "(-np.inf)"
+    return repr(f)
+
+
+def _where(graph: Graph, condition: Any, x: Any, y: Any) -> Traced:
+    if np.asarray(_concrete(condition)).dtype != np.bool_:
+        raise Unsupported("np.where on a condition that is not boolean")
+    value = np.where(_concrete(condition), _concrete(x), _concrete(y))
+    c, a, b = (_operand(v, graph) for v in (condition, x, y))
+    return graph.add(f"({a} if {c} else {b})", np.asarray(value))
+
+
+def _broadcast_to(graph: Graph, x: Any, shape: tuple, subok: bool = False) -> Any:
+    if not isinstance(x, Traced):
+        return np.broadcast_to(x, shape)
+    return graph.add(x.name, np.broadcast_to(x.value, shape))  # the same scalar per element
+
+
+def _sum(graph: Graph, x: Any, *args: Any, **kwargs: Any) -> Any:
+    if args or kwargs:
+        raise Unsupported("a partial sum")
+    return _reduce(graph, "sum", x)
+
+
+_FUNCTIONS: dict[Any, Callable] = {
+    np.where: _where,
+    np.broadcast_to: _broadcast_to,
+    np.shape: lambda graph, x: np.shape(_concrete(x)),
+    np.ndim: lambda graph, x: np.ndim(_concrete(x)),
+    np.sum: _sum,
+    np.any: lambda graph, x: _reduce(graph, "any", x),
+    np.all: lambda graph, x: _reduce(graph, "all", x),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# The kernel: the graph as one loop
+# ---------------------------------------------------------------------------------------------
+
+_REDUCTION_START = {"any": "False", "all": "True"}
+
+
+def source(graph: Graph, outputs: list[str], check_nan: bool) -> str:
+    """The numba source of the graph's loop over a 2-d broadcast shape (R, C): every input that
+    runs along an axis and every output a 2-d view (broadcast axes of stride 0), every scalar
+    input a number and every scalar node computed once before the loop; the guards' reductions
+    and the NaN flag into ``flags``."""
+    scalar = {name for name, p in graph.shapes.items() if all(q == 1 for q in p)}
+    args = ", ".join(graph.inputs + [f"o{k}" for k in range(len(outputs))])
+    head = ["import numpy as np", "from numba import njit", "",
+            '@njit(nogil=True, cache=True, error_model="numpy", fastmath=False)',
+            f"def kernel(R, C, {args}, flags):  # pragma: no cover - compiled"]
+    before = ["nan = False"]
+    for name, kind, _ in graph.reductions:
+        if kind == "sum_isnan":
+            before += [f"{name}n = False", f"{name}p = False", f"{name}m = False"]
+        else:
+            before.append(f"{name} = {_REDUCTION_START[kind]}")
+    body = [f"{a}_ = {a}[i, j]" for a in graph.inputs if a not in scalar]
+    rename = {a: f"{a}_" for a in graph.inputs if a not in scalar}
+    for name, expression, invalid in graph.lines:
+        line = f"{name} = {_renamed(expression, rename)}"
+        made = " & ".join([f"({name} != {name})"] + [f"({rename.get(x, x)} == {rename.get(x, x)})" for x in invalid])
+        check = [f"nan |= {made}"] if check_nan and invalid else []
+        (before if name in scalar else body).extend([line, *check])
+    for name, kind, operand in graph.reductions:
+        x = rename.get(operand, operand)
+        if kind == "sum_isnan":
+            body += [f"{name}n |= np.isnan({x})", f"{name}p |= {x} == np.inf", f"{name}m |= {x} == -np.inf"]
+        else:
+            body.append(f"{name} {'|' if kind == 'any' else '&'}= {x}")
+    body += [f"o{k}[i, j] = {rename.get(name, name)}" for k, name in enumerate(outputs)]
+    after = [f"flags[{k}] = {f'{name}n or ({name}p and {name}m)' if kind == 'sum_isnan' else name}"
+             for k, (name, kind, _) in enumerate(graph.reductions)] + [f"flags[{len(graph.reductions)}] = nan"]
+    loop = ["for i in range(R):", "    for j in range(C):"]
+    return "\n".join(head + ["    " + x for x in before + loop] + ["            " + x for x in body]
+                     + ["    " + x for x in after]) + "\n"
+
+
+def _renamed(expression: str, rename: dict[str, str]) -> str:
+    """The expression with the inputs' names replaced by the loop's local copies."""
+    import re
+
+    return re.sub(r"\ba\d+\b", lambda m: rename.get(m.group(0), m.group(0)), expression)
+
+
+def cache_dir() -> Path:
+    """Where the kernels' sources (and beside them numba's compiled code) are kept: the
+    ``NERVA_CONSISTENCY_CACHE`` directory if set, else ``$XDG_CACHE_HOME/nerva-consistency/kernels``
+    (``~/.cache`` by default), else a directory in the system's temporary directory (then every
+    process compiles again: nothing is lost but time)."""
+    override = os.environ.get("NERVA_CONSISTENCY_CACHE")
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nerva-consistency" / "kernels"
+    for candidate in ([Path(override)] if override else []) + [base]:
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+            if os.access(candidate, os.W_OK):
+                return candidate
+        except OSError:
+            continue
+    return Path(tempfile.mkdtemp(prefix="nerva-consistency-kernels-"))
+
+
+def compiled(text: str) -> Callable:
+    """The kernel of a source: written once to a file named by its hash (numba caches compiled
+    code by file), imported as a module of its own."""
+    digest = hashlib.sha1(text.encode()).hexdigest()[:20]
+    name = f"nerva_consistency_plan_{digest}"
+    if name in sys.modules:
+        return _runnable(sys.modules[name].kernel)
+    path = cache_dir() / f"{name}.py"
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[name] = module
+    return _runnable(module.kernel)
+
+
+def _runnable(kernel: Any) -> Callable:
+    return kernel.py_func if INTERPRET[0] else kernel
+
+
+# ---------------------------------------------------------------------------------------------
+# Plans: recorded once per structure, replayed after
+# ---------------------------------------------------------------------------------------------
+
+class Plan:
+    """A recorded evaluation ready to replay: the kernel, which environment components feed its
+    inputs, what each output is (a kernel output, an input passed through, or a constant), and
+    the guards' outcomes."""
+
+    def __init__(self, graph: Graph, template: list, outputs: list[str], kernel: Callable) -> None:
+        self.graph, self.template, self.outputs, self.kernel = graph, template, outputs, kernel
+        self.scalar_inputs = [all(q == 1 for q in graph.shapes[a]) for a in graph.inputs]
+        self.expected = np.array([outcome for _, outcome in graph.guards] + [False])
+        self.order = [next(k for k, (name, _, _) in enumerate(graph.reductions) if name == g) for g, _ in graph.guards]
+
+    def replay(self, components: list, shape: tuple) -> list | None:
+        """The evaluation's results, or None where a guard's outcome differs (or a NaN appeared
+        that the recording did not see): then the caller evaluates eagerly."""
+        full2 = _shape2(shape)
+        views = [np.asarray(x).reshape(-1)[0] if scalar else np.broadcast_to(np.reshape(x, _shape2(np.shape(x))), full2)
+                 for x, scalar in zip(components, self.scalar_inputs)]
+        outs = [np.empty(_pattern_shape(self.graph.shapes[name], self.graph.ndims[name], shape)) for name in self.outputs]
+        flags = np.zeros(len(self.graph.reductions) + 1, dtype=np.bool_)
+        self.kernel(*full2, *views, *(_writable_view(o, full2) for o in outs), flags)
+        if not np.array_equal(flags[self.order + [-1]], self.expected):
+            return None
+        made = {name: o if o.ndim else o[()] for name, o in zip(self.outputs, outs)}
+        return _rebuild(self.template, made, components)
+
+
+def _shape2(shape: tuple) -> tuple:
+    return (1,) * (2 - len(shape)) + tuple(shape)
+
+
+def _pattern_shape(p: tuple, ndim: int, shape: tuple) -> tuple:
+    """The shape of a node of broadcast pattern ``p`` (and ``ndim`` dimensions, as recorded) in an
+    evaluation of ``shape``."""
+    return tuple(1 if q == 1 else d for q, d in zip(p, shape))[len(shape) - ndim:]
+
+
+def _writable_view(out: np.ndarray, full2: tuple) -> np.ndarray:
+    """A 2-d view of ``out`` over the broadcast shape: its broadcast axes of stride 0 (every
+    element there is written with the same value)."""
+    o2 = out.reshape(_shape2(out.shape))
+    strides = tuple(0 if n == 1 else s for n, s in zip(o2.shape, o2.strides))
+    return np.lib.stride_tricks.as_strided(o2, full2, strides)
+
+
+def _rebuild(template: list, made: dict, components: list) -> list:
+    def leaf(t: tuple) -> Any:
+        kind, x = t
+        if kind == "node":
+            return made[x]
+        if kind == "input":
+            return components[x]
+        return x
+
+    results = []
+    for v, e in template:
+        error = e if e is NO_ERROR else Err(leaf(e[0]), None if e[1] is None else leaf(e[1]))
+        results.append((leaf(v), error))
+    return results
+
+
+def _components(env: dict) -> tuple[list, list]:
+    """The environment's arrays in order (each value, worst case and variance that is there) and
+    its structure (which symbol, which part)."""
+    components, structure = [], []
+    for sym, (v, e) in env.items():
+        parts = [v] if e is NO_ERROR else [v, e.worst] + ([] if e.var is None else [e.var])
+        components += parts
+        structure.append((sym, e is NO_ERROR, e is not NO_ERROR and e.var is None))
+    return components, structure
+
+
+def signature(exprs: tuple, env: dict, dtype: str, shape: tuple) -> tuple:
+    """What a plan is recorded for: the expressions, the dtype, the NaN state of the step, and
+    for every input which parts it has and their broadcast patterns against ``shape``."""
+    components, structure = _components(env)
+    kinds = tuple((np.asarray(x).dtype.str, pattern(np.shape(x), len(shape)), np.ndim(x)) for x in components)
+    seen = NAN_SEEN.get()
+    return exprs, dtype, None if seen is None else seen[0], pattern(shape, len(shape)), tuple(structure), kinds
+
+
+TRANSIENT = "transient"
+
+
+def record(evaluate: Callable[[dict], list], env: dict, shape: tuple) -> tuple[list, Any]:
+    """Evaluate once on traced values: (the results, as the eager rules give them; the plan, or
+    None where the rules did something a plan cannot replay, or :data:`TRANSIENT` where the NaN
+    state changed on the way)."""
+    graph = Graph(len(shape))
+    components, structure = _components(env)
+    if not all(np.asarray(x).dtype == np.float64 for x in components):
+        return evaluate(env), None
+    traced = [graph.input(x) for x in components]
+    names = {t.name: k for k, t in enumerate(traced)}
+    it = iter(traced)
+    tenv = {sym: (next(it), NO_ERROR) if exact else (next(it), Err(next(it), None if no_var else next(it)))
+            for sym, exact, no_var in structure}
+    seen = NAN_SEEN.get()
+    before = None if seen is None else seen[0]
+    try:
+        results = evaluate(tenv)
+    except Unsupported:
+        return evaluate(env), None
+    template, outputs = [], []
+
+    def leaf(x: Any) -> tuple:
+        if isinstance(x, Traced):
+            if x.name in names:
+                return "input", names[x.name]
+            if x.dtype != np.float64:
+                raise Unsupported("a result that is not a number")
+            if x.name not in outputs:
+                outputs.append(x.name)
+            return "node", x.name
+        if np.ndim(x):
+            raise Unsupported("a result that is a concrete array")
+        return "const", x
+
+    try:
+        for v, e in results:
+            template.append((leaf(v), e if e is NO_ERROR else (leaf(e.worst), None if e.var is None else leaf(e.var))))
+    except Unsupported:
+        return evaluate(env), None
+    if len(graph.lines) > MAX_NODES:
+        return evaluate(env), None
+    concrete = [(_concrete(v), e if e is NO_ERROR else Err(_concrete(e.worst), _concrete(e.var))) for v, e in results]
+    if (None if seen is None else seen[0]) != before:
+        return concrete, TRANSIENT  # a NaN made on the way: the branches taken were mixed
+    kernel = compiled(source(graph, outputs, check_nan=before is False))
+    return concrete, Plan(graph, template, outputs, kernel)
+
+
+_PLANS: dict[tuple, list[Plan] | None] = {}  # by signature: the variants recorded (None: stays eager)
+_LOCK = threading.Lock()
+VARIANTS = 4  # plans per structure, one per set of guard outcomes seen (a kink near or not)
+
+
+def run(exprs: tuple, env: dict, dtype: str, shape: tuple, evaluate: Callable[[dict], list]) -> list:
+    """``evaluate(env)``'s results, from a plan of their structure where one's guards hold, else
+    eagerly; an evaluation no plan fits is recorded as a new variant (up to :data:`VARIANTS`)."""
+    try:
+        key = signature(exprs, env, dtype, shape)
+        hash(key)
+    except TypeError:
+        return evaluate(env)
+    with _LOCK:
+        plans = _PLANS.get(key, [])
+    if plans is None:
+        return evaluate(env)
+    components = _components(env)[0]
+    for k, plan in enumerate(plans):
+        results = plan.replay(components, shape)
+        if results is not None:
+            if k:  # the variant that fits now is tried first next time
+                with _LOCK:
+                    plans.insert(0, plans.pop(k))
+            return results
+    if len(plans) >= VARIANTS:
+        return evaluate(env)
+    results, plan = record(evaluate, env, shape)
+    with _LOCK:
+        if plan is None and not plans:
+            _PLANS[key] = None
+        elif isinstance(plan, Plan):
+            _PLANS[key] = [plan, *plans]
+    return results
