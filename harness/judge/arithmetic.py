@@ -207,8 +207,15 @@ class Arithmetic:
         its standard deviation is the error itself. A subnormal input may be read as 0 (XLA and
         TensorFlow do: docs/findings.md #4), an error the size of the value."""
         v = np.asarray(value, dtype=np.float64)
-        if error is None and v.size >= COMPILED_PASS and not _any_subnormal(v.reshape(-1), self.tiny):
-            return v, NO_ERROR  # (the same test in one compiled pass)
+        if v.size >= COMPILED_PASS and (error is None or np.shape(error) == v.shape):  # the same, in one pass
+            if error is None:
+                return (v, NO_ERROR) if not _any_subnormal(v.reshape(-1), self.tiny) else self._given(v, None)
+            e, var = np.empty(v.shape), np.empty(v.shape)
+            _given_pass(v.reshape(-1), np.asarray(error, dtype=np.float64).reshape(-1), self.tiny, e.reshape(-1), var.reshape(-1))
+            return v, Err(e, var)
+        return self._given(v, error)
+
+    def _given(self, v: np.ndarray, error: Any) -> Pair:
         subnormal = (np.abs(v) < self.tiny) & (v != 0)
         if error is None and not subnormal.any():
             return v, NO_ERROR  # exact: no error to carry (and no products of zeros to form)
@@ -235,6 +242,40 @@ def _bound_pass(worst, var, tiny, out):  # pragma: no cover - compiled
         if not v >= VAR_MIN:
             b = w
         out[i] = np.fmax(b, np.fmin(w, tiny))
+
+
+@njit(**_JIT)
+def _given_pass(v, error, tiny, e, var):  # pragma: no cover - compiled
+    """:meth:`Arithmetic.given` with a measured error, element by element."""
+    for i in range(v.size):
+        x = v[i]
+        e[i] = error[i] + (abs(x) if abs(x) < tiny and x != 0 else 0.0)
+        var[i] = e[i] * e[i]
+
+
+@njit(**_JIT)
+def _long_operands(b, eb, c, both, first, second):  # pragma: no cover - compiled
+    """:func:`dot`'s right operands of a long product: ``c |b| + e_b`` and (``both``) ``|b| + e_b``."""
+    R, C = b.shape
+    for i in range(R):
+        for j in range(C):
+            m, e = abs(b[i, j]), eb[i, j]
+            first[i, j] = m * c + e
+            if both:
+                second[i, j] = m + e
+
+
+@njit(**_JIT)
+def _long_result(worst, k, var):  # pragma: no cover - compiled
+    """:func:`dot`'s worst case of a long product plus its underflows ``k``, and its variance
+    ``(worst / LAMBDA)**2`` (Higham & Mary's bound is the worst case here)."""
+    R, C = worst.shape
+    for i in range(R):
+        for j in range(C):
+            w = worst[i, j] + k
+            worst[i, j] = w
+            sd = w / LAMBDA
+            var[i, j] = sd * sd
 
 
 @njit(**_JIT)
@@ -351,24 +392,28 @@ def dot(ar: Arithmetic, A: Pair, B: Pair, n: int, value: np.ndarray | None = Non
     ``value``: A @ B where the caller has it (the reference's tensor), else it is computed.
     """
     (a, ea), (b, eb) = A, B
-    aa, ab = np.abs(a), np.abs(b)
+    aa = np.abs(a)
     v = a @ b if value is None else value
     if n > LAMBDA ** 2:
         c = LAMBDA * math.sqrt(n) * ar.u
-        if eb is NO_ERROR:
-            worst = _matmul(aa, ab * c, left=True)
-        else:
-            eb_worst = np.broadcast_to(eb.worst, np.shape(b))
-            worst = _matmul(aa, ab * c + eb_worst, left=True)
+        eb_worst = np.broadcast_to(0.0 if eb is NO_ERROR else eb.worst, np.shape(b))
+        # c |B| + E_B, and (for E_A) |B| + E_B, in one pass over B
+        first, second = np.empty_like(b, dtype=np.float64), np.empty_like(b, dtype=np.float64)
+        arrays = (b, eb_worst, first, second)
+        if not b.flags.c_contiguous and b.flags.f_contiguous:  # (W^T: the same pass in memory order)
+            arrays = tuple(x.T for x in arrays)
+        _long_operands(arrays[0], arrays[1], c, ea is not NO_ERROR, arrays[2], arrays[3])
+        worst = _matmul(aa, first, left=True)
         if ea is not NO_ERROR:
             # E_A E_B: second order, but not negligible around values that are 0 at the reference
             # while their errors are not (:func:`product_error`)
-            worst += _matmul(np.broadcast_to(ea.worst, np.shape(a)), ab if eb is NO_ERROR else ab + eb_worst, left=True)
-        worst += LAMBDA * math.sqrt(n) * ar.tiny
+            worst += _matmul(np.broadcast_to(ea.worst, np.shape(a)), second, left=True)
+        var = np.empty_like(worst)
+        _long_result(worst, LAMBDA * math.sqrt(n) * ar.tiny, var)  # worst += n's underflows; var = (worst / LAMBDA)**2
         if (eb is not NO_ERROR and eb.var is None) or (ea is not NO_ERROR and ea.var is None):
             return v, Err(worst, None)
-        sd = worst / LAMBDA
-        return v, Err(worst, sd * sd)
+        return v, Err(worst, var)
+    ab = np.abs(b)
     magnitude = aa @ ab
     terms = [Err(ar.gamma(n) * magnitude + n * ar.tiny, n * np.square(ar.u * magnitude + ar.tiny))]
     if eb is not NO_ERROR:

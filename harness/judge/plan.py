@@ -4,8 +4,8 @@
 one NumPy pass over the arrays (a few dozen passes for an optimizer update). The rules stay the
 definition; this module changes only how a large evaluation is executed:
 
-1. **Record.** The rules run once on :class:`Traced` values: NumPy arrays that compute as usual
-   (the recording's result *is* the eager result) and note every operation in a :class:`Graph`
+1. **Record.** The rules run once on traced values (:mod:`harness.judge.trace`): NumPy arrays
+   that compute as usual (the recording's result *is* the eager result) and note every operation
    (elementwise ufuncs, ``np.where``, broadcasts; the reductions the rules branch on).
 2. **Guard.** A Python branch taken on data (``if np.all(b != 0)``, ``near.any()``, NaN checks,
    a sign test of a scalar) is recorded as a guard with the outcome it had. Anything else that
@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -39,6 +40,7 @@ from typing import Any, Callable
 import numpy as np
 
 from harness.judge.arithmetic import NAN_SEEN, NO_ERROR, Err
+from harness.judge.trace import Graph, Line, Traced, Unsupported, concrete, pattern
 
 # Evaluations of at least this many elements are compiled; smaller ones stay eager (the
 # kernel's call costs more than it saves there, and each structure compiles once).
@@ -50,243 +52,6 @@ MAX_NODES = 256
 # in NumPy scalars): the tests replay the plans of every catalog scenario this way, whose
 # compiles would cost minutes; the compiled kernels are tested on the large ones.
 INTERPRET = [False]
-
-
-class Unsupported(Exception):
-    """The rules did something the plan cannot replay: the evaluation stays eager."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Recording
-# ---------------------------------------------------------------------------------------------
-
-class Graph:
-    """The operations of one recorded evaluation: nodes in order (each an expression over earlier
-    nodes, inputs and constants), the reductions guards read, and the guards' outcomes."""
-
-    def __init__(self, ndim: int) -> None:
-        self.ndim = ndim
-        self.lines: list[tuple[str, str, tuple]] = []  # (name, scalar expression, operands it may make a NaN of)
-        self.inputs: list[str] = []
-        self.reductions: list[tuple[str, str, str]] = []  # (name, kind, operand name)
-        self.guards: list[tuple[str, bool]] = []
-        self.shapes: dict[str, tuple] = {}  # broadcast pattern of every node (1 where it broadcasts)
-        self.ndims: dict[str, int] = {}
-
-    def add(self, expression: str, value: np.ndarray, invalid: tuple = ()) -> "Traced":
-        """A node: its scalar expression, its value, and (``invalid``) the operands of an
-        operation that can make a NaN of numbers (0 * inf, inf - inf, 0 / 0, sqrt(-1))."""
-        name = f"t{len(self.lines)}"
-        self.lines.append((name, expression, invalid))
-        return self._traced(name, value)
-
-    def input(self, value: Any) -> "Traced":
-        name = f"a{len(self.inputs)}"
-        self.inputs.append(name)
-        return self._traced(name, np.asarray(value))
-
-    def _traced(self, name: str, value: np.ndarray) -> "Traced":
-        if value.ndim > self.ndim:
-            raise Unsupported("a value of more dimensions than the evaluation's")
-        self.shapes[name], self.ndims[name] = pattern(value.shape, self.ndim), value.ndim
-        return Traced(value, name, self)
-
-
-def pattern(shape: tuple, ndim: int) -> tuple:
-    """A shape's broadcast pattern against ``ndim`` dimensions: 1 where it broadcasts, -1 where
-    it runs along the evaluation's axis."""
-    full = (1,) * (ndim - len(shape)) + tuple(shape)
-    return tuple(1 if d == 1 else -1 for d in full)
-
-
-_UFUNCS = {  # ufunc name -> scalar expression (numba), operands x, y
-    "add": "({x} + {y})", "subtract": "({x} - {y})", "multiply": "({x} * {y})",
-    "true_divide": "({x} / {y})", "divide": "({x} / {y})", "negative": "(-{x})", "absolute": "abs({x})",
-    "square": "({x} * {x})", "sqrt": "np.sqrt({x})", "exp": "np.exp({x})", "expm1": "np.expm1({x})",
-    "log": "np.log({x})", "log1p": "np.log1p({x})", "tanh": "np.tanh({x})", "power": "np.power({x}, {y})",
-    "fmax": "np.fmax({x}, {y})", "fmin": "np.fmin({x}, {y})", "maximum": "np.maximum({x}, {y})",
-    "minimum": "np.minimum({x}, {y})", "sign": "np.sign({x})",
-    "isnan": "np.isnan({x})", "isinf": "np.isinf({x})", "isfinite": "np.isfinite({x})",
-    "less": "({x} < {y})", "less_equal": "({x} <= {y})", "greater": "({x} > {y})",
-    "greater_equal": "({x} >= {y})", "equal": "({x} == {y})", "not_equal": "({x} != {y})",
-    "logical_and": "({x} & {y})", "logical_or": "({x} | {y})", "logical_not": "(not {x})",
-    "bitwise_and": "({x} & {y})", "bitwise_or": "({x} | {y})", "invert": "(not {x})",
-}
-# The operations NumPy reports as invalid where they make a NaN of numbers (its errstate, and so
-# the step's NaN state: harness.judge.arithmetic.NAN_SEEN)
-_INVALID = {"add", "subtract", "multiply", "true_divide", "divide", "sqrt", "log", "log1p", "power"}
-_LOGICAL = {"logical_and", "logical_or", "logical_not", "bitwise_and", "bitwise_or", "invert"}  # booleans only
-
-
-class Traced(np.lib.mixins.NDArrayOperatorsMixin):
-    """A value of the recorded evaluation: its concrete NumPy value and its name in the graph."""
-
-    __array_priority__ = 1000
-
-    def __init__(self, value: np.ndarray, name: str, graph: Graph) -> None:
-        self.value, self.name, self.graph = value, name, graph
-
-    shape = property(lambda self: self.value.shape)
-    ndim = property(lambda self: self.value.ndim)
-    dtype = property(lambda self: self.value.dtype)
-
-    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
-        out = kwargs.pop("out", None)
-        if method != "__call__" or kwargs or ufunc.__name__ not in _UFUNCS:
-            raise Unsupported(f"np.{ufunc.__name__}.{method}")
-        if out is not None and (len(out) != 1 or out[0] is not inputs[0] or not isinstance(out[0], Traced)):
-            raise Unsupported("an operation into a concrete array")
-        result = _apply(self.graph, ufunc, inputs)
-        if out is None:
-            return result
-        target = out[0]  # in place (x += y): the traced value becomes the new node, as an array would
-        target.value, target.name = result.value, result.name
-        return target
-
-    def __array_function__(self, func: Any, types: Any, args: tuple, kwargs: dict) -> Any:
-        handler = _FUNCTIONS.get(func)
-        if handler is None:
-            raise Unsupported(f"np.{func.__name__}")
-        return handler(self.graph, *args, **kwargs)
-
-    def __bool__(self) -> bool:
-        """The truth of a 0-d traced boolean (``np.abs(c) == 1`` of a scalar input): a guard."""
-        if self.ndim or self.dtype != np.bool_:
-            raise Unsupported("the truth of a traced array")
-        return bool(Reduced(self.graph, "all", self, bool(self.value)))
-
-    def __float__(self) -> float:
-        raise Unsupported("float() of a traced value")
-
-    __int__ = __index__ = __float__
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        raise Unsupported("a traced value turned into a plain array")
-
-    def any(self) -> "Reduced":
-        return _reduce(self.graph, "any", self)
-
-    def all(self) -> "Reduced":
-        return _reduce(self.graph, "all", self)
-
-
-def _apply(graph: Graph, ufunc: np.ufunc, inputs: tuple) -> Any:
-    values = [_concrete(x) for x in inputs]
-    booleans = [np.asarray(v).dtype == np.bool_ for v in values]
-    if ufunc.__name__ in _LOGICAL and not all(booleans):
-        raise Unsupported(f"np.{ufunc.__name__} on numbers")
-    if ufunc.__name__ not in _LOGICAL and any(booleans):
-        raise Unsupported(f"np.{ufunc.__name__} on booleans")
-    result = ufunc(*values)
-    if any(isinstance(x, Reduced) for x in inputs):
-        return _on_reduction(ufunc, inputs, result, graph)
-    names = [_operand(x, graph) for x in inputs]
-    invalid = tuple(names) if ufunc.__name__ in _INVALID else ()
-    return graph.add(_UFUNCS[ufunc.__name__].format(x=names[0], y=names[-1]), np.asarray(result), invalid)
-
-
-class Reduced:
-    """A reduction over a traced value (np.any, np.all, np.isnan(np.sum(...))): its truth is a
-    guard (:class:`Graph`.guards), recorded with the outcome the recording saw."""
-
-    def __init__(self, graph: Graph, kind: str, operand: Any, value: Any) -> None:
-        self.graph, self.kind, self.operand, self.value = graph, kind, operand, value
-
-    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
-        if method != "__call__" or kwargs or len(inputs) != 1:
-            raise Unsupported(f"np.{ufunc.__name__}.{method} of a reduction")
-        return _on_reduction(ufunc, inputs, ufunc(self.value), self.graph)
-
-    def __bool__(self) -> bool:
-        if self.kind == "sum":
-            raise Unsupported("a sum used as a number")
-        outcome = bool(self.value)
-        if not isinstance(self.operand, Traced):
-            raise Unsupported("a reduction of a constant")
-        name = f"r{len(self.graph.reductions)}"
-        self.graph.reductions.append((name, self.kind, self.operand.name))
-        self.graph.guards.append((name, outcome))
-        return outcome
-
-
-def _reduce(graph: Graph, kind: str, x: Any) -> Any:
-    if not isinstance(x, Traced):
-        return getattr(np, kind)(x)
-    if kind in ("any", "all") and x.dtype != np.bool_:
-        x = graph.add(f"({x.name} != 0)", x.value != 0)
-    return Reduced(graph, kind, x, getattr(np, kind)(x.value))
-
-
-def _on_reduction(ufunc: np.ufunc, inputs: tuple, result: Any, graph: Graph) -> Reduced:
-    """np.isnan(np.sum(x)): the NaN check the rules make on a sum of non-negative terms; in the
-    kernel, whether x holds a NaN or both infinities (or a sum that could overflow: the guard
-    then fails safe)."""
-    (x,) = inputs
-    if ufunc.__name__ != "isnan" or x.kind != "sum":
-        raise Unsupported(f"np.{ufunc.__name__} of a reduction")
-    return Reduced(graph, "sum_isnan", x.operand, result)
-
-
-def _concrete(x: Any) -> Any:
-    if isinstance(x, Traced):
-        return x.value
-    if isinstance(x, Reduced):
-        return x.value
-    return x
-
-
-def _operand(x: Any, graph: Graph) -> str:
-    """The name of a traced operand, or the literal of a constant one (a number, or an array that
-    holds one number, as ``np.full`` makes: its shape is the evaluation's, which may change)."""
-    if isinstance(x, Traced):
-        if x.graph is not graph:
-            raise Unsupported("a value of another recording")
-        return x.name
-    a = np.asarray(x)
-    if a.size == 0:
-        raise Unsupported("an empty array")
-    first = a.reshape(-1)[0]
-    if a.ndim and not (np.all(a == first) or (np.isnan(first) and np.all(np.isnan(a)))):
-        raise Unsupported("a concrete array of several values")
-    if a.dtype == np.bool_:
-        return "True" if first else "False"
-    f = float(first)
-    if np.isnan(f):
-        return "np.nan"
-    if np.isinf(f):
-        return "np.inf" if f > 0 else "(-np.inf)"
-    return repr(f)
-
-
-def _where(graph: Graph, condition: Any, x: Any, y: Any) -> Traced:
-    if np.asarray(_concrete(condition)).dtype != np.bool_:
-        raise Unsupported("np.where on a condition that is not boolean")
-    value = np.where(_concrete(condition), _concrete(x), _concrete(y))
-    c, a, b = (_operand(v, graph) for v in (condition, x, y))
-    return graph.add(f"({a} if {c} else {b})", np.asarray(value))
-
-
-def _broadcast_to(graph: Graph, x: Any, shape: tuple, subok: bool = False) -> Any:
-    if not isinstance(x, Traced):
-        return np.broadcast_to(x, shape)
-    return graph.add(x.name, np.broadcast_to(x.value, shape))  # the same scalar per element
-
-
-def _sum(graph: Graph, x: Any, *args: Any, **kwargs: Any) -> Any:
-    if args or kwargs:
-        raise Unsupported("a partial sum")
-    return _reduce(graph, "sum", x)
-
-
-_FUNCTIONS: dict[Any, Callable] = {
-    np.where: _where,
-    np.broadcast_to: _broadcast_to,
-    np.shape: lambda graph, x: np.shape(_concrete(x)),
-    np.ndim: lambda graph, x: np.ndim(_concrete(x)),
-    np.sum: _sum,
-    np.any: lambda graph, x: _reduce(graph, "any", x),
-    np.all: lambda graph, x: _reduce(graph, "all", x),
-}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,12 +78,16 @@ def source(graph: Graph, outputs: list[str], check_nan: bool) -> str:
         else:
             before.append(f"{name} = {_REDUCTION_START[kind]}")
     body = [f"{a}_ = {a}[i, j]" for a in graph.inputs if a not in scalar]
+    if check_nan:  # (the recording's inputs held no NaN; these do not either, or the plan does not hold)
+        body += [f"nan |= {a}_ != {a}_" for a in graph.inputs if a not in scalar]
+        before += [f"nan |= {a} != {a}" for a in graph.inputs if a in scalar]
     rename = {a: f"{a}_" for a in graph.inputs if a not in scalar}
-    for name, expression, invalid in graph.lines:
-        line = f"{name} = {_renamed(expression, rename)}"
-        made = " & ".join([f"({name} != {name})"] + [f"({rename.get(x, x)} == {rename.get(x, x)})" for x in invalid])
-        check = [f"nan |= {made}"] if check_nan and invalid else []
-        (before if name in scalar else body).extend([line, *check])
+    checks = nan_checks(graph, outputs) if check_nan else {}
+    for line in graph.lines:
+        name = line.name
+        made = " & ".join([f"({name} != {name})"] + [f"({rename.get(x, x)} == {rename.get(x, x)})" for x in checks.get(name, ())])
+        check = [f"nan |= {made}"] if name in checks else []
+        (before if name in scalar else body).extend([f"{name} = {_renamed(line.expression, rename)}", *check])
     for name, kind, operand in graph.reductions:
         x = rename.get(operand, operand)
         if kind == "sum_isnan":
@@ -333,10 +102,40 @@ def source(graph: Graph, outputs: list[str], check_nan: bool) -> str:
                      + ["    " + x for x in after]) + "\n"
 
 
+def nan_checks(graph: Graph, outputs: list[str]) -> dict[str, tuple]:
+    """Where the loop looks for a NaN made (the recording saw none, and its inputs hold none):
+    line name -> the operands that must not be NaN for a NaN there to count as made there.
+
+    A NaN made anywhere reaches, through the operations that propagate one, a line whose result
+    is an output, read by a guard, dropped or consumed by one that does not propagate it
+    (a selection, fmax, a comparison): there a plain ``t != t`` finds it, and only there is it
+    looked for. Lines downstream of a NaN literal (a Piecewise's initial NaN, every element of
+    which is then replaced) are checked where they are made, with their operands not NaN.
+    """
+    tainted: set[str] = set()
+    consumers: dict[str, list[Line]] = {}
+    for line in graph.lines:
+        if any(x == "np.nan" or x in tainted for x in line.operands):
+            tainted.add(line.name)
+        for x in line.operands:
+            consumers.setdefault(x, []).append(line)
+    read = set(outputs) | {operand for _, _, operand in graph.reductions}
+    checks: dict[str, tuple] = {}
+    for line in graph.lines:
+        if line.boolean:
+            continue
+        if line.name in tainted:
+            if line.invalid:
+                checks[line.name] = line.operands
+            continue
+        uses = consumers.get(line.name, [])
+        if line.name in read or not uses or any(not u.propagates or u.name in tainted for u in uses):
+            checks[line.name] = ()
+    return checks
+
+
 def _renamed(expression: str, rename: dict[str, str]) -> str:
     """The expression with the inputs' names replaced by the loop's local copies."""
-    import re
-
     return re.sub(r"\ba\d+\b", lambda m: rename.get(m.group(0), m.group(0)), expression)
 
 
@@ -508,11 +307,11 @@ def record(evaluate: Callable[[dict], list], env: dict, shape: tuple) -> tuple[l
         return evaluate(env), None
     if len(graph.lines) > MAX_NODES:
         return evaluate(env), None
-    concrete = [(_concrete(v), e if e is NO_ERROR else Err(_concrete(e.worst), _concrete(e.var))) for v, e in results]
+    values = [(concrete(v), e if e is NO_ERROR else Err(concrete(e.worst), concrete(e.var))) for v, e in results]
     if (None if seen is None else seen[0]) != before:
-        return concrete, TRANSIENT  # a NaN made on the way: the branches taken were mixed
+        return values, TRANSIENT  # a NaN made on the way: the branches taken were mixed
     kernel = compiled(source(graph, outputs, check_nan=before is False))
-    return concrete, Plan(graph, template, outputs, kernel)
+    return values, Plan(graph, template, outputs, kernel)
 
 
 _PLANS: dict[tuple, list[Plan] | None] = {}  # by signature: the variants recorded (None: stays eager)
