@@ -1,4 +1,4 @@
-"""The tracer of :mod:`harness.judge.plan`: the walk's rules run once on traced values.
+"""The tracer of :mod:`harness.judge.replay`: the walk's rules run once on traced values.
 
 A :class:`Traced` value is a NumPy array that computes as usual (the recording's results are the
 eager results) and notes every operation in a :class:`Graph`: elementwise ufuncs, ``np.where``

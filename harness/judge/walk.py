@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import sympy as sp
 
-from harness.judge import plan
+from harness.judge import replay
 from harness.judge.arithmetic import NAN_SEEN, NO_ERROR, Arithmetic, Err, Pair, carries_variance, optional_map, \
     power_of_two, product_error
 from harness.oracle.symbolic import Graph
@@ -46,8 +46,8 @@ def evaluate(exprs: Sequence[sp.Expr], env: dict[sp.Symbol, Pair], ar: Arithmeti
     """
     shape = np.broadcast_shapes(*(np.shape(x) for v, e in env.values() for x in (v, e.worst, e.var) if x is not None))
     size = math.prod(shape)
-    if size >= plan.COMPILE_SIZE and 1 <= len(shape) <= 2 and COMPILED[0]:
-        return plan.run(tuple(exprs), env, ar.dtype.name, shape, lambda e: _evaluate(exprs, e, ar))
+    if size >= replay.COMPILE_SIZE and 1 <= len(shape) <= 2 and COMPILED[0]:
+        return replay.run(tuple(exprs), env, ar.dtype.name, shape, lambda e: _evaluate(exprs, e, ar))
     if size <= 2 * BLOCK or not shape:
         return _evaluate(exprs, env, ar)
     rows = BLOCK // max(1, size // shape[0])
@@ -59,7 +59,7 @@ def evaluate(exprs: Sequence[sp.Expr], env: dict[sp.Symbol, Pair], ar: Arithmeti
 
 
 BLOCK = 1 << 14  # elements per block of a large evaluation (a few arrays of it fit in L2)
-# Whether large evaluations run from compiled plans (:mod:`harness.judge.plan`); the tests
+# Whether large evaluations run from compiled plans (:mod:`harness.judge.replay`); the tests
 # turn it off to compare with the eager rules.
 COMPILED = [True]
 

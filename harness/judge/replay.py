@@ -21,7 +21,7 @@ definition; this module changes only how a large evaluation is executed:
    would then have taken their NaN branches), the result is discarded and the evaluation runs
    eagerly. Nothing is replayed past a branch it did not record.
 
-The eager evaluation stays the reference: tests/test_plan.py compares the two on every catalog
+The eager evaluation stays the reference: tests/test_replay.py compares the two on every catalog
 scenario, both dtypes and both modes.
 """
 

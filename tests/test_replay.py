@@ -1,6 +1,6 @@
 """The compiled plans of the bound against the eager rules they are recorded from.
 
-:mod:`harness.judge.plan` replays the walk's large evaluations as fused kernels; the eager NumPy
+:mod:`harness.judge.replay` replays the walk's large evaluations as fused kernels; the eager NumPy
 evaluation stays the definition. Here every evaluation is compiled (the size threshold set to
 one element) and the bounds of a whole step compared with the eager ones: on every catalog
 scenario, in both dtypes and both modes (lockstep: exact parameters; trajectory: parameters
@@ -17,7 +17,7 @@ import sympy as sp
 
 import scenarios
 import adapters
-from harness.judge import arithmetic, plan, walk
+from harness.judge import arithmetic, replay, walk
 from harness.judge.arithmetic import NO_ERROR, Arithmetic, Err
 from harness.judge.bounds import step_bounds
 from harness.spec.data import batches
@@ -41,18 +41,18 @@ def _both(monkeypatch, *args, large: bool = False, **kwargs) -> tuple:
     monkeypatch.setattr(walk, "COMPILED", [False])
     eager = step_bounds(*args, **kwargs)
     monkeypatch.setattr(walk, "COMPILED", [True])
-    monkeypatch.setattr(plan, "COMPILE_SIZE", plan.COMPILE_SIZE if large else 1)
-    monkeypatch.setattr(plan, "INTERPRET", [not large])
-    monkeypatch.setattr(plan, "_PLANS", {})
+    monkeypatch.setattr(replay, "COMPILE_SIZE", replay.COMPILE_SIZE if large else 1)
+    monkeypatch.setattr(replay, "INTERPRET", [not large])
+    monkeypatch.setattr(replay, "_PLANS", {})
     replays = []
-    original = plan.Plan.replay
+    original = replay.Plan.replay
 
     def counted(self, *a):
         out = original(self, *a)
         replays.append(out is not None)
         return out
 
-    monkeypatch.setattr(plan.Plan, "replay", counted)
+    monkeypatch.setattr(replay.Plan, "replay", counted)
     first = step_bounds(*args, **kwargs)  # recorded (the eager results, through the tracer)
     again = step_bounds(*args, **kwargs)  # replayed
     return eager, first, again, replays
@@ -77,7 +77,7 @@ def test_a_compiled_step_bound_is_the_eager_one(name, dtype, mode, monkeypatch):
     carried = None
     if mode == "trajectory":  # a spread on every parameter, 0 on some elements (the median's own)
         carried = {k: np.abs(v) * 3e-7 * (np.arange(v.size).reshape(v.shape) % 3 != 0) for k, v in state.items()}
-    large = max(v.size for v in state.values()) >= plan.COMPILE_SIZE
+    large = max(v.size for v in state.values()) >= replay.COMPILE_SIZE
     eager, first, again, replays = _both(monkeypatch, sc, ref, state, carried, new_state=True, large=large)
     for e, c in zip(eager, first):
         _same_bounds(e, c)
@@ -90,7 +90,7 @@ def test_a_compiled_step_bound_is_the_eager_one(name, dtype, mode, monkeypatch):
 # Guards, variants, NaN, structures a plan cannot replay, the cache
 # ---------------------------------------------------------------------------------------------
 
-SHAPE = (256, 1 + plan.COMPILE_SIZE // 256)  # large enough to be planned and compiled
+SHAPE = (256, 1 + replay.COMPILE_SIZE // 256)  # large enough to be planned and compiled
 X, ALPHA = sp.symbols("x alpha", real=True)
 ELU = sp.Piecewise((X, X > 0), (ALPHA * (sp.exp(X) - 1), True))
 
@@ -122,7 +122,7 @@ def test_a_kink_within_reach_is_a_second_variant_not_a_replay(monkeypatch):
     """ELU's Piecewise widens an element's error within reach of 0 only if some element is
     there (``near.any()``): a guard. Away from 0 the first plan is recorded; near 0 its guard
     fails, the evaluation runs eagerly and a second variant is recorded; both then replay."""
-    monkeypatch.setattr(plan, "_PLANS", {})
+    monkeypatch.setattr(replay, "_PLANS", {})
     ar = Arithmetic("float32")
     rng = np.random.default_rng(5)
     far = 1.0 + rng.random(SHAPE) * np.where(rng.random(SHAPE) < 0.5, -3, 3)  # at least 1 from 0... mostly
@@ -130,12 +130,12 @@ def test_a_kink_within_reach_is_a_second_variant_not_a_replay(monkeypatch):
     near = far.copy()
     near[3, 7] = 1e-9  # one element within its error of the kink
     replays = []
-    original = plan.Plan.replay
-    monkeypatch.setattr(plan.Plan, "replay", lambda self, *args: replays.append(original(self, *args) is not None) or original(self, *args))
+    original = replay.Plan.replay
+    monkeypatch.setattr(replay.Plan, "replay", lambda self, *args: replays.append(original(self, *args) is not None) or original(self, *args))
     for z in (far, near, far, near):
         env = _elu_env(ar, z, 1e-6)
         _same_pairs(_eager([ELU], env, ar), walk.evaluate([ELU], env, ar))
-    (plans,) = [v for k, v in plan._PLANS.items() if k[0] == (ELU,)]
+    (plans,) = [v for k, v in replay._PLANS.items() if k[0] == (ELU,)]
     assert len(plans) == 2 and len({tuple(p.expected) for p in plans}) == 2  # two outcomes of the guards
     # near: the far plan fails (recorded anew); far: near's fails, far's holds; near: near's holds
     assert replays == [False, False, True, False, True]
@@ -144,7 +144,7 @@ def test_a_kink_within_reach_is_a_second_variant_not_a_replay(monkeypatch):
 def test_a_nan_made_where_the_recording_saw_none_runs_eagerly_and_is_seen(monkeypatch):
     """Inside a step (NAN_SEEN tracked) the rules skip their NaN checks until an operation makes
     a NaN; a plan recorded without one cannot replay an evaluation that makes one (0 * inf)."""
-    monkeypatch.setattr(plan, "_PLANS", {})
+    monkeypatch.setattr(replay, "_PLANS", {})
     ar = Arithmetic("float64")
     a, b = sp.symbols("a b", real=True)
     expr = a * b + a
@@ -162,8 +162,8 @@ def test_a_nan_made_where_the_recording_saw_none_runs_eagerly_and_is_seen(monkey
             x2[1, 2], y2[1, 2] = 0.0, np.inf  # 0 * inf
             env = {a: (x2, Err(x2 * 1e-9, (x2 * 1e-9) ** 2)), b: (y2, NO_ERROR)}
             replays = []
-            original = plan.Plan.replay
-            monkeypatch.setattr(plan.Plan, "replay", lambda self, *args: replays.append(original(self, *args)) or replays[-1])
+            original = replay.Plan.replay
+            monkeypatch.setattr(replay.Plan, "replay", lambda self, *args: replays.append(original(self, *args)) or replays[-1])
             out = walk.evaluate([expr], env, ar)
     finally:
         arithmetic.NAN_SEEN.reset(token)
@@ -175,7 +175,7 @@ def test_a_nan_made_where_the_recording_saw_none_runs_eagerly_and_is_seen(monkey
 def test_a_structure_a_plan_cannot_replay_stays_eager(monkeypatch):
     """A branch condition bound to an input symbol (its truth read with np.asarray) is not
     traced: the structure is marked eager, and its results are the eager ones."""
-    monkeypatch.setattr(plan, "_PLANS", {})
+    monkeypatch.setattr(replay, "_PLANS", {})
     ar = Arithmetic("float64")
     c = sp.Symbol("c")
     expr = sp.Piecewise((X, c), (2 * X, True))
@@ -183,13 +183,13 @@ def test_a_structure_a_plan_cannot_replay_stays_eager(monkeypatch):
     env = {X: (z, NO_ERROR), c: (z > 0, NO_ERROR)}
     for _ in range(2):
         _same_pairs(_eager([expr], env, ar), walk.evaluate([expr], env, ar))
-    assert [v for k, v in plan._PLANS.items() if k[0] == (expr,)] == [None]
+    assert [v for k, v in replay._PLANS.items() if k[0] == (expr,)] == [None]
 
 
 def test_the_compiled_kernels_match_the_rules_on_hard_values(monkeypatch):
     """NaN, infinities, zeros of both signs, subnormals and huge values in ELU, its derivative
     and a Momentum update, compiled (no NaN tracking: outside a step every check is made)."""
-    monkeypatch.setattr(plan, "_PLANS", {})
+    monkeypatch.setattr(replay, "_PLANS", {})
     ar = Arithmetic("float32")
     rng = np.random.default_rng(7)
     z = rng.normal(size=SHAPE) * 3
@@ -204,8 +204,8 @@ def test_the_compiled_kernels_match_the_rules_on_hard_values(monkeypatch):
     u_env = {o.x: (z, Err(error, error * error)), o.Dx: (z[::-1].copy(), Err(error[::-1].copy(), None)),
              o.eta: ar.constant(0.1), o.mu: ar.constant(0.9), o.v: (z * 0.5, Err(error, error * error))}
     replays = []
-    original = plan.Plan.replay
-    monkeypatch.setattr(plan.Plan, "replay", lambda self, *args: replays.append(original(self, *args) is not None) or original(self, *args))
+    original = replay.Plan.replay
+    monkeypatch.setattr(replay.Plan, "replay", lambda self, *args: replays.append(original(self, *args) is not None) or original(self, *args))
     for exprs, e in (([ELU], env), ([sp.diff(ELU, X)], env), ([update], u_env)):
         eager = _eager(exprs, e, ar)
         walk.evaluate(exprs, e, ar)  # recorded
@@ -222,14 +222,14 @@ def test_a_second_process_takes_the_compiled_kernel_from_the_cache(tmp_path):
 
     code = (
         "import numpy as np, sympy as sp\n"
-        "from harness.judge import plan, walk\n"
+        "from harness.judge import replay, walk\n"
         "from harness.judge.arithmetic import Arithmetic, Err\n"
         "x = sp.Symbol('x', real=True)\n"
         f"z = np.linspace(-2, 2, {np.prod(SHAPE)}).reshape({SHAPE})\n"
         "env = {x: (z, Err(np.abs(z) * 1e-7, (z * 1e-7) ** 2))}\n"
         "ar = Arithmetic('float64')\n"
         "for _ in range(2): walk.evaluate([sp.tanh(x) * x], env, ar)\n"
-        "(plans,) = [v for v in plan._PLANS.values() if v]\n"
+        "(plans,) = [v for v in replay._PLANS.values() if v]\n"
         "print(len(plans[0].kernel.stats.cache_hits), len(plans[0].kernel.stats.cache_misses))\n"
     )
     env = dict(os.environ, NERVA_CONSISTENCY_CACHE=str(tmp_path))
