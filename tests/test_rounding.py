@@ -109,7 +109,9 @@ def test_a_computation_rounded_at_every_operation_sits_inside(name, dtype):
 def test_blocks_of_a_large_evaluation_give_the_whole_evaluations_bound(name, monkeypatch):
     """evaluate() runs large trees block by block; with blocks of 8, 10 or 16 elements the
     elementwise evaluations of these small networks over their parameters and batches are split
-    (into blocks of 2 to 8 rows), and every bound is the same."""
+    (into blocks of 2 to 8 rows), and every bound is the same. (The eager rules: a plan's replay,
+    harness.judge.replay, does not block; tests/test_replay.py compares it with them.)"""
+    monkeypatch.setattr(walk, "COMPILED", [False])
     sc = _scenario(name, "float32")
     exact, state = _exact_step(sc)
     carried = {k: np.abs(v) * 1e-6 for k, v in state.items()}  # parameters with errors: every rule in use

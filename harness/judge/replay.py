@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 import os
 import re
 import sys
@@ -39,14 +40,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness.judge.arithmetic import NAN_SEEN, NO_ERROR, Err
-from harness.judge.trace import Graph, Line, Traced, Unsupported, concrete, pattern
+from harness.judge.arithmetic import NAN_SEEN, NO_ERROR, Err, errstate
+from harness.judge.trace import Graph, Line, Traced, Unsupported, concrete, literal, pattern
 
-# Evaluations of at least this many elements are compiled; smaller ones stay eager (the
-# kernel's call costs more than it saves there, and each structure compiles once).
+# Evaluations of at least this many elements run compiled; smaller ones node by node in NumPy
+# (a compile costs more than it saves there, and the many small structures of the tests and of
+# explore would each compile once).
 COMPILE_SIZE = 1 << 15
-# Evaluations of more nodes than this stay eager: the many outputs of a Jacobian over a row
-# (softmax, batch normalization) make a loop whose compile costs more than any run saves.
+# Graphs of more nodes than this are not compiled (replayed node by node in NumPy at every size):
+# the many outputs of a Jacobian over a row (softmax, batch normalization) make a loop whose
+# compile costs more than any run saves.
 MAX_NODES = 256
 # Run the kernels' Python source instead of compiling it (the same source, element by element,
 # in NumPy scalars): the tests replay the plans of every catalog scenario this way, whose
@@ -184,19 +187,34 @@ def _runnable(kernel: Any) -> Callable:
 # ---------------------------------------------------------------------------------------------
 
 class Plan:
-    """A recorded evaluation ready to replay: the kernel, which environment components feed its
-    inputs, what each output is (a kernel output, an input passed through, or a constant), and
-    the guards' outcomes."""
+    """A recorded evaluation ready to replay: its graph, what each output is (a node, an input
+    passed through, or a constant), the guards' outcomes, and its two executions: every node one
+    NumPy call (small evaluations: the same ufuncs on the same operands as the rules, bit for
+    bit, without walking the expressions again) or, from :data:`COMPILE_SIZE` elements, the
+    compiled loop (its kernel compiled on first use)."""
 
-    def __init__(self, graph: Graph, template: list, outputs: list[str], kernel: Callable) -> None:
-        self.graph, self.template, self.outputs, self.kernel = graph, template, outputs, kernel
+    def __init__(self, graph: Graph, template: list, outputs: list[str], check_nan: bool) -> None:
+        self.graph, self.template, self.outputs, self.check_nan = graph, template, outputs, check_nan
         self.scalar_inputs = [all(q == 1 for q in graph.shapes[a]) for a in graph.inputs]
         self.expected = np.array([outcome for _, outcome in graph.guards] + [False])
         self.order = [next(k for k, (name, _, _) in enumerate(graph.reductions) if name == g) for g, _ in graph.guards]
+        self._kernel: Callable | None = None
+
+    @property
+    def kernel(self) -> Callable | None:
+        """The compiled loop, or None for a graph of more than :data:`MAX_NODES` nodes."""
+        if self._kernel is None and len(self.graph.lines) <= MAX_NODES:
+            self._kernel = compiled(source(self.graph, self.outputs, self.check_nan))
+        return self._kernel
 
     def replay(self, components: list, shape: tuple) -> list | None:
-        """The evaluation's results, or None where a guard's outcome differs (or a NaN appeared
+        """The evaluation's results, or None where a guard's outcome differs (or a NaN was made
         that the recording did not see): then the caller evaluates eagerly."""
+        if math.prod(shape) >= COMPILE_SIZE and self.kernel is not None:
+            return self._compiled(components, shape)
+        return self._numpy(components, shape)
+
+    def _compiled(self, components: list, shape: tuple) -> list | None:
         full2 = _shape2(shape)
         views = [np.asarray(x).reshape(-1)[0] if scalar else np.broadcast_to(np.reshape(x, _shape2(np.shape(x))), full2)
                  for x, scalar in zip(components, self.scalar_inputs)]
@@ -207,6 +225,31 @@ class Plan:
             return None
         made = {name: o if o.ndim else o[()] for name, o in zip(self.outputs, outs)}
         return _rebuild(self.template, made, components)
+
+    def _numpy(self, components: list, shape: tuple) -> list | None:
+        values = dict(zip(self.graph.inputs, components))
+        seen = NAN_SEEN.get()
+        with errstate():  # as the rules run: a NaN made is reported to the step
+            for line in self.graph.lines:
+                args = [values[x] if x in values else literal(x) for x in line.operands]
+                if line.ufunc == "alias":
+                    p = self.graph.shapes[line.name]
+                    values[line.name] = np.broadcast_to(args[0], _pattern_shape(p, self.graph.ndims[line.name], shape))
+                else:
+                    values[line.name] = getattr(np, line.ufunc)(*args)
+        if self.check_nan and seen[0]:
+            return None  # the rules would have looked for it from there on
+        reductions = {name: _reduced(kind, values[operand]) for name, kind, operand in self.graph.reductions}
+        if any(reductions[name] != outcome for name, outcome in self.graph.guards):
+            return None
+        return _rebuild(self.template, values, components)
+
+
+def _reduced(kind: str, x: Any) -> bool:
+    """A guard's reduction, as the rules compute it."""
+    if kind == "sum_isnan":
+        return bool(np.isnan(np.sum(x)))
+    return bool(np.any(x) if kind == "any" else np.all(x))
 
 
 def _shape2(shape: tuple) -> tuple:
@@ -266,10 +309,11 @@ def signature(exprs: tuple, env: dict, dtype: str, shape: tuple) -> tuple:
 TRANSIENT = "transient"
 
 
-def record(evaluate: Callable[[dict], list], env: dict, shape: tuple) -> tuple[list, Any]:
-    """Evaluate once on traced values: (the results, as the eager rules give them; the plan, or
-    None where the rules did something a plan cannot replay, or :data:`TRANSIENT` where the NaN
-    state changed on the way)."""
+def record(rules: Callable[[dict], list], evaluate: Callable[[dict], list], env: dict, shape: tuple) -> tuple[list, Any]:
+    """Evaluate once by ``rules`` (the walk, unblocked) on traced values: (the results, as the
+    eager rules give them; the plan, or None where the rules did something a plan cannot replay
+    (``evaluate``, the walk as it runs eagerly, gives the results then), or :data:`TRANSIENT`
+    where the NaN state changed on the way)."""
     graph = Graph(len(shape))
     components, structure = _components(env)
     if not all(np.asarray(x).dtype == np.float64 for x in components):
@@ -282,8 +326,8 @@ def record(evaluate: Callable[[dict], list], env: dict, shape: tuple) -> tuple[l
     seen = NAN_SEEN.get()
     before = None if seen is None else seen[0]
     try:
-        results = evaluate(tenv)
-    except Unsupported:
+        results = rules(tenv)
+    except Exception:  # Unsupported, or anything the traced values do that arrays would not
         return evaluate(env), None
     template, outputs = [], []
 
@@ -305,13 +349,10 @@ def record(evaluate: Callable[[dict], list], env: dict, shape: tuple) -> tuple[l
             template.append((leaf(v), e if e is NO_ERROR else (leaf(e.worst), None if e.var is None else leaf(e.var))))
     except Unsupported:
         return evaluate(env), None
-    if len(graph.lines) > MAX_NODES:
-        return evaluate(env), None
     values = [(concrete(v), e if e is NO_ERROR else Err(concrete(e.worst), concrete(e.var))) for v, e in results]
     if (None if seen is None else seen[0]) != before:
         return values, TRANSIENT  # a NaN made on the way: the branches taken were mixed
-    kernel = compiled(source(graph, outputs, check_nan=before is False))
-    return values, Plan(graph, template, outputs, kernel)
+    return values, Plan(graph, template, outputs, check_nan=before is False)
 
 
 _PLANS: dict[tuple, list[Plan] | None] = {}  # by signature: the variants recorded (None: stays eager)
@@ -319,8 +360,10 @@ _LOCK = threading.Lock()
 VARIANTS = 4  # plans per structure, one per set of guard outcomes seen (a kink near or not)
 
 
-def run(exprs: tuple, env: dict, dtype: str, shape: tuple, evaluate: Callable[[dict], list]) -> list:
-    """``evaluate(env)``'s results, from a plan of their structure where one's guards hold, else
+def run(exprs: tuple, env: dict, dtype: str, shape: tuple, rules: Callable[[dict], list],
+        evaluate: Callable[[dict], list]) -> list:
+    """``evaluate(env)``'s results (the eager walk), from a plan of their structure where one's
+    guards hold (recorded from ``rules``, the walk unblocked), else
     eagerly; an evaluation no plan fits is recorded as a new variant (up to :data:`VARIANTS`)."""
     try:
         key = signature(exprs, env, dtype, shape)
@@ -341,7 +384,7 @@ def run(exprs: tuple, env: dict, dtype: str, shape: tuple, evaluate: Callable[[d
             return results
     if len(plans) >= VARIANTS:
         return evaluate(env)
-    results, plan = record(evaluate, env, shape)
+    results, plan = record(rules, evaluate, env, shape)
     with _LOCK:
         if plan is None and not plans:
             _PLANS[key] = None

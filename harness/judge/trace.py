@@ -24,13 +24,16 @@ class Unsupported(Exception):
 # ---------------------------------------------------------------------------------------------
 
 class Line(NamedTuple):
-    """One node of a graph: ``name = expression``; ``invalid``: the operation can make a NaN of
-    numbers (0 * inf, inf - inf, 0 / 0, sqrt(-1)), as NumPy reports; ``propagates``: a NaN
-    operand makes the result NaN (not so for a selection, fmax or a comparison)."""
+    """One node of a graph: ``name = expression``, the scalar code of ``ufunc`` (a NumPy ufunc's
+    name, ``where`` or ``alias``: a broadcast) over ``operands`` (names, or literals: see
+    :func:`literal`); ``invalid``: the operation can make a NaN of numbers (0 * inf, inf - inf,
+    0 / 0, sqrt(-1)), as NumPy reports; ``propagates``: a NaN operand makes the result NaN (not
+    so for a selection, fmax or a comparison)."""
 
     name: str
     expression: str
     operands: tuple
+    ufunc: str
     boolean: bool
     invalid: bool
     propagates: bool
@@ -49,12 +52,12 @@ class Graph:
         self.shapes: dict[str, tuple] = {}  # broadcast pattern of every node (1 where it broadcasts)
         self.ndims: dict[str, int] = {}
 
-    def add(self, expression: str, value: np.ndarray, operands: tuple, ufunc: str = "") -> "Traced":
+    def add(self, expression: str, value: np.ndarray, operands: tuple, ufunc: str) -> "Traced":
         """A node: its scalar expression over ``operands`` (names or literals), its value, and
-        the ufunc it is ('' for a selection or a broadcast)."""
+        what it is (:class:`Line`)."""
         name = f"t{len(self.lines)}"
-        self.lines.append(Line(name, expression, operands, value.dtype == np.bool_, ufunc in _INVALID,
-                               ufunc in _PROPAGATES or (ufunc == "" and len(operands) == 1)))
+        self.lines.append(Line(name, expression, operands, ufunc, value.dtype == np.bool_, ufunc in _INVALID,
+                               ufunc in _PROPAGATES or ufunc == "alias"))
         return self._traced(name, value)
 
     def input(self, value: Any) -> "Traced":
@@ -192,7 +195,7 @@ def _reduce(graph: Graph, kind: str, x: Any) -> Any:
     if not isinstance(x, Traced):
         return getattr(np, kind)(x)
     if kind in ("any", "all") and x.dtype != np.bool_:
-        x = graph.add(f"({x.name} != 0)", x.value != 0, (x.name,), "not_equal")
+        x = graph.add(f"({x.name} != 0.0)", x.value != 0, (x.name, "0.0"), "not_equal")
     return Reduced(graph, kind, x, getattr(np, kind)(x.value))
 
 
@@ -237,18 +240,27 @@ def _operand(x: Any, graph: Graph) -> str:
     return repr(f)
 
 
+_LITERALS = {"np.nan": np.nan, "np.inf": np.inf, "(-np.inf)": -np.inf, "True": True, "False": False}
+
+
+def literal(text: str) -> Any:
+    """The value of a literal operand, as :func:`_operand` wrote it (``repr`` of a float gives
+    the float back exactly)."""
+    return _LITERALS[text] if text in _LITERALS else float(text)
+
+
 def _where(graph: Graph, condition: Any, x: Any, y: Any) -> Traced:
     if np.asarray(concrete(condition)).dtype != np.bool_:
         raise Unsupported("np.where on a condition that is not boolean")
     value = np.where(concrete(condition), concrete(x), concrete(y))
     c, a, b = (_operand(v, graph) for v in (condition, x, y))
-    return graph.add(f"({a} if {c} else {b})", np.asarray(value), (c, a, b))
+    return graph.add(f"({a} if {c} else {b})", np.asarray(value), (c, a, b), "where")
 
 
 def _broadcast_to(graph: Graph, x: Any, shape: tuple, subok: bool = False) -> Any:
     if not isinstance(x, Traced):
         return np.broadcast_to(x, shape)
-    return graph.add(x.name, np.broadcast_to(x.value, shape), (x.name,))  # the same scalar per element
+    return graph.add(x.name, np.broadcast_to(x.value, shape), (x.name,), "alias")  # the same scalar per element
 
 
 def _sum(graph: Graph, x: Any, *args: Any, **kwargs: Any) -> Any:

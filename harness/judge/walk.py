@@ -17,7 +17,7 @@ import numpy as np
 import sympy as sp
 
 from harness.judge import replay
-from harness.judge.arithmetic import NAN_SEEN, NO_ERROR, Arithmetic, Err, Pair, carries_variance, optional_map, \
+from harness.judge.arithmetic import NO_ERROR, Arithmetic, Err, Pair, carries_variance, errstate, optional_map, \
     power_of_two, product_error
 from harness.oracle.symbolic import Graph
 
@@ -39,15 +39,25 @@ def evaluate(exprs: Sequence[sp.Expr], env: dict[sp.Symbol, Pair], ar: Arithmeti
     Each node's bound is the first-order propagation of its operands' errors plus its own
     rounding (module docstring). Values broadcast like NumPy arrays.
 
-    Every rule is elementwise, so a large evaluation runs block by block along the first axis
-    (:data:`BLOCK` elements at a time): each node of the tree is then one pass over arrays that
-    stay in the CPU's cache instead of one over main memory, with the same result, element for
-    element.
+    The rules are applied as written by :func:`eager`; an evaluation over arrays of one or two
+    dimensions is executed from the plan of its structure (:mod:`harness.judge.replay`: recorded
+    from these rules on its first evaluation, replayed after, falling back to them where the
+    data takes another branch).
     """
     shape = np.broadcast_shapes(*(np.shape(x) for v, e in env.values() for x in (v, e.worst, e.var) if x is not None))
+    if 1 <= len(shape) <= 2 and COMPILED[0]:
+        return replay.run(tuple(exprs), env, ar.dtype.name, shape, lambda e: _evaluate(exprs, e, ar),
+                          lambda e: eager(exprs, e, ar))
+    return eager(exprs, env, ar)
+
+
+def eager(exprs: Sequence[sp.Expr], env: dict[sp.Symbol, Pair], ar: Arithmetic) -> list[Pair]:
+    """:func:`evaluate` by the rules, node by node. Every rule is elementwise, so a large
+    evaluation runs block by block along the first axis (:data:`BLOCK` elements at a time): each
+    node of the tree is then one pass over arrays that stay in the CPU's cache instead of one
+    over main memory, with the same result, element for element."""
+    shape = np.broadcast_shapes(*(np.shape(x) for v, e in env.values() for x in (v, e.worst, e.var) if x is not None))
     size = math.prod(shape)
-    if size >= replay.COMPILE_SIZE and 1 <= len(shape) <= 2 and COMPILED[0]:
-        return replay.run(tuple(exprs), env, ar.dtype.name, shape, lambda e: _evaluate(exprs, e, ar))
     if size <= 2 * BLOCK or not shape:
         return _evaluate(exprs, env, ar)
     rows = BLOCK // max(1, size // shape[0])
@@ -59,8 +69,8 @@ def evaluate(exprs: Sequence[sp.Expr], env: dict[sp.Symbol, Pair], ar: Arithmeti
 
 
 BLOCK = 1 << 14  # elements per block of a large evaluation (a few arrays of it fit in L2)
-# Whether large evaluations run from compiled plans (:mod:`harness.judge.replay`); the tests
-# turn it off to compare with the eager rules.
+# Whether evaluations run from their plans (:mod:`harness.judge.replay`); the tests turn it off
+# to compare with the eager rules.
 COMPILED = [True]
 
 
@@ -102,20 +112,13 @@ def _evaluate(exprs: Sequence[sp.Expr], env: dict[sp.Symbol, Pair], ar: Arithmet
     memo: dict[Any, Any] = {_SOURCES: sources}
     for sym, sub in replacements:
         sources[sym] = _sources_of(sub, sources)
-    with _arithmetic_errstate():
+    with errstate():
         for sym, sub in replacements:
             env[sym] = _node(sub, env, ar, memo)
         return [_node(e, env, ar, memo) for e in reduced]
 
 
 _SOURCES = object()  # the key of the sources map in evaluate's memo
-
-
-def _arithmetic_errstate() -> np.errstate:
-    """Overflow, division by zero and underflow are handled where they arise; an invalid
-    operation (a NaN made) is reported to harness.judge.bounds.step_bounds's callback when inside it."""
-    tracked = NAN_SEEN.get() is not None
-    return np.errstate(over="ignore", divide="ignore", under="ignore", invalid="call" if tracked else "ignore")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -354,7 +357,7 @@ def from_rounded_value(ar: Arithmetic, g: sp.Expr, h: sp.Expr, x: sp.Symbol, env
     if expr == 0 or (isinstance(expr, sp.Piecewise) and all(e == 0 or e is sp.nan for e, _ in expr.args)):
         return NO_ERROR  # piecewise-linear: the derivative does not depend on the value
     symbols = tuple(sorted(expr.free_symbols | h.free_symbols, key=str))
-    with _arithmetic_errstate():  # only values are needed here: no error arithmetic
+    with errstate():  # only values are needed here: no error arithmetic
         ratio, hv = _numeric((expr, h), symbols)(*[env[s][0] for s in symbols])
     ratio = np.where(np.isfinite(ratio), np.abs(ratio), 0.0)
     return ar.function(hv).scaled(ratio)  # h computed to within its library error
