@@ -15,6 +15,8 @@ own entry point, with the functions of each phase wrapped to add up their wall t
 - findings (``classify``), the float64 reruns of float32 findings and the known defects'
   counterfactual runs (whose own phases are counted in the rows above too), the JSON report.
 
+Where a tree keeps JAX's executables on disk (harness.core.process.jax_compilation_cache), a run
+after the first loads them; ``--cold`` gives every run an empty cache (a first run on a machine).
 ``--trees A,B`` runs the same search from several source trees (e.g. a ``git worktree`` of the
 commit before a change and the current one), alternating, ``--repeat`` times each; runs on a
 shared machine are noisy, so alternate and compare the best. ``--record DIR`` saves, per tree and
@@ -193,7 +195,10 @@ def _run_child(tree: Path, args: argparse.Namespace, record: Path | None) -> dic
     cmd = [sys.executable, str(HERE), "--child", "--examples", str(args.examples), "--seed", str(args.seed)]
     if record is not None:
         cmd += ["--record-file", str(record)]
-    done = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as empty:
+        if args.cold:  # nothing compiled before: JAX's persistent cache starts empty
+            env["JAX_COMPILATION_CACHE_DIR"] = empty
+        done = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"bench child failed in {tree}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -268,6 +273,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--repeat", type=int, default=1, help="runs per tree, alternating between the trees")
     p.add_argument("--trees", default=str(ROOT), help="comma-separated source trees (default: this one)")
+    p.add_argument("--cold", action="store_true",
+                   help="every run with an empty JAX compilation cache (a first run on a machine)")
     p.add_argument("--record", type=Path, help="a directory: every run's examples and verdicts (TREE-RUN.json)")
     p.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), help="two records: where they differ")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -282,7 +289,7 @@ def main() -> None:
         args.record.mkdir(parents=True, exist_ok=True)
     threads = {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     print(f"explore --examples {args.examples} --seed {args.seed}, {args.repeat} run(s) per tree, "
-          f"fresh process each; thread variables: {threads}")
+          f"fresh process each{', empty JAX cache each' if args.cold else ''}; thread variables: {threads}")
     runs: dict[int, list[dict]] = defaultdict(list)
     for r in range(args.repeat):
         for i, tree in enumerate(trees):
