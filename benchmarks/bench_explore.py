@@ -226,7 +226,7 @@ def _table(tree: str, runs: list[dict]) -> None:
     for p in sorted((p for p in spent if p != "in the property (evaluation)"), key=rank):
         rows.append((p, spent[p], calls.get(p, 0), next((t for q, t in thread.items() if p.startswith(q)), "main")))
     print("  the best run's split (sums of wall time; the judge thread overlaps the main one; "
-          "reruns and JAX's events are inside other rows):")
+          "reruns, imports and JAX's events are inside other rows):")
     for p, s, c, t in rows:
         print(f"    {p:<42} {s:7.2f} s  {1e3 * s / n:7.1f} ms/example  {c:6d} calls  ({t})")
 

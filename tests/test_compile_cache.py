@@ -78,7 +78,8 @@ json.dump({"hits": len(hits), "trace": [{k: v.tolist() for k, v in t.items()} fo
 
 @pytest.mark.backends
 def test_a_process_that_loads_the_executables_computes_the_same_trace(installed, tmp_path):
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"), JAX_ENABLE_COMPILATION_CACHE="true",
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", PYTHONPATH=str(ROOT))
     runs = []
     for _ in range(2):
         done = subprocess.run([sys.executable, "-c", STEP], env=env, cwd=ROOT, capture_output=True, text=True,
