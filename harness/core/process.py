@@ -1,8 +1,9 @@
 """Process-wide settings for the frameworks that share this process, applied here only.
 
 Before a framework is first imported (each adapter calls these in its ``setup``):
-:func:`cpu_only` (no GPU, idle OpenMP threads that sleep, quiet TensorFlow logs) and
-:func:`quiet_stderr` (the C++ lines a framework writes while importing). While nerva-numpy
+:func:`cpu_only` (no GPU, idle OpenMP threads that sleep, quiet TensorFlow logs, JAX's compiled
+executables kept on disk: :func:`jax_compilation_cache`) and :func:`quiet_stderr` (the C++ lines a
+framework writes while importing). While nerva-numpy
 steps: :func:`single_threaded_blas` (NumPy's BLAS on one thread). For a whole run, once the
 frameworks are loaded: :func:`run_threads` (every BLAS and OpenMP pool on one thread, unless the
 user set a thread count).
@@ -17,7 +18,9 @@ from typing import Iterator
 def cpu_only() -> None:
     """Set, unless already set, what must be in the environment before a framework is imported:
     no visible CUDA device, JAX on the CPU, OpenMP's idle threads sleeping and TensorFlow's C++
-    logs off. NERVA_CONSISTENCY_GPU=1 leaves the environment alone (all four settings)."""
+    logs off. NERVA_CONSISTENCY_GPU=1 leaves the environment alone (all four settings); JAX's
+    compilation cache (:func:`jax_compilation_cache`) is set up either way."""
+    jax_compilation_cache()
     if os.environ.get("NERVA_CONSISTENCY_GPU") == "1":
         return
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -27,6 +30,34 @@ def cpu_only() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def jax_compilation_cache() -> None:
+    """Keep the executables JAX compiles in a per-user directory (JAX's persistent compilation
+    cache), so that a later process loads them instead of compiling them again.
+
+    nerva-jax runs eagerly: every operation is compiled by XLA once per shape and dtype, and a
+    search draws networks of ever new shapes, so compiling is most of what nerva-jax costs in
+    ``explore`` and the component suite (docs/findings.md, "Explore at the frameworks' pace").
+    An executable loaded from the cache is the one XLA compiled for the same program, compile
+    options and jaxlib version (all in the cache's key), so the values computed do not change.
+    Every executable is kept, however short its compile. Set before JAX is imported, through the
+    environment, only where the user has not: ``JAX_COMPILATION_CACHE_DIR`` chooses the directory,
+    ``JAX_ENABLE_COMPILATION_CACHE=false`` turns the cache off; without a writable directory
+    (``$XDG_CACHE_HOME`` or ``~/.cache``, then ``nerva-consistency/jax``) nothing is set.
+    """
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        path = os.path.join(base, "nerva-consistency", "jax")
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError:
+            return
+        if not os.access(path, os.W_OK):
+            return
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 
 @contextlib.contextmanager
