@@ -32,6 +32,19 @@ def cpu_only() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def user_cache(name: str) -> str | None:
+    """The per-user directory ``name`` of nerva-consistency's caches (``$XDG_CACHE_HOME``, else
+    ``~/.cache``, then ``nerva-consistency/NAME``), made if need be; None where it cannot be
+    written (a cache is then not kept: nothing is lost but time)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(base, "nerva-consistency", name)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None
+    return path if os.access(path, os.W_OK) else None
+
+
 def jax_compilation_cache() -> None:
     """Keep the executables JAX compiles in a per-user directory (JAX's persistent compilation
     cache), so that a later process loads them instead of compiling them again.
@@ -47,13 +60,8 @@ def jax_compilation_cache() -> None:
     (``$XDG_CACHE_HOME`` or ``~/.cache``, then ``nerva-consistency/jax``) nothing is set.
     """
     if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        path = os.path.join(base, "nerva-consistency", "jax")
-        try:
-            os.makedirs(path, exist_ok=True)
-        except OSError:
-            return
-        if not os.access(path, os.W_OK):
+        path = user_cache("jax")
+        if path is None:
             return
         os.environ["JAX_COMPILATION_CACHE_DIR"] = path
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")

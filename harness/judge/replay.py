@@ -40,6 +40,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from harness.core.process import user_cache
 from harness.judge.arithmetic import NAN_SEEN, NO_ERROR, Err, errstate
 from harness.judge.trace import Graph, Line, Traced, Unsupported, concrete, literal, pattern
 
@@ -144,19 +145,19 @@ def _renamed(expression: str, rename: dict[str, str]) -> str:
 
 def cache_dir() -> Path:
     """Where the kernels' sources (and beside them numba's compiled code) are kept: the
-    ``NERVA_CONSISTENCY_CACHE`` directory if set, else ``$XDG_CACHE_HOME/nerva-consistency/kernels``
-    (``~/.cache`` by default), else a directory in the system's temporary directory (then every
-    process compiles again: nothing is lost but time)."""
+    ``NERVA_CONSISTENCY_CACHE`` directory if set and writable, else the per-user cache
+    (:func:`harness.core.process.user_cache`, ``kernels``), else a new temporary directory (then
+    every process compiles again: nothing is lost but time)."""
     override = os.environ.get("NERVA_CONSISTENCY_CACHE")
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nerva-consistency" / "kernels"
-    for candidate in ([Path(override)] if override else []) + [base]:
+    if override:
         try:
-            candidate.mkdir(parents=True, exist_ok=True)
-            if os.access(candidate, os.W_OK):
-                return candidate
+            Path(override).mkdir(parents=True, exist_ok=True)
+            if os.access(override, os.W_OK):
+                return Path(override)
         except OSError:
-            continue
-    return Path(tempfile.mkdtemp(prefix="nerva-consistency-kernels-"))
+            pass
+    path = user_cache("kernels")
+    return Path(path) if path else Path(tempfile.mkdtemp(prefix="nerva-consistency-kernels-"))
 
 
 def compiled(text: str) -> Callable:
