@@ -24,6 +24,15 @@ from harness.spec.data import batches
 from harness.spec.state import initial_state
 
 
+@pytest.fixture(autouse=True)
+def _record_at_once(monkeypatch):
+    """Record a structure on its first evaluation (a run records on the second:
+    test_a_structure_is_recorded_on_its_second_evaluation), with no plans from other tests."""
+    monkeypatch.setattr(replay, "RECORD_ON", 1)
+    monkeypatch.setattr(replay, "_PLANS", {})
+    monkeypatch.setattr(replay, "_SEEN", set())
+
+
 def _same_bounds(eager: dict, compiled: dict, exact: bool) -> None:
     assert eager.keys() == compiled.keys()
     for key, x in eager.items():
@@ -221,6 +230,26 @@ def test_the_compiled_kernels_match_the_rules_on_hard_values(monkeypatch):
     assert replays == [True, True, True]
 
 
+def test_a_structure_is_recorded_on_its_second_evaluation(monkeypatch):
+    """What a run evaluates once is not traced: the first evaluation of a structure is eager,
+    the second recorded (its results the eager ones), the third replayed."""
+    monkeypatch.setattr(replay, "RECORD_ON", 2)
+    ar = Arithmetic("float64")
+    z = np.linspace(-2, 2, 96).reshape(12, 8)
+    env = {X: (z, Err(np.abs(z) * 1e-9, (z * 1e-9) ** 2))}
+    expr = [sp.tanh(X) * X + 1]
+    eager = _eager(expr, env, ar)
+    recorded, replayed = [], []
+    original_record, original_replay = replay.record, replay.Plan.replay
+    monkeypatch.setattr(replay, "record", lambda *a: recorded.append(1) or original_record(*a))
+    monkeypatch.setattr(replay.Plan, "replay", lambda self, *a: replayed.append(1) or original_replay(self, *a))
+    for k in range(3):
+        out = walk.evaluate(expr, env, ar)
+        assert (len(recorded), len(replayed)) == [(0, 0), (1, 0), (1, 1)][k]
+        for (v, e), (w, f) in zip(eager, out):
+            assert np.array_equal(v, w) and np.array_equal(e.worst, f.worst) and np.array_equal(e.var, f.var)
+
+
 def test_a_second_process_takes_the_compiled_kernel_from_the_cache(tmp_path):
     """The kernel's source is written under NERVA_CONSISTENCY_CACHE and numba caches its
     compiled code beside it: a second process loads it instead of compiling."""
@@ -236,7 +265,7 @@ def test_a_second_process_takes_the_compiled_kernel_from_the_cache(tmp_path):
         f"z = np.linspace(-2, 2, {np.prod(SHAPE)}).reshape({SHAPE})\n"
         "env = {x: (z, Err(np.abs(z) * 1e-7, (z * 1e-7) ** 2))}\n"
         "ar = Arithmetic('float64')\n"
-        "for _ in range(2): walk.evaluate([sp.tanh(x) * x], env, ar)\n"
+        "for _ in range(3): walk.evaluate([sp.tanh(x) * x], env, ar)  # eager, recorded, replayed\n"
         "(plans,) = [v for v in replay._PLANS.values() if v]\n"
         "print(len(plans[0].kernel.stats.cache_hits), len(plans[0].kernel.stats.cache_misses))\n"
     )

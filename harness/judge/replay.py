@@ -357,15 +357,20 @@ def record(rules: Callable[[dict], list], evaluate: Callable[[dict], list], env:
 
 
 _PLANS: dict[tuple, list[Plan] | None] = {}  # by signature: the variants recorded (None: stays eager)
+_SEEN: set[tuple] = set()  # the structures evaluated once, eagerly
 _LOCK = threading.Lock()
 VARIANTS = 4  # plans per structure, one per set of guard outcomes seen (a kink near or not)
+# A structure is recorded on its second evaluation: the first runs eagerly, so that what is
+# evaluated once (a search's ever new networks) does not pay the tracing.
+RECORD_ON = 2
 
 
 def run(exprs: tuple, env: dict, dtype: str, shape: tuple, rules: Callable[[dict], list],
         evaluate: Callable[[dict], list]) -> list:
     """``evaluate(env)``'s results (the eager walk), from a plan of their structure where one's
-    guards hold (recorded from ``rules``, the walk unblocked), else
-    eagerly; an evaluation no plan fits is recorded as a new variant (up to :data:`VARIANTS`)."""
+    guards hold (recorded from ``rules``, the walk unblocked), else eagerly; a structure is
+    recorded on its :data:`RECORD_ON`-th evaluation, and an evaluation no plan fits as a new
+    variant (up to :data:`VARIANTS`)."""
     try:
         key = signature(exprs, env, dtype, shape)
         hash(key)
@@ -373,7 +378,10 @@ def run(exprs: tuple, env: dict, dtype: str, shape: tuple, rules: Callable[[dict
         return evaluate(env)
     with _LOCK:
         plans = _PLANS.get(key, [])
-    if plans is None:
+        first = RECORD_ON > 1 and key not in _PLANS and key not in _SEEN
+        if first:
+            _SEEN.add(key)
+    if plans is None or first:
         return evaluate(env)
     components = _components(env)[0]
     for k, plan in enumerate(plans):
