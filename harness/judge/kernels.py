@@ -28,8 +28,9 @@ FLOAT32_FLOOR = 2.0 ** -100  # below it a float32 work array would round a bound
 @njit(**_JIT)
 def _median4(a, b, c, d, out):  # pragma: no cover - compiled
     for i in range(out.size):
-        low = np.fmax(np.fmin(a[i], b[i]), np.fmin(c[i], d[i]))  # the middle two: max of the minima,
-        high = np.fmin(np.fmax(a[i], b[i]), np.fmax(c[i], d[i]))  # min of the maxima
+        x, y, z, w = np.float64(a[i]), np.float64(b[i]), np.float64(c[i]), np.float64(d[i])
+        low = np.fmax(np.fmin(x, y), np.fmin(z, w))  # the middle two: max of the minima,
+        high = np.fmin(np.fmax(x, y), np.fmax(z, w))  # min of the maxima
         mid = (high - low) * 0.5 + low
         if not np.isfinite(mid) and low == high:  # inf - inf where both are the same inf: that inf
             mid = low
@@ -37,28 +38,30 @@ def _median4(a, b, c, d, out):  # pragma: no cover - compiled
 
 
 def median4(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """The mean of the middle two of four float64 arrays of one shape, as
-    :func:`harness.judge.compare.consensus` defines it (NaN ignored where some are finite)."""
+    """The mean of the middle two of four arrays of one shape (float64 or float32, read as
+    float64), as :func:`harness.judge.compare.consensus` defines it (NaN ignored where some are
+    finite); float64."""
     out = np.empty(a.shape)
-    _median4(*(_flat(x) for x in (a, b, c, d)), out.reshape(-1))
+    _median4(*_flats([a, b, c, d]), out.reshape(-1))
     return out
 
 
 @njit(**_JIT)
 def _spread(values, centre, out):  # pragma: no cover - compiled
     for i in range(out.size):
-        m = abs(values[0][i] - centre[i])
+        m = abs(np.float64(values[0][i]) - centre[i])
         for k in range(1, len(values)):
-            x = abs(values[k][i] - centre[i])
+            x = abs(np.float64(values[k][i]) - centre[i])
             if x > m or x != x:  # np.maximum: a NaN wins
                 m = x
         out[i] = m
 
 
 def spread(values: list[np.ndarray], centre: np.ndarray) -> np.ndarray:
-    """Element-wise largest ``|value - centre|`` over the backends (float64, one shape)."""
+    """Element-wise largest ``|value - centre|`` over the backends (one shape; the values float64
+    or float32, read as float64; the centre and the result float64)."""
     out = np.empty(centre.shape)
-    _spread(tuple(_flat(v) for v in values), _flat(centre), out.reshape(-1))
+    _spread(tuple(_flats(values)), _flat(centre, np.float64), out.reshape(-1))
     return out
 
 
@@ -80,39 +83,57 @@ def _worst(values, ref, E, scale, coefficient, out):  # pragma: no cover - compi
         lowest = min(lowest, p)
         p32 = np.float32(p)
         for k in range(m):
-            r32 = np.float32(abs(np.float32(values[k][i] - r))) / p32
+            r32 = np.float32(abs(np.float32(np.float64(values[k][i]) - r))) / p32
             if r32 > worst[k]:
                 worst[k] = r32
             if not np.isfinite(r32):
                 finite[k] = False
     fast = not nan and lowest >= FLOAT32_FLOOR
+    seen = True  # every value finite (a backend whose float32 ratios are all finite has only finite values)
     for k in range(m):
         if fast and finite[k]:
             out[k] = np.float64(worst[k])
             continue
         v, w = values[k], -np.inf
         for i in range(n):  # float64, as ratio(): equal values 0, other non-finite ratios inf
-            r = abs(v[i] - ref[i]) / _permitted(E[i], ref[i], scale, coefficient)
-            if not np.isfinite(r):
-                same = v[i] == ref[i] or (v[i] != v[i] and ref[i] != ref[i])
+            x = np.float64(v[i])
+            r = abs(x - ref[i]) / _permitted(E[i], ref[i], scale, coefficient)
+            if not np.isfinite(r):  # a non-finite value makes a non-finite ratio
+                seen = seen and np.isfinite(x)
+                same = x == ref[i] or (x != x and ref[i] != ref[i])
                 r = 0.0 if same else np.inf
             if r > w:
                 w = r
         out[k] = w
+    return seen
 
 
 def worst_ratios(values: list[np.ndarray], ref: np.ndarray, E: np.ndarray, scale: float,
-                 coefficient: float) -> np.ndarray:
+                 coefficient: float) -> tuple[np.ndarray, bool]:
     """Each backend's largest ratio ``|value - ref| / permitted`` in a tensor, where
     ``permitted = E scale`` (``coefficient`` 0) or ``E + |ref| coefficient``, exactly as
     :func:`harness.judge.compare.judge` computes it: in float32 work arrays where every
     permitted error is at least :data:`FLOAT32_FLOOR` and every ratio finite there, else in
-    float64 with equal values (non-finite ones too) at 0 and any other non-finite ratio infinite.
-    ``ref`` not empty, every array float64 of its shape."""
+    float64 with equal values (non-finite ones too) at 0 and any other non-finite ratio infinite;
+    and whether every value was finite (found on the way: a non-finite value has a non-finite
+    ratio, which the float64 pass then looks at).
+    ``ref`` not empty, every array of its shape (the values float64 or float32, read as float64;
+    ``ref`` and ``E`` float64)."""
     out = np.empty(len(values))
-    _worst(tuple(_flat(v) for v in values), _flat(ref), _flat(E), float(scale), float(coefficient), out)
-    return out
+    finite = _worst(tuple(_flats(values)), _flat(ref, np.float64), _flat(E, np.float64), float(scale),
+                    float(coefficient), out)
+    return out, bool(finite)
 
 
-def _flat(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype=np.float64).reshape(-1)
+def _flat(a: np.ndarray, dtype=None) -> np.ndarray:
+    """``a`` as one contiguous row, in ``dtype`` (None: float32 stays float32, anything else float64)."""
+    if dtype is None:
+        dtype = np.float32 if a.dtype == np.float32 else np.float64
+    return np.ascontiguousarray(a, dtype=dtype).reshape(-1)
+
+
+def _flats(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Traces as rows of one dtype (float32 if every one is: a kernel is compiled per dtype and
+    a tuple of arrays must share one; float64 otherwise, exactly)."""
+    dtype = np.float32 if all(a.dtype == np.float32 for a in arrays) else np.float64
+    return [_flat(a, dtype) for a in arrays]
