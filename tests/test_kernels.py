@@ -83,12 +83,16 @@ def _bounds(rng: np.random.Generator, ref: np.ndarray, kind: str) -> np.ndarray:
         E.flat[5] = 1e300
     elif kind == "nan":
         E.flat[7] = np.nan
+    elif kind == "negative":  # no bound is negative; the kernel's integer max needs non-negative ratios
+        E.flat[9] = -E.flat[9]
+    elif kind == "late":  # a backend's first non-finite ratio in the last, partial block
+        E.flat[-2] = 0.0
     return E
 
 
 @pytest.mark.parametrize("oracle", [None, "sympy", "autodiff"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("kind", ["plain", "zeros", "tiny", "huge", "nan"])
+@pytest.mark.parametrize("kind", ["plain", "zeros", "tiny", "huge", "nan", "negative", "late"])
 @pytest.mark.parametrize("hard", [False, True])
 def test_every_backends_worst_ratio_is_the_numpy_one(oracle, dtype, kind, hard):
     rng = np.random.default_rng(zlib.crc32(repr((oracle, dtype, kind, hard)).encode()))

@@ -70,8 +70,82 @@ def _permitted(E, r, scale, coefficient):  # pragma: no cover - compiled
     return E + abs(r) * coefficient if coefficient != 0.0 else E * scale
 
 
+BLOCK = 1024  # elements per block of the worst ratios: a block's bounds and ratios stay in the L1 cache
+_INF32 = np.int32(0x7F800000)  # the bits of float32 inf: a non-negative float32 is finite below them
+
+
 @njit(**_JIT)
 def _worst(values, ref, E, scale, coefficient, out):  # pragma: no cover - compiled
+    """One pass in blocks: a block's permitted errors once (in float32, and whether any is below
+    the floor, NaN or negative), then each backend's float32 ratios into a work block and their
+    largest and smallest bits. The bits of non-negative floats order as the floats do, and an
+    integer max vectorises where a float one (NaN's rules) does not; a block's slices (not
+    offsets into the whole array) let the loops vectorise. Then per backend: every float32
+    ratio finite and no permitted error below the floor, its largest ratio; else the float64
+    pass. Returns whether every value was finite (a backend of finite float32 ratios has only
+    finite values; the float64 pass looks at the others)."""
+    n, m = ref.size, len(values)
+    high, low = np.zeros(m, np.int32), np.full(m, _INF32, np.int32)
+    pbuf, qbuf = np.empty(BLOCK, np.float32), np.empty(BLOCK, np.float32)
+    qbits = qbuf.view(np.int32)
+    slow = negative = False
+    for s in range(0, n, BLOCK):
+        size = min(BLOCK, n - s)
+        r, e, p32, q, bits = ref[s:s + size], E[s:s + size], pbuf[:size], qbuf[:size], qbits[:size]
+        few = below = 0
+        for j in range(size):
+            p = _permitted(e[j], r[j], scale, coefficient)
+            few |= not (p >= FLOAT32_FLOOR)  # NaN too, as NumPy's min in compare._ratios
+            below |= p < 0.0
+            p32[j] = np.float32(p)
+        slow, negative = slow or few != 0, negative or below != 0
+        for k in range(m):
+            x = values[k][s:s + size]
+            for j in range(size):
+                q[j] = np.float32(abs(np.float32(np.float64(x[j]) - r[j]))) / p32[j]
+            h, lo = high[k], low[k]
+            for j in range(size):
+                h, lo = max(h, bits[j]), min(lo, bits[j])  # a sign bit (a NaN's too): lo < 0
+            high[k], low[k] = h, lo
+    if negative:  # a negative ratio orders differently as bits: element by element
+        return _worst_elements(values, ref, E, scale, coefficient, out)
+    seen = True
+    for k in range(m):
+        if not slow and low[k] >= 0 and high[k] < _INF32:
+            out[k] = np.float64(high[k:k + 1].view(np.float32)[0])
+        else:
+            out[k], finite = _worst64(values[k], ref, E, scale, coefficient)
+            seen = seen and finite
+    return seen
+
+
+@njit(**_JIT)
+def _worst64(v, ref, E, scale, coefficient):  # pragma: no cover - compiled
+    """One backend's largest float64 ratio, as compare.ratio gives them (equal values, non-finite
+    ones too, 0; any other non-finite ratio inf), in blocks as :func:`_worst` (every permitted
+    error non-negative: every ratio is), and whether its values were all finite."""
+    n = ref.size
+    buf = np.empty(BLOCK, np.float64)
+    bits = buf.view(np.int64)
+    h, bad = np.int64(0), 0
+    for s in range(0, n, BLOCK):
+        size = min(BLOCK, n - s)
+        x, r, e, q, b = v[s:s + size], ref[s:s + size], E[s:s + size], buf[:size], bits[:size]
+        for j in range(size):
+            xj, rj = np.float64(x[j]), r[j]
+            t = abs(xj - rj) / _permitted(e[j], rj, scale, coefficient)
+            same = (xj == rj) | ((xj != xj) & (rj != rj))
+            bad |= not (xj - xj == 0.0)
+            q[j] = t if t - t == 0.0 else (0.0 if same else np.inf)
+        for j in range(size):
+            h = max(h, b[j])
+    return np.array([h]).view(np.float64)[0], bad == 0
+
+
+@njit(**_JIT)
+def _worst_elements(values, ref, E, scale, coefficient, out):  # pragma: no cover - compiled
+    """:func:`_worst` element by element, in the order compare._ratios takes them (for a
+    negative permitted error, which no bound has: its ratios' signs need the float order)."""
     n, m = ref.size, len(values)
     worst = np.full(m, -np.inf, dtype=np.float32)
     finite = np.ones(m, dtype=np.bool_)  # per backend: every float32 ratio finite
