@@ -249,3 +249,25 @@ def test_the_judgement_says_whether_it_met_a_non_finite_value(where, bad):
     assert not compare.judge(sc, 0, traces, scan, bounds).finite
     found = runner.first_nonfinite(sc, 0, traces)
     assert found.name == where and found.backends == ["torch"] and (found.values["torch"] == bad or np.isnan(bad))
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_the_median_with_its_spread_in_one_pass_is_the_two_passes(hard):
+    values = _planted(np.random.default_rng(31), hard)
+    for given in (values, _as32(values)[0]):
+        centre, far = kernels.median4(*given, with_spread=True)
+        assert _same(centre, kernels.median4(*given)) and _same(far, kernels.spread(given, centre))
+
+
+def test_the_reference_gives_the_spread_of_the_updated_parameters_the_next_step_would_take():
+    sc, traces = _float32_step(5)
+    for t in traces.values():  # the updated parameters: W1 large enough for the kernel, b1 not
+        t["W1"], t["b1"] = t["DW1"] * np.float32(3), t["DZ1"][0] * np.float32(3)
+    spreads = {}
+    ref = compare.reference(sc, traces, None, spreads)
+    assert _same_ref(ref, compare.reference(sc, traces)) and list(spreads) == ["W1"]
+    assert _same(spreads["W1"], _pairwise_spread([t["W1"] for t in traces.values()], ref["W1"]))
+
+
+def _same_ref(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)

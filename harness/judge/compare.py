@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.core.keys import Key, key_name
+from harness.core.keys import GRADIENT, Key, key_name
 from harness.core.components import LAYERS, LOSSES, SRELU_PARAMS
 from harness.spec.scenario import Scenario
 
@@ -385,8 +385,14 @@ def scan_kinks(scenario: Scenario, step: int, traces: dict[str, dict[str, np.nda
     return KinkScan(seeds, events, near_total, flips)
 
 
-def reference(scenario: Scenario, traces: dict[str, dict[str, np.ndarray]], oracle: str | None = None) -> dict[str, np.ndarray]:
-    """What each tensor is judged against: the oracle's trace, or the backends' consensus."""
+def reference(scenario: Scenario, traces: dict[str, dict[str, np.ndarray]], oracle: str | None = None,
+              spreads: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """What each tensor is judged against: the oracle's trace, or the backends' consensus.
+
+    ``spreads``: a dict to receive, for the parameters after the update (the next trajectory
+    step's point is their consensus), the backends' spread around it where the compiled median
+    of four computes both in one pass (the spread :func:`harness.run.runner._assess` would
+    otherwise take in a pass of its own at the next step)."""
     if oracle is not None:
         return traces[oracle]
     backends = list(traces)
@@ -394,6 +400,12 @@ def reference(scenario: Scenario, traces: dict[str, dict[str, np.ndarray]], orac
     for key in _present(scenario, traces):
         name = key_name(key)
         values = [traces[b][name] for b in backends if name in traces[b]]
+        if spreads is not None and key[0] in GRADIENT and len(values) == 4 and np.ndim(values[0]) \
+                and compilable(values, np.shape(values[0])):
+            from harness.judge import kernels
+
+            ref[name], spreads[name] = kernels.median4(*values, with_spread=True)
+            continue
         ref[name] = consensus(values) if all(v.shape == values[0].shape for v in values) else float64(values[0])
     return ref
 

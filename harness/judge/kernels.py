@@ -26,24 +26,47 @@ FLOAT32_FLOOR = 2.0 ** -100  # below it a float32 work array would round a bound
 
 
 @njit(**_JIT)
+def _mid(x, y, z, w):  # pragma: no cover - compiled
+    """The mean of the middle two of four float64 values."""
+    low = np.fmax(np.fmin(x, y), np.fmin(z, w))  # the middle two: max of the minima,
+    high = np.fmin(np.fmax(x, y), np.fmax(z, w))  # min of the maxima
+    mid = (high - low) * 0.5 + low
+    if not np.isfinite(mid) and low == high:  # inf - inf where both are the same inf: that inf
+        mid = low
+    return mid
+
+
+@njit(**_JIT)
 def _median4(a, b, c, d, out):  # pragma: no cover - compiled
     for i in range(out.size):
+        out[i] = _mid(np.float64(a[i]), np.float64(b[i]), np.float64(c[i]), np.float64(d[i]))
+
+
+@njit(**_JIT)
+def _median4_spread(a, b, c, d, out, spread):  # pragma: no cover - compiled
+    for i in range(out.size):
         x, y, z, w = np.float64(a[i]), np.float64(b[i]), np.float64(c[i]), np.float64(d[i])
-        low = np.fmax(np.fmin(x, y), np.fmin(z, w))  # the middle two: max of the minima,
-        high = np.fmin(np.fmax(x, y), np.fmax(z, w))  # min of the maxima
-        mid = (high - low) * 0.5 + low
-        if not np.isfinite(mid) and low == high:  # inf - inf where both are the same inf: that inf
-            mid = low
-        out[i] = mid
+        mid = _mid(x, y, z, w)
+        m = abs(x - mid)
+        for v in (y, z, w):  # as _spread: the largest distance, a NaN wins
+            e = abs(v - mid)
+            if e > m or e != e:
+                m = e
+        out[i], spread[i] = mid, m
 
 
-def median4(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
+def median4(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, with_spread: bool = False):
     """The mean of the middle two of four arrays of one shape (float64 or float32, read as
     float64), as :func:`harness.judge.compare.consensus` defines it (NaN ignored where some are
-    finite); float64."""
+    finite); float64. ``with_spread``: (that, :func:`spread` of the four around it), in the
+    same pass."""
     out = np.empty(a.shape)
-    _median4(*_flats([a, b, c, d]), out.reshape(-1))
-    return out
+    if not with_spread:
+        _median4(*_flats([a, b, c, d]), out.reshape(-1))
+        return out
+    far = np.empty(a.shape)
+    _median4_spread(*_flats([a, b, c, d]), out.reshape(-1), far.reshape(-1))
+    return out, far
 
 
 @njit(**_JIT)

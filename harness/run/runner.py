@@ -480,20 +480,31 @@ def _assess(scenario: Scenario, step: int, traces: dict, scan, oracle: str | Non
     ``point``: the state the step started from, or (trajectory mode) every backend's state: the
     bound is then taken at their consensus and carries their measured spread as the error of
     the parameters. ``memo["ref"]`` is the previous step's reference (the worker judges the
-    steps in order); this step's replaces it.
+    steps in order), ``memo["spread"]`` the spread of the traced parameters around it, with the
+    arrays it is of (taken where the start's parameters are those very arrays); this step's
+    replace them.
     """
     carried = None
     if isinstance(point, _Start):
         states, previous = point.states, memo.get("ref") if point.traced else None
         point = {k: previous[k] if previous is not None and k in previous else consensus([st[k] for st in states])
                  for k in states[0]}
-        carried = {k: _pairwise_spread([st[k] for st in states], point[k]) for k in point}
-    ref = memo["ref"] = reference_trace(scenario, traces, oracle)
+        known = memo.get("spread", {}) if previous is not None else {}
+        carried = {k: known[k][1] if _same_arrays(known.get(k, ((), None))[0], [st[k] for st in states])
+                   else _pairwise_spread([st[k] for st in states], point[k]) for k in point}
+    spreads: dict[str, np.ndarray] = {}
+    ref = memo["ref"] = reference_trace(scenario, traces, oracle, spreads)
+    memo["spread"] = {k: ([t[k] for t in traces.values() if k in t], s) for k, s in spreads.items()}
     bounds, _ = step_bounds(scenario, ref, point, carried)
     verdict = judge(scenario, step, traces, scan, bounds, oracle, ref)
     if verdict.finite:
         return verdict, None
     return verdict, first_nonfinite(scenario, step, {b: t for b, t in traces.items() if b != oracle})
+
+
+def _same_arrays(these: Sequence[np.ndarray], those: Sequence[np.ndarray]) -> bool:
+    """Whether two lists hold the very same array objects, in the same order."""
+    return len(these) == len(those) and all(a is b for a, b in zip(these, those))
 
 
 def _pairwise_spread(values: list[np.ndarray], centre: np.ndarray) -> np.ndarray:
