@@ -191,14 +191,16 @@ class NervaAdapter:
 
     def get_state(self, parameters: bool = True) -> dict[str, np.ndarray]:
         """Parameters and optimizer velocities (``W1``, ``W1.v`` …) as float64 copies; without
-        ``parameters`` the velocities only (a trace holds the parameters)."""
-        state = {}
+        ``parameters`` the velocities only (a trace holds the parameters), what a trajectory
+        step reads at every step: copies in the backend's dtype, as a trace's (the judge reads
+        them as float64)."""
+        state, copy = {}, self.to_numpy if parameters else self.copy
         for key, (obj, attr, _, _) in self._slots.items():
             if parameters:
                 state[key] = self.to_numpy(getattr(obj, attr))
             velocity = getattr(self._optimizers[key], "delta_x", None)
             if velocity is not None:
-                state[key + ".v"] = self.to_numpy(velocity)
+                state[key + ".v"] = copy(velocity)
         return state
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:

@@ -54,6 +54,9 @@ def test_trace_has_every_tensor_of_every_layer(installed):
         kept = {k: v.copy() for k, v in trace.items()}
         a.step(X, T, sc.lr)  # updates the parameters in place (numpy, torch, tensorflow)
         assert all(np.array_equal(trace[k], kept[k]) for k in kept), name  # copies, never views of live buffers
+        whole, velocities = a.get_state(), a.get_state(parameters=False)  # float64; as the backend holds them
+        assert velocities and velocities.keys() < whole.keys() and all(v.dtype == np.float64 for v in whole.values())
+        assert all(v.dtype == np.float32 and np.array_equal(v, whole[k]) for k, v in velocities.items())
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

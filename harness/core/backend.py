@@ -8,7 +8,7 @@ The protocol is what the runner calls, in this order: ``setup()`` once (imports 
 dtype), and in lockstep
 mode, or after a kink flip, ``get_state()`` / ``set_state(state)`` with the parameters by name
 (``W1``, ``b1``, ``srelu2`` …) and the optimizer velocities (``W1.v`` …; the velocities only with
-``parameters=False``, which trajectory mode reads at every step; a backend whose ``get_state``
+``parameters=False``, which trajectory mode reads at every step, float64 or the run's dtype; a backend whose ``get_state``
 takes no argument has its velocities taken from its whole state, :func:`harness.run.contract.velocities`). ``dtypes`` records the
 dtype each traced tensor had inside the framework (checked against the run's dtype).
 

@@ -400,14 +400,23 @@ def reference(scenario: Scenario, traces: dict[str, dict[str, np.ndarray]], orac
     for key in _present(scenario, traces):
         name = key_name(key)
         values = [traces[b][name] for b in backends if name in traces[b]]
-        if spreads is not None and key[0] in GRADIENT and len(values) == 4 and np.ndim(values[0]) \
-                and compilable(values, np.shape(values[0])):
-            from harness.judge import kernels
-
-            ref[name], spreads[name] = kernels.median4(*values, with_spread=True)
-            continue
-        ref[name] = consensus(values) if all(v.shape == values[0].shape for v in values) else float64(values[0])
+        ref[name], far = consensus_and_spread(values, spreads is not None and key[0] in GRADIENT)
+        if far is not None:
+            spreads[name] = far
     return ref
+
+
+def consensus_and_spread(values: list[np.ndarray], spread: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`consensus` (the first value where their shapes differ) and, with ``spread`` where
+    the compiled median of four takes the values, their spread around it (the largest distance
+    of any value) from the same pass; else (consensus, None)."""
+    if spread and len(values) == 4 and np.ndim(values[0]) and compilable(values, np.shape(values[0])):
+        from harness.judge import kernels
+
+        return kernels.median4(*values, with_spread=True)
+    if all(np.shape(v) == np.shape(values[0]) for v in values):
+        return consensus(values), None
+    return float64(values[0]), None
 
 
 def judge(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]], scan: KinkScan,

@@ -68,8 +68,8 @@ from harness.core.backend import BackendFailure
 from harness.core.errors import BackendUnavailable
 from harness.core.process import run_threads
 from harness.run import contract
-from harness.judge.compare import StepVerdict, TensorVerdict, compilable, consensus, float64, judge, key_name, \
-    reference as reference_trace, scan_kinks, tensor_order
+from harness.judge.compare import StepVerdict, TensorVerdict, compilable, consensus, consensus_and_spread, float64, \
+    judge, key_name, reference as reference_trace, scan_kinks, tensor_order
 from harness.spec.data import batches, epoch_steps, weights
 from harness.run.choice import choose as choose_oracle
 from harness.judge.bounds import step_bounds
@@ -487,11 +487,13 @@ def _assess(scenario: Scenario, step: int, traces: dict, scan, oracle: str | Non
     carried = None
     if isinstance(point, _Start):
         states, previous = point.states, memo.get("ref") if point.traced else None
-        point = {k: previous[k] if previous is not None and k in previous else consensus([st[k] for st in states])
-                 for k in states[0]}
         known = memo.get("spread", {}) if previous is not None else {}
-        carried = {k: known[k][1] if _same_arrays(known.get(k, ((), None))[0], [st[k] for st in states])
-                   else _pairwise_spread([st[k] for st in states], point[k]) for k in point}
+        point, carried = {}, {}
+        for k in states[0]:  # each parameter's consensus and spread, each from one pass where it can
+            values = [st[k] for st in states]
+            far = known[k][1] if k in known and _same_arrays(known[k][0], values) else None
+            point[k], far = (previous[k], far) if previous is not None and k in previous else consensus_and_spread(values)
+            carried[k] = far if far is not None else _pairwise_spread(values, point[k])
     spreads: dict[str, np.ndarray] = {}
     ref = memo["ref"] = reference_trace(scenario, traces, oracle, spreads)
     memo["spread"] = {k: ([t[k] for t in traces.values() if k in t], s) for k, s in spreads.items()}
