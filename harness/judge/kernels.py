@@ -6,7 +6,9 @@ ratio of every backend in a tensor are each a handful of NumPy passes over a ten
 (numba, ``nogil`` so the judge's thread runs beside the backends, IEEE arithmetic: no fast-math,
 NumPy's error model, so ``x / 0`` is ``inf`` as in NumPy). Every kernel computes exactly what the
 NumPy code it replaces computes, operation for operation and rounding for rounding
-(tests/test_kernels.py compares them, non-finite values and signed zeros included); the
+(tests/test_kernels.py compares them, non-finite values, signed zeros and float32 traces
+included: a kernel reads a float32 trace as it is and computes in float64, so the upcast costs
+no pass of its own); the
 comparator keeps its NumPy form for the rare cases (a failing tensor, whose worst element is
 localised there; a flip step's excused elements; shapes that differ) and for tensors below
 :data:`harness.judge.compare.KERNEL_SIZE` elements.
