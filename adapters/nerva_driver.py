@@ -7,7 +7,8 @@ and lives in each adapter as a handful of methods (:class:`NervaAdapter`'s abstr
 - ``array(a, dtype)``        a new backend array holding the NumPy array ``a``;
 - ``buffer(a, dtype)``       a new *parameter buffer* as the library stores it (tf.Variable …);
 - ``write(obj, attr, a)``    overwrite a buffer so that the optimizer holding it sees the change;
-- ``to_numpy(x)``            a float64 NumPy copy (never a view of a live buffer);
+- ``copy(x, dtype=None)``    a NumPy copy (never a view of a live buffer), in the dtype the backend
+                             holds ``x`` in, or in ``dtype`` (``to_numpy``: float64);
 - ``precision(dtype)``       a context in which the framework computes in ``dtype``;
 - ``optimizer(factory, obj, attr, dattr)``  (JAX's factories take attribute names).
 
@@ -65,8 +66,12 @@ class NervaAdapter:
     def write(self, obj: Any, attr: str, a: np.ndarray) -> None:
         raise NotImplementedError
 
+    def copy(self, x: Any, dtype: Any = None) -> np.ndarray:
+        return np.array(x, dtype=dtype)
+
     def to_numpy(self, x: Any) -> np.ndarray:
-        return np.array(x, dtype=np.float64)
+        """A float64 NumPy copy of ``x`` (states, single components)."""
+        return self.copy(x, np.float64)
 
     def precision(self, dtype: str) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
@@ -186,14 +191,16 @@ class NervaAdapter:
 
     def get_state(self, parameters: bool = True) -> dict[str, np.ndarray]:
         """Parameters and optimizer velocities (``W1``, ``W1.v`` …) as float64 copies; without
-        ``parameters`` the velocities only (a trace holds the parameters)."""
-        state = {}
+        ``parameters`` the velocities only (a trace holds the parameters), what a trajectory
+        step reads at every step: copies in the backend's dtype, as a trace's (the judge reads
+        them as float64)."""
+        state, copy = {}, self.to_numpy if parameters else self.copy
         for key, (obj, attr, _, _) in self._slots.items():
             if parameters:
                 state[key] = self.to_numpy(getattr(obj, attr))
             velocity = getattr(self._optimizers[key], "delta_x", None)
             if velocity is not None:
-                state[key + ".v"] = self.to_numpy(velocity)
+                state[key + ".v"] = copy(velocity)
         return state
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
@@ -206,7 +213,7 @@ class NervaAdapter:
                     opt.delta_x = self.array(np.zeros_like(state[key]) if v is None else v, self.dtype)
 
     def step(self, X: np.ndarray, T: np.ndarray, lr: float) -> Trace:
-        """One SGD step as Nerva's training loop does it; every intermediate as float64.
+        """One SGD step as Nerva's training loop does it; every intermediate as it was computed.
 
         NumPy's floating-point warnings (overflow in a float32 exp …) are silenced: a value that
         overflows is judged by the comparator, and a NaN or Inf is a ``non-finite`` finding that
@@ -221,15 +228,17 @@ class NervaAdapter:
             return self.record({"X": Xb, "T": Tb, "Y": Y, "DY": DY, "loss": loss}, lambda: M.optimize(lr))
 
     def record(self, seen: dict[str, Any], optimize: Callable[[], None]) -> Trace:
-        """The trace of one step as float64 copies: ``seen`` (X and T as the backend holds them,
-        Y, DY, the loss) and every layer's tensors, then ``optimize()`` and the updated
-        parameters; :attr:`dtypes` the dtype each had inside the backend. The one trace of both
-        builds (this driver's step and the library-built loop, adapters.nerva_native)."""
+        """The trace of one step as NumPy copies in the dtype the backend computed (float32 in a
+        float32 run: the upcast to float64 is the judge's, off this thread and exact): ``seen``
+        (X and T as the backend holds them, Y, DY, the loss) and every layer's tensors, then
+        ``optimize()`` and the updated parameters; :attr:`dtypes` the dtype each had inside the
+        backend. The one trace of both builds (this driver's step and the library-built loop,
+        adapters.nerva_native)."""
         trace: Trace = {}
         self.dtypes: dict[str, str] = {}
 
         def keep(key: str, value: Any) -> None:
-            trace[key] = self.to_numpy(value)
+            trace[key] = self.copy(value)
             self.dtypes[key] = dtype_name(value)
 
         for key in ("X", "T", "Y", "DY", "loss"):

@@ -29,8 +29,8 @@ class TensorflowAdapter(NervaAdapter):
         target = getattr(obj, attr)
         target.assign(np.asarray(a, dtype=target.dtype.as_numpy_dtype))
 
-    def to_numpy(self, x):
-        return np.array(x.numpy() if hasattr(x, "numpy") else x, dtype=np.float64)
+    def copy(self, x, dtype=None):
+        return np.array(x.numpy() if hasattr(x, "numpy") else x, dtype=dtype)
 
     @contextlib.contextmanager
     def precision(self, dtype):

@@ -30,8 +30,8 @@ class TorchAdapter(NervaAdapter):
         with self.torch.no_grad():
             target.copy_(self.torch.as_tensor(np.asarray(a), dtype=target.dtype))
 
-    def to_numpy(self, x):
-        return x.detach().cpu().numpy().astype(np.float64) if hasattr(x, "detach") else np.array(x, np.float64)
+    def copy(self, x, dtype=None):
+        return np.array(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=dtype)
 
     @contextlib.contextmanager
     def precision(self, dtype):

@@ -71,7 +71,7 @@ PHASES = {
     "rounding bound": (runner, "step_bounds"),
     "reference (consensus of traces)": (runner, "reference_trace"),
     "judgement (ratios, kinks, ulps)": (runner, "judge"),
-    "parameters' consensus": (runner, "consensus"),
+    "parameters' consensus": (runner, "consensus_and_spread"),  # with the velocities' spread where fused
     "parameters' spread": (runner, "_pairwise_spread"),
 }
 

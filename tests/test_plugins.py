@@ -121,11 +121,12 @@ def test_a_variant_without_a_tensor_of_the_minimum_is_refused_with_exit_2(where,
 @pytest.mark.parametrize("fault,says", [
     ("raise", "step 0: FloatingPointError: a fault injected by NUMPY_MLP_FAULT=raise (numpy_mlp.py:"),
     ("drop", "step 0: broken contract: its trace lacks DW1, which it provides"),
-    ("float32", "step 0: broken contract: Y is float32, not float64"),
+    ("float32", "step 0: broken contract: Y is float32, not float64 (return float64 copies;"),  # in a float64 run
     ("shape", "step 0: broken contract: DW1 has shape (64, 32), the scenario's is (32, 64)"),
 ])
 def test_a_plugin_that_breaks_the_contract_in_a_step_is_blamed_with_exit_1(where, fault, says):
-    done = cli(where, *RUN, "--backends", "numpy,mymlp", "--steps", "1", "--json", f"{fault}.json",
+    dtype = ("--dtype", "float64") if fault == "float32" else ()  # float32 is the run's dtype in a float32 run
+    done = cli(where, *RUN, *dtype, "--backends", "numpy,mymlp", "--steps", "1", "--json", f"{fault}.json",
                "--bundle-dir", "bundles", "--debug", NUMPY_MLP_FAULT=fault)
     assert done.returncode == 1, done.stderr
     doc = report(where, f"{fault}.json")
@@ -217,6 +218,13 @@ def test_trace_problem_names_the_first_thing_wrong():
     assert contract.trace_problem([], want, shapes).startswith("step() returned a list, not a dict")
     assert contract.trace_problem({**good, "Y": good["Y"].tolist()}, want, shapes) == \
         "Y is a builtins.list, not a NumPy array (return float64 copies)"
+    # each tensor in float64 or in the run's dtype (the built-in adapters keep what they computed)
+    mixed = {**good, "Y": good["Y"].astype(np.float32), "DW2": good["DW2"].astype(np.float32)}
+    assert sc.dtype == "float32" and contract.check(mixed, sc, want, state, X, T) is None
+    assert contract.trace_problem(mixed, want, shapes) == \
+        "Y is float32, not float64 (return float64 copies; say the dtype computed in `dtypes`)"
+    assert contract.trace_problem({**good, "Y": good["Y"].astype(np.float16)}, want, shapes, "float32") == \
+        "Y is float16, not float64 or the run's float32 (return float64 or float32 copies; say the dtype computed in `dtypes`)"
     state_v = {**state, **{f"{k}.v": v for k, v in state.items() if k in ("W1", "b1", "W2", "b2")}}
     assert contract.state_problem(state_v, sc, state) is None
     assert contract.state_problem(state, sc, state) == \

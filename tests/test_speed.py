@@ -3,7 +3,8 @@
 One BLAS and OpenMP thread for a run (unless the user set a count); the new velocities' bounds
 only when asked; a trajectory step's point taken from the previous step's reference and the
 traced parameters (the backends read for their velocities only); the non-finite scan's one-pass
-test. Each is checked against the computation it replaces, on the same inputs.
+test, and the non-finite values found by the judge's ratios. Each is checked against the
+computation it replaces, on the same inputs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from threadpoolctl import threadpool_info
 
 import harness.run.runner as runner
 from harness.core.process import THREAD_VARIABLES, run_threads
+from harness.judge.compare import KERNEL_SIZE
 from harness.judge.bounds import step_bounds
 from harness.spec.scenario import build_scenario
 from harness.spec.state import initial_state
@@ -111,3 +113,35 @@ def test_the_one_pass_non_finite_test_finds_what_the_element_test_finds():
         found = runner.first_nonfinite(sc, 3, dirty)
         assert found is not None and found.step == 3 and found.name == "Y" and found.backends == ["torch"]
         assert found.values["torch"] == bad or (np.isnan(bad) and np.isnan(found.values["torch"]))
+
+
+@pytest.mark.parametrize("keep_going", [False, True])
+@pytest.mark.parametrize("tensor", ["DW1", "DW2"])  # judged in the compiled pass, and in NumPy
+def test_a_non_finite_value_found_by_the_judge_stops_the_run_where_a_scan_of_the_traces_did(monkeypatch, keep_going,
+                                                                                              tensor):
+    """The judge's ratios find a step's NaN (first_nonfinite only localises it), after the
+    backends have gone on to the next step: the run stops at the non-finite step as before, and
+    a failure in the step after it is not kept; with keep_going every step runs and it is."""
+    import adapters.torch_adapter as torch_adapter
+
+    sc = _scenario(sizes="200,200,3", batch_size=4, steps=4)
+    assert 200 * 200 >= KERNEL_SIZE > 200 * 3
+    real, calls = torch_adapter.TorchAdapter.step, []
+
+    def step(self, X, T, lr):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("a step after the NaN")
+        trace = real(self, X, T, lr)
+        if len(calls) == 2:
+            trace[tensor][1, 2] = np.nan
+        return trace
+
+    monkeypatch.setattr(torch_adapter.TorchAdapter, "step", step)
+    result = runner.run(sc, ["numpy", "torch"], oracle="none", keep_going=keep_going)
+    found = result.nonfinite
+    assert (found.step, found.name, found.backends) == (1, tensor, ["torch"]) and np.isnan(found.values["torch"])
+    if keep_going:
+        assert result.steps_run == 4 and list(result.failures) == ["torch"] and result.failures["torch"].step == 2
+    else:
+        assert result.steps_run == 2 and result.stopped_early and result.failures == {} and not result.passed

@@ -4,10 +4,11 @@ runner records when one raises.
 
 The protocol is what the runner calls, in this order: ``setup()`` once (imports the framework),
 ``build(scenario, state)``, then per step ``step(X, T, lr)`` returning a :data:`~harness.core.keys.Trace`
-(every tensor of docs/design.md, "What a trace holds", as float64 NumPy copies), and in lockstep
+(every tensor of docs/design.md, "What a trace holds", as NumPy copies in float64 or the run's
+dtype), and in lockstep
 mode, or after a kink flip, ``get_state()`` / ``set_state(state)`` with the parameters by name
 (``W1``, ``b1``, ``srelu2`` …) and the optimizer velocities (``W1.v`` …; the velocities only with
-``parameters=False``, which trajectory mode reads at every step; a backend whose ``get_state``
+``parameters=False``, which trajectory mode reads at every step, float64 or the run's dtype; a backend whose ``get_state``
 takes no argument has its velocities taken from its whole state, :func:`harness.run.contract.velocities`). ``dtypes`` records the
 dtype each traced tensor had inside the framework (checked against the run's dtype).
 

@@ -1,6 +1,6 @@
 """Trace keys, typed: a tensor name and the 1-based layer it belongs to, written once.
 
-A trace (:data:`Trace`) maps key names to float64 arrays: ``"Y"``, ``"DW2"``, ``"srelu3"``. Code
+A trace (:data:`Trace`) maps key names to NumPy arrays: ``"Y"``, ``"DW2"``, ``"srelu3"``. Code
 that needs the parts of a name asks :func:`parse` (never ``rstrip`` of digits); code that shows
 a key to a person uses :attr:`Key.label` ("DW of layer 2"); code that stores one uses
 :attr:`Key.name` ("DW2"). :data:`GRADIENT` maps each trainable parameter to its gradient's tensor.
@@ -14,7 +14,8 @@ from typing import NamedTuple
 import numpy as np
 
 Trace = dict[str, np.ndarray]
-"""One participant's tensors of one step, by key name, as float64 NumPy copies."""
+"""One participant's tensors of one step, by key name, as NumPy copies in float64 or the run's dtype
+(the judge reads them as float64: harness.judge.compare.float64)."""
 
 GRADIENT = {"W": "DW", "b": "Db", "gamma": "Dgamma", "beta": "Dbeta", "srelu": "Dsrelu"}
 """The gradient of every trainable parameter (``W`` -> ``DW``)."""

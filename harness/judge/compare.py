@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.core.keys import Key, key_name
+from harness.core.keys import GRADIENT, Key, key_name
 from harness.core.components import LAYERS, LOSSES, SRELU_PARAMS
 from harness.spec.scenario import Scenario
 
@@ -107,13 +107,27 @@ def allowance(scenario: Scenario, oracle: str | None) -> tuple[float, float]:
     return 1.0, 2.0 ** -53
 
 
+def float64(a: np.ndarray) -> np.ndarray:
+    """A traced tensor as the float64 array the judge reads: a float32 trace upcast (exactly), a
+    float64 one as it is. A trace keeps the dtype the backend computed in (harness.run.contract);
+    every NumPy computation on it goes through here, so that float32 never meets float32 (or a
+    Python scalar, which would stay float32) in an operation that rounds."""
+    return a if getattr(a, "dtype", np.float64) == np.float64 else np.asarray(a, dtype=np.float64)
+
+
 def consensus(values: list[np.ndarray]) -> np.ndarray:
-    """Element-wise median, ignoring NaN where some backends are finite.
+    """Element-wise median, ignoring NaN where some backends are finite; always float64.
 
     Three and four backends (the common cases) use min/max networks: no stacking, no
     cancellation (one huge outlier cannot move the result), identical values come back exactly.
+    Four large arrays take the compiled kernel, which reads float32 traces as they are.
     """
     n = len(values)
+    if n == 4 and np.ndim(values[0]) and compilable(values, np.shape(values[0])):
+        from harness.judge import kernels  # the same numbers in one pass
+
+        return kernels.median4(*values)
+    values = [float64(v) for v in values]
     if n == 1:
         return values[0]
     if n == 2:
@@ -126,10 +140,6 @@ def consensus(values: list[np.ndarray]) -> np.ndarray:
         if np.ndim(a) == 0:
             finite = sorted(float(v) for v in values if not np.isnan(v))
             return np.float64(np.median(finite)) if finite else np.float64("nan")
-        if compilable(values, a.shape):
-            from harness.judge import kernels  # the same numbers in one pass
-
-            return kernels.median4(a, b, c, d)
         return _median4(a, b, c, d)
     with np.errstate(invalid="ignore"):
         return np.nanmedian(np.stack(values), axis=0)
@@ -269,6 +279,8 @@ class StepVerdict:
     kink_events: list[dict]
     near_kinks: int  # elements near a kink in this step
     flips: int  # of those, elements where the backends took different sides
+    finite: bool = True  # every value of the backends' traces finite (False: the runner localises the first
+    #                      non-finite tensor, harness.run.runner.first_nonfinite)
 
     @property
     def first_failure(self) -> TensorVerdict | None:
@@ -321,18 +333,18 @@ def scan_kinks(scenario: Scenario, step: int, traces: dict[str, dict[str, np.nda
         nonlocal near_total, flips
         backends = [b for b in traces if tensor in traces[b]]  # sides: who holds Z; gradients: who holds DZ too
         graded = [b for b in backends if grad in traces[b] and (upstream is None or upstream in traces[b])]
-        offsets = [traces[b][tensor] - points[b] for b in backends]  # each backend's own kink
+        offsets = [float64(traces[b][tensor]) - float64(points[b]) for b in backends]  # each backend's own kink
         mask = near(offsets, 0.0, 0.0)
         if not mask.any():
             return None
         sides = [np.sign(d[mask]) for d in offsets]
         disagree = np.logical_or.reduce([sd != sides[0] for sd in sides[1:]])
-        grads = [traces[b][grad][mask] for b in graded]  # judged only where it matters
+        grads = [float64(traces[b][grad][mask]) for b in graded]  # judged only where it matters
         # On the kink itself: a convention where the derivatives used differ by more than
         # rounding (KINK_TIE_UNITS). The derivative a backend used is its gradient over the
         # incoming one (DZ / DX_next), which the incoming gradient's own rounding leaves alone.
         if upstream is not None:
-            ups = [traces[b][upstream][mask] for b in graded]
+            ups = [float64(traces[b][upstream][mask]) for b in graded]
             usable = np.logical_and.reduce([np.abs(x) >= tiny for x in ups])
             with np.errstate(divide="ignore", invalid="ignore"):
                 grads = [np.where(usable, g / np.where(usable, x, 1.0), g) for g, x in zip(grads, ups)]
@@ -373,8 +385,14 @@ def scan_kinks(scenario: Scenario, step: int, traces: dict[str, dict[str, np.nda
     return KinkScan(seeds, events, near_total, flips)
 
 
-def reference(scenario: Scenario, traces: dict[str, dict[str, np.ndarray]], oracle: str | None = None) -> dict[str, np.ndarray]:
-    """What each tensor is judged against: the oracle's trace, or the backends' consensus."""
+def reference(scenario: Scenario, traces: dict[str, dict[str, np.ndarray]], oracle: str | None = None,
+              spreads: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """What each tensor is judged against: the oracle's trace, or the backends' consensus.
+
+    ``spreads``: a dict to receive, for the parameters after the update (the next trajectory
+    step's point is their consensus), the backends' spread around it where the compiled median
+    of four computes both in one pass (the spread :func:`harness.run.runner._assess` would
+    otherwise take in a pass of its own at the next step)."""
     if oracle is not None:
         return traces[oracle]
     backends = list(traces)
@@ -382,8 +400,23 @@ def reference(scenario: Scenario, traces: dict[str, dict[str, np.ndarray]], orac
     for key in _present(scenario, traces):
         name = key_name(key)
         values = [traces[b][name] for b in backends if name in traces[b]]
-        ref[name] = consensus(values) if all(v.shape == values[0].shape for v in values) else values[0]
+        ref[name], far = consensus_and_spread(values, spreads is not None and key[0] in GRADIENT)
+        if far is not None:
+            spreads[name] = far
     return ref
+
+
+def consensus_and_spread(values: list[np.ndarray], spread: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`consensus` (the first value where their shapes differ) and, with ``spread`` where
+    the compiled median of four takes the values, their spread around it (the largest distance
+    of any value) from the same pass; else (consensus, None)."""
+    if spread and len(values) == 4 and np.ndim(values[0]) and compilable(values, np.shape(values[0])):
+        from harness.judge import kernels
+
+        return kernels.median4(*values, with_spread=True)
+    if all(np.shape(v) == np.shape(values[0]) for v in values):
+        return consensus(values), None
+    return float64(values[0]), None
 
 
 def judge(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]], scan: KinkScan,
@@ -395,6 +428,10 @@ def judge(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]
     median: blame is then "outside the bound of the exact value", and each backend's worst
     error is also given in ulps of the run's dtype (``TensorVerdict.ulps``). ``ref_trace``: the
     reference already computed (:func:`reference`), to avoid computing the consensus twice.
+
+    The ratios read every value of every backend's trace, so they also tell whether all of them
+    are finite (``StepVerdict.finite``; the compiled pass says so at no cost, a NumPy one sums):
+    the run localises a NaN or Inf only in a step that has one.
     """
     everyone = [b for b in traces if b != oracle]
     order = _present(scenario, {b: traces[b] for b in everyone})
@@ -403,17 +440,20 @@ def judge(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]
     refs = ref_trace if ref_trace is not None else reference(scenario, {b: traces[b] for b in everyone} if oracle is None else traces, oracle)
     scratch: dict[tuple, np.ndarray] = {}  # one work array per shape: big allocations are slow
     verdicts = []
+    named = {key_name(k) for k in order}  # a trace's other keys (a plug-in's extras) are only tested for finiteness
+    finite = all(_finite(a) for b in everyone for n, a in traces[b].items() if n not in named)
     for key in order:
         name = key_name(key)
         backends = [b for b in everyone if name in traces[b]]
         values = [traces[b][name] for b in backends]
         ref = refs[name]
-        worst = _compiled_worst(scenario, bounds, name, values, ref, oracle, influence.get(name))
+        worst, seen = _compiled_worst(scenario, bounds, name, values, ref, oracle, influence.get(name))
+        finite = finite and (seen if worst is not None else all(_finite(v) for v in values))
         if worst is not None and max(worst) <= 1:  # the common case: every ratio in one pass
             worst, kinks, kept = dict(zip(backends, worst)), {b: 0 for b in backends}, {}
         else:  # a failure to localise, a flip step's excused elements, other shapes
-            worst, kinks, kept, permitted = _ratios(scenario, bounds, name, values, ref, oracle,
-                                                    influence.get(name), backends, scratch)
+            worst, kinks, kept, permitted = _ratios(scenario, bounds, name, [float64(v) for v in values], ref,
+                                                    oracle, influence.get(name), backends, scratch)
         blamed = [b for b in backends if worst[b] > 1]
         majority = oracle is not None or 2 * len(blamed) < len(backends)
         v = TensorVerdict(key, worst, kinks, blamed, majority=majority)
@@ -430,33 +470,44 @@ def judge(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]
             v.outside = {b: int(np.count_nonzero(kept[b] > 1)) for b in blamed}
             v.elements = int(np.size(ref))
         verdicts.append(v)
-    return StepVerdict(step, verdicts, scan.events, scan.near, scan.flips)
+    return StepVerdict(step, verdicts, scan.events, scan.near, scan.flips, finite)
+
+
+def _finite(a: np.ndarray) -> bool:
+    """Whether every value of ``a`` is finite, in one pass (a finite float64 sum has only finite
+    terms; a sum that overflows says False, and the localisation then finds nothing)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(np.sum(a, dtype=np.float64)))
 
 
 # Elements from which a tensor's passes run compiled (harness.judge.kernels): small networks (the
 # tests, most of explore's examples) stay in NumPy and never pay for importing numba.
 KERNEL_SIZE = 1 << 15
+KERNEL_DTYPES = (np.float64, np.float32)
 
 
 def compilable(arrays: list, shape: tuple) -> bool:
-    """Whether the compiled kernels take these arrays: float64 NumPy arrays of one shape, of at
-    least :data:`KERNEL_SIZE` elements."""
-    return math.prod(shape) >= KERNEL_SIZE and all(isinstance(a, np.ndarray) and a.dtype == np.float64 and a.shape == shape
-                                        for a in arrays)
+    """Whether the compiled kernels take these arrays: float64 or float32 NumPy arrays (the
+    kernels compute in float64) of one shape, of at least :data:`KERNEL_SIZE` elements."""
+    return math.prod(shape) >= KERNEL_SIZE and all(isinstance(a, np.ndarray) and a.dtype in KERNEL_DTYPES
+                                                   and a.shape == shape for a in arrays)
 
 
 def _compiled_worst(scenario: Scenario, bounds: dict[str, np.ndarray], name: str, values: list[np.ndarray],
-                    ref: np.ndarray, oracle: str | None, excused: np.ndarray | None) -> list[float] | None:
+                    ref: np.ndarray, oracle: str | None,
+                    excused: np.ndarray | None) -> tuple[list[float] | None, bool]:
     """Every backend's worst ratio in tensor ``name`` from the compiled kernel (the numbers of
-    :func:`_ratios`), or None where it does not apply (excused elements, other shapes, scalars)."""
+    :func:`_ratios`) and whether every value was finite, or (None, False) where it does not
+    apply (excused elements, other shapes, scalars)."""
     if not np.ndim(ref) or (excused is not None and excused.any()):
-        return None
+        return None, False
     E = bounds[name]
     if not compilable([*values, ref, E], np.shape(ref)):
-        return None
+        return None, False
     from harness.judge import kernels
 
-    return [float(w) for w in kernels.worst_ratios(values, ref, E, *allowance(scenario, oracle))]
+    worst, finite = kernels.worst_ratios(values, ref, E, *allowance(scenario, oracle))
+    return [float(w) for w in worst], finite
 
 
 def _ratios(scenario: Scenario, bounds: dict[str, np.ndarray], name: str, values: list[np.ndarray],
@@ -499,6 +550,7 @@ def ulp_error(value: np.ndarray, exact: np.ndarray, dtype: str, excused: np.ndar
     """
     if value.shape != exact.shape:
         return float("inf")
+    value, exact = float64(value), float64(exact)
     with np.errstate(invalid="ignore", over="ignore"):
         err = np.abs(value - exact)
         if excused is not None and err.ndim:

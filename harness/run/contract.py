@@ -7,8 +7,11 @@ minimum a run needs, and every trace against the declaration.
   tensors) is refused the same way. What a backend may leave out (a layer's X, Z, DZ) is
   returned, so that every report says "not judged for mymlp: DZ1, DZ2".
 - After each step (:func:`trace_problem`): a declared tensor missing from the trace, or one that
-  is not a float64 NumPy array of the scenario's shape, is the backend's finding (the runner
-  records it like an exception the backend raised), never an error of the harness.
+  is not a NumPy array of the scenario's shape in float64 or the run's dtype, is the backend's
+  finding (the runner records it like an exception the backend raised), never an error of the
+  harness. A trace may keep each tensor in the dtype it was computed in (the built-in adapters
+  do: no upcast on the thread that steps the backends); the judge reads every tensor as
+  float64, which a float32 value is exactly. ``get_state()`` returns float64.
 """
 
 from __future__ import annotations
@@ -77,9 +80,11 @@ def shapes(scenario: Scenario, state: dict[str, np.ndarray], X: np.ndarray, T: n
     return out
 
 
-def trace_problem(trace: Any, want: list[str], expected: dict[str, tuple]) -> str | None:
+def trace_problem(trace: Any, want: list[str], expected: dict[str, tuple], dtype: str = "float64") -> str | None:
     """What is wrong with one step's trace, in one line (None: nothing): not a dict, a declared
-    tensor missing, not a NumPy array, not float64, or not the scenario's shape."""
+    tensor missing, not a NumPy array, neither float64 nor ``dtype`` (the run's), or not the
+    scenario's shape."""
+    accepted, copies = ("float64", "float64") if dtype == "float64" else (f"float64 or the run's {dtype}", f"float64 or {dtype}")
     if not isinstance(trace, dict):
         return f"step() returned a {type(trace).__name__}, not a dict of tensor name -> float64 NumPy array ({GUIDE})"
     lacking = [k for k in want if k not in trace]
@@ -89,8 +94,8 @@ def trace_problem(trace: Any, want: list[str], expected: dict[str, tuple]) -> st
         a = trace[name]
         if not isinstance(a, np.ndarray):
             return f"{name} is a {type(a).__module__}.{type(a).__name__}, not a NumPy array (return float64 copies)"
-        if a.dtype != np.float64:
-            return f"{name} is {a.dtype}, not float64 (return float64 copies; say the dtype computed in `dtypes`)"
+        if a.dtype != np.float64 and a.dtype != dtype:
+            return f"{name} is {a.dtype}, not {accepted} (return {copies} copies; say the dtype computed in `dtypes`)"
         if a.shape != tuple(expected[name]):
             return f"{name} has shape {a.shape}, the scenario's is {tuple(expected[name])}"
     return None
@@ -122,8 +127,8 @@ def state_problem(state: Any, scenario: Scenario, reference: dict[str, np.ndarra
 
 def check(trace: Trace, scenario: Scenario, want: list[str], state: dict[str, np.ndarray], X: np.ndarray,
           T: np.ndarray) -> str | None:
-    """:func:`trace_problem` with the scenario's shapes for this batch."""
-    return trace_problem(trace, want, shapes(scenario, state, X, T))
+    """:func:`trace_problem` with the scenario's shapes for this batch and its dtype."""
+    return trace_problem(trace, want, shapes(scenario, state, X, T), scenario.dtype)
 
 
 def velocities(backend: Any) -> dict[str, np.ndarray]:

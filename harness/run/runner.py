@@ -19,7 +19,8 @@ Modes (docs/design.md, "Two ways to run steps"):
 
 A backend that raises while building or stepping is reported as that backend's failure with
 its error message; the others go on. So is a backend whose trace breaks the contract
-(:mod:`harness.run.contract`: a declared tensor missing, not float64, not the scenario's shape),
+(:mod:`harness.run.contract`: a declared tensor missing, neither float64 nor the run's dtype, not
+the scenario's shape),
 and one that raises in ``get_state`` or ``set_state``. A backend that does not provide the
 minimum is refused before any step (SpecError); what it may leave out is in ``RunResult.omitted``.
 By default the run stops after the first step with a
@@ -27,7 +28,15 @@ mismatch (what follows is a consequence); ``keep_going`` runs every step.
 
 Non-finite values never pass: the first tensor (in forward, backward, update order) in which a
 backend holds a NaN or Inf is recorded (``RunResult.nonfinite``: step, tensor, backends), and the
-run fails even when every backend agrees on it; it stops there unless ``keep_going``.
+run fails even when every backend agrees on it; it stops there unless ``keep_going``. The judge's
+ratios, which read every traced value anyway, tell whether a step has one; only then is it
+localised (:func:`first_nonfinite`), and what the backends recorded in the next step, begun
+meanwhile, is put back (:meth:`_Session.collect`).
+
+Traces keep the dtype the backend computed in (float32 copies in a float32 run): the upcast to
+float64 happens where the judge reads them, inside its compiled kernels or at the start of a
+NumPy computation (:func:`harness.judge.compare.float64`), so every number is the one a float64
+trace gives.
 
 Batches are taken from ``data`` one step at a time (:class:`harness.spec.data.Batches` makes them
 lazily), and the verdicts of a long run are kept whole only for its first :data:`KEEP_STEPS`
@@ -59,8 +68,8 @@ from harness.core.backend import BackendFailure
 from harness.core.errors import BackendUnavailable
 from harness.core.process import run_threads
 from harness.run import contract
-from harness.judge.compare import StepVerdict, TensorVerdict, compilable, consensus, judge, key_name, reference as reference_trace, \
-    scan_kinks, tensor_order
+from harness.judge.compare import StepVerdict, TensorVerdict, compilable, consensus, consensus_and_spread, float64, \
+    judge, key_name, reference as reference_trace, scan_kinks, tensor_order
 from harness.spec.data import batches, epoch_steps, weights
 from harness.run.choice import choose as choose_oracle
 from harness.judge.bounds import step_bounds
@@ -175,7 +184,7 @@ def run(scenario: Scenario, backends: list[str], progress: Callable[[int, StepVe
     pending = session.pending
     if result.interrupted and pending is not None and pending[1].done() and not pending[1].cancelled() \
             and pending[1].exception() is None:
-        _keep(result, pending[1].result())  # the judgement that was in flight
+        session._record(*pending[1].result())  # the judgement that was in flight
     result.stopped_early = result.steps_run < scenario.steps
     result.seconds = time.perf_counter() - start
     if result.interrupted:
@@ -262,18 +271,35 @@ class _Session:
         self.epoch_steps = epoch_steps(self.scenario) if self.scenario.schedule is not None else 1
         self.traced = False  # whether ``before`` holds the previous step's traces (not a state set)
         self.memo: dict[str, dict] = {}  # the judge's previous reference ("ref"), written by the worker
+        self.recorded: tuple = ({}, {}, [])  # failures, dtype mismatches, resyncs when the pending step was submitted
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge")
 
     def collect(self) -> bool:
-        """Record the pending verdict; True when the run should stop there."""
+        """Record the pending verdict; True when the run should stop there.
+
+        The judge finds a step's first non-finite value (:func:`_assess`), so the backends have
+        gone on a step by then: without ``keep_going`` the run stops at that step, and what was
+        recorded after it (re-anchoring, the next step's failures) is put back as it was."""
         assert self.pending is not None
         step, future = self.pending
         self.pending = None
-        verdict = future.result()
-        _keep(self.result, verdict)
+        verdict, nonfinite = future.result()
+        stop = self._record(verdict, nonfinite)
         if self.progress:
             self.progress(step, verdict)
-        return verdict.first_failure is not None and not self.keep_going
+        return stop or (verdict.first_failure is not None and not self.keep_going)
+
+    def _record(self, verdict: StepVerdict, nonfinite: "NonFinite | None") -> bool:
+        """Keep a judged step; True when it is the run's first non-finite one and the run stops there."""
+        result = self.result
+        _keep(result, verdict)
+        if nonfinite is None or result.nonfinite is not None:
+            return False
+        result.nonfinite = nonfinite
+        if self.keep_going:
+            return False
+        result.failures, result.dtype_mismatches, result.resyncs = self.recorded
+        return True
 
     def advance(self, step: int, X: np.ndarray, T: np.ndarray) -> bool:
         """One step: every backend's trace, the previous step's verdict collected, this step's
@@ -293,15 +319,13 @@ class _Session:
             return True  # the previous step failed; this step's traces are not judged
         if not traces:
             return True
-        if result.nonfinite is None:
-            result.nonfinite = first_nonfinite(scenario, step, traces)
         if oracle is not None:
             traces[oracle] = self.exact.step(X, T, scenario.lr)
         scan = scan_kinks(scenario, step, traces, self.before, oracle)
         self.pending = (step, self.worker.submit(_assess, scenario, step, traces, scan, oracle, point, self.memo))
-        if result.nonfinite is not None and not self.keep_going:
-            self.collect()
-            return True  # NaN and Inf only spread from here
+        # what a non-finite value in this step puts back (NaN and Inf only spread from here: collect)
+        self.recorded = (dict(result.failures), {k: list(v) for k, v in result.dtype_mismatches.items()},
+                         list(result.resyncs))
         self.reanchor(step, traces, scan)
         return False
 
@@ -420,10 +444,8 @@ def _keep(result: RunResult, verdict: StepVerdict) -> None:
 
 
 def first_nonfinite(scenario: Scenario, step: int, traces: dict[str, dict[str, np.ndarray]]) -> NonFinite | None:
-    """The first tensor, in the comparator's order, in which a backend's trace holds NaN or Inf."""
-    with np.errstate(over="ignore", invalid="ignore"):  # a finite sum has only finite terms (one pass,
-        if all(np.isfinite(np.sum(a)) for trace in traces.values() for a in trace.values()):  # no mask)
-            return None
+    """The first tensor, in the comparator's order, in which a backend's trace holds NaN or Inf
+    (the judge calls it only for a step in which its ratios met one: ``StepVerdict.finite``)."""
     order = tensor_order(scenario)
     named = {key_name(k) for k in order}
     order += [(name, None) for name in sorted({n for trace in traces.values() for n in trace} - named)]
@@ -451,31 +473,50 @@ class _Start:
 
 
 def _assess(scenario: Scenario, step: int, traces: dict, scan, oracle: str | None,
-            point: dict[str, np.ndarray] | _Start, memo: dict[str, dict]) -> StepVerdict:
-    """The reference, the rounding bound at ``point`` and the judgement of one step.
+            point: dict[str, np.ndarray] | _Start, memo: dict[str, dict]) -> tuple[StepVerdict, NonFinite | None]:
+    """The reference, the rounding bound at ``point`` and the judgement of one step; where the
+    judgement met a NaN or Inf in a backend's trace, the first one (:func:`first_nonfinite`).
 
     ``point``: the state the step started from, or (trajectory mode) every backend's state: the
     bound is then taken at their consensus and carries their measured spread as the error of
     the parameters. ``memo["ref"]`` is the previous step's reference (the worker judges the
-    steps in order); this step's replaces it.
+    steps in order), ``memo["spread"]`` the spread of the traced parameters around it, with the
+    arrays it is of (taken where the start's parameters are those very arrays); this step's
+    replace them.
     """
     carried = None
     if isinstance(point, _Start):
         states, previous = point.states, memo.get("ref") if point.traced else None
-        point = {k: previous[k] if previous is not None and k in previous else consensus([st[k] for st in states])
-                 for k in states[0]}
-        carried = {k: _pairwise_spread([st[k] for st in states], point[k]) for k in point}
-    ref = memo["ref"] = reference_trace(scenario, traces, oracle)
+        known = memo.get("spread", {}) if previous is not None else {}
+        point, carried = {}, {}
+        for k in states[0]:  # each parameter's consensus and spread, each from one pass where it can
+            values = [st[k] for st in states]
+            far = known[k][1] if k in known and _same_arrays(known[k][0], values) else None
+            point[k], far = (previous[k], far) if previous is not None and k in previous else consensus_and_spread(values)
+            carried[k] = far if far is not None else _pairwise_spread(values, point[k])
+    spreads: dict[str, np.ndarray] = {}
+    ref = memo["ref"] = reference_trace(scenario, traces, oracle, spreads)
+    memo["spread"] = {k: ([t[k] for t in traces.values() if k in t], s) for k, s in spreads.items()}
     bounds, _ = step_bounds(scenario, ref, point, carried)
-    return judge(scenario, step, traces, scan, bounds, oracle, ref)
+    verdict = judge(scenario, step, traces, scan, bounds, oracle, ref)
+    if verdict.finite:
+        return verdict, None
+    return verdict, first_nonfinite(scenario, step, {b: t for b, t in traces.items() if b != oracle})
+
+
+def _same_arrays(these: Sequence[np.ndarray], those: Sequence[np.ndarray]) -> bool:
+    """Whether two lists hold the very same array objects, in the same order."""
+    return len(these) == len(those) and all(a is b for a, b in zip(these, those))
 
 
 def _pairwise_spread(values: list[np.ndarray], centre: np.ndarray) -> np.ndarray:
-    """Element-wise largest distance of any backend's value from the consensus."""
+    """Element-wise largest distance of any backend's value from the consensus (float64; a
+    float32 value read as float64)."""
     if compilable([*values, centre], np.shape(centre)):
         from harness.judge import kernels  # the same numbers in one pass
 
         return kernels.spread(values, centre)
+    values = [float64(v) for v in values]
     out = np.abs(values[0] - centre)
     for v in values[1:]:
         np.maximum(out, np.abs(v - centre), out=out)
