@@ -312,3 +312,12 @@ def test_the_compiled_passes_of_the_arithmetic_are_its_numpy_form_bit_for_bit(dt
     exact = np.round(v.clip(-1e3, 1e3), 2)
     exact[~np.isfinite(exact)] = 1.0
     assert both(lambda: ar.given(exact)[1]) == (NO_ERROR, NO_ERROR)
+    # a long product (n > LAMBDA**2) with errors on both sides, B a transposed view as W^T is
+    A = (rng.normal(size=(40, 300)), Err(np.abs(rng.normal(size=(40, 300))) * 1e-7, None))
+    W = rng.normal(size=(200, 300))
+    B = (W.T, Err(np.abs(W.T) * 1e-6, (np.abs(W.T) * 1e-6) ** 2))
+    for left in (A, (A[0], NO_ERROR)):
+        (v1, e1), (v2, e2) = both(lambda: arithmetic.dot(ar, left, B, n=300))
+        same_shape = lambda x, y: x.shape == y.shape and np.array_equal(x, y, equal_nan=True)  # noqa: E731
+        assert same_shape(v1, v2) and same_shape(e1.worst, e2.worst)
+        assert (e1.var is None) == (e2.var is None) and (e1.var is None or same_shape(e1.var, e2.var))

@@ -26,7 +26,6 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import sympy as sp
-from numba import njit
 
 LAMBDA = 8.0  # standard deviations: P(|error| > LAMBDA sd) <= 2 exp(-LAMBDA**2 / 2) = 2.5e-14 (Hoeffding)
 # exp, log, tanh: their own error, in units of u (2 u = 1 ulp): 4 ulps in float32, 8 in float64,
@@ -176,9 +175,9 @@ class Arithmetic:
         var = np.asarray(errors.var, dtype=np.float64)
         shape = np.broadcast_shapes(worst.shape, var.shape)
         if worst.shape == var.shape and worst.size >= COMPILED_PASS:
-            out = np.empty(shape)
-            _bound_pass(worst.reshape(-1), var.reshape(-1), self.tiny, out.reshape(-1))
-            return out
+            from harness.judge import kernels
+
+            return kernels.bound(worst, var, self.tiny, LAMBDA, VAR_MIN)
         with np.errstate(invalid="ignore"):
             out = np.sqrt(var)  # in place from here: these are the largest arrays of a step
             if not isinstance(out, np.ndarray) or out.shape != shape:
@@ -208,11 +207,11 @@ class Arithmetic:
         TensorFlow do: docs/findings.md #4), an error the size of the value."""
         v = np.asarray(value, dtype=np.float64)
         if v.size >= COMPILED_PASS and (error is None or np.shape(error) == v.shape):  # the same, in one pass
+            from harness.judge import kernels
+
             if error is None:
-                return (v, NO_ERROR) if not _any_subnormal(v.reshape(-1), self.tiny) else self._given(v, None)
-            e, var = np.empty(v.shape), np.empty(v.shape)
-            _given_pass(v.reshape(-1), np.asarray(error, dtype=np.float64).reshape(-1), self.tiny, e.reshape(-1), var.reshape(-1))
-            return v, Err(e, var)
+                return (v, NO_ERROR) if not kernels.any_subnormal(v, self.tiny) else self._given(v, None)
+            return v, Err(*kernels.given(v, np.asarray(error, dtype=np.float64), self.tiny))
         return self._given(v, error)
 
     def _given(self, v: np.ndarray, error: Any) -> Pair:
@@ -225,65 +224,9 @@ class Arithmetic:
         return v, Err(e, e * e)
 
 
-# ---------------------------------------------------------------------------------------------
-# Two of the largest passes compiled: the same operations, one loop (numba, IEEE arithmetic)
-# ---------------------------------------------------------------------------------------------
-
-COMPILED_PASS = 1 << 15  # arrays of at least this many elements take the compiled passes
-_JIT = dict(nogil=True, cache=True, error_model="numpy", fastmath=False)
-
-
-@njit(**_JIT)
-def _bound_pass(worst, var, tiny, out):  # pragma: no cover - compiled
-    """:meth:`Arithmetic.bound` element by element (worst and var of one shape)."""
-    for i in range(out.size):
-        w, v = worst[i], var[i]
-        b = np.fmin(np.sqrt(v) * LAMBDA, w)
-        if not v >= VAR_MIN:
-            b = w
-        out[i] = np.fmax(b, np.fmin(w, tiny))
-
-
-@njit(**_JIT)
-def _given_pass(v, error, tiny, e, var):  # pragma: no cover - compiled
-    """:meth:`Arithmetic.given` with a measured error, element by element."""
-    for i in range(v.size):
-        x = v[i]
-        e[i] = error[i] + (abs(x) if abs(x) < tiny and x != 0 else 0.0)
-        var[i] = e[i] * e[i]
-
-
-@njit(**_JIT)
-def _long_operands(b, eb, c, both, first, second):  # pragma: no cover - compiled
-    """:func:`dot`'s right operands of a long product: ``c |b| + e_b`` and (``both``) ``|b| + e_b``."""
-    R, C = b.shape
-    for i in range(R):
-        for j in range(C):
-            m, e = abs(b[i, j]), eb[i, j]
-            first[i, j] = m * c + e
-            if both:
-                second[i, j] = m + e
-
-
-@njit(**_JIT)
-def _long_result(worst, k, var):  # pragma: no cover - compiled
-    """:func:`dot`'s worst case of a long product plus its underflows ``k``, and its variance
-    ``(worst / LAMBDA)**2`` (Higham & Mary's bound is the worst case here)."""
-    R, C = worst.shape
-    for i in range(R):
-        for j in range(C):
-            w = worst[i, j] + k
-            worst[i, j] = w
-            sd = w / LAMBDA
-            var[i, j] = sd * sd
-
-
-@njit(**_JIT)
-def _any_subnormal(v, tiny):  # pragma: no cover - compiled
-    for i in range(v.size):
-        if abs(v[i]) < tiny and v[i] != 0:
-            return True
-    return False
+# The largest passes run compiled from this many elements (harness.judge.kernels: the same
+# operations in one loop); below it in NumPy, so that small networks never import numba.
+COMPILED_PASS = 1 << 15
 
 
 # Whether a NaN can be in the arrays at hand. Outside :func:`harness.judge.bounds.step_bounds` always; inside, only
@@ -405,19 +348,26 @@ def dot(ar: Arithmetic, A: Pair, B: Pair, n: int, value: np.ndarray | None = Non
     if n > LAMBDA ** 2:
         c = LAMBDA * math.sqrt(n) * ar.u
         eb_worst = np.broadcast_to(0.0 if eb is NO_ERROR else eb.worst, np.shape(b))
-        # c |B| + E_B, and (for E_A) |B| + E_B, in one pass over B
-        first, second = np.empty_like(b, dtype=np.float64), np.empty_like(b, dtype=np.float64)
-        arrays = (b, eb_worst, first, second)
-        if not b.flags.c_contiguous and b.flags.f_contiguous:  # (W^T: the same pass in memory order)
-            arrays = tuple(x.T for x in arrays)
-        _long_operands(arrays[0], arrays[1], c, ea is not NO_ERROR, arrays[2], arrays[3])
+        k = LAMBDA * math.sqrt(n) * ar.tiny  # n underflows
+        large = np.size(b) >= COMPILED_PASS
+        if large:  # c |B| + E_B and (for E_A) |B| + E_B in one pass over B
+            from harness.judge import kernels
+
+            first, second = kernels.long_operands(b, eb_worst, c, ea is not NO_ERROR)
+        else:
+            ab = np.abs(b)
+            first, second = ab * c + eb_worst, ab + eb_worst
         worst = _matmul(aa, first, left=True)
         if ea is not NO_ERROR:
             # E_A E_B: second order, but not negligible around values that are 0 at the reference
             # while their errors are not (:func:`product_error`)
             worst += _matmul(np.broadcast_to(ea.worst, np.shape(a)), second, left=True)
-        var = np.empty_like(worst)
-        _long_result(worst, LAMBDA * math.sqrt(n) * ar.tiny, var)  # worst += n's underflows; var = (worst / LAMBDA)**2
+        if large:
+            var = kernels.long_result(worst, k, LAMBDA)  # worst += k; var = (worst / LAMBDA)**2
+        else:
+            worst += k
+            sd = worst / LAMBDA
+            var = sd * sd
         if (eb is not NO_ERROR and eb.var is None) or (ea is not NO_ERROR and ea.var is None):
             return v, Err(worst, None)
         return v, Err(worst, var)

@@ -1,5 +1,7 @@
 """The comparator's large passes as compiled loops: the same numbers, one pass instead of many.
 
+(And, at the end, the error arithmetic's largest passes: :mod:`harness.judge.arithmetic`.)
+
 The median of four traces (the consensus), the backends' spread around a centre, and the worst
 ratio of every backend in a tensor are each a handful of NumPy passes over a tensor's elements
 (:mod:`harness.judge.compare`). Here each is one loop over the elements
@@ -236,3 +238,94 @@ def _flats(arrays: list[np.ndarray]) -> list[np.ndarray]:
     a tuple of arrays must share one; float64 otherwise, exactly)."""
     dtype = np.float32 if all(a.dtype == np.float32 for a in arrays) else np.float64
     return [_flat(a, dtype) for a in arrays]
+
+
+# ---------------------------------------------------------------------------------------------
+# The error arithmetic's largest passes (harness.judge.arithmetic, from COMPILED_PASS elements):
+# the same operations as its NumPy form, one loop (tests/test_replay.py compares them bit for bit)
+# ---------------------------------------------------------------------------------------------
+
+@njit(**_JIT)
+def _bound(worst, var, tiny, lam, var_min, out):  # pragma: no cover - compiled
+    for i in range(out.size):
+        w, v = worst[i], var[i]
+        b = np.fmin(np.sqrt(v) * lam, w)
+        if not v >= var_min:
+            b = w
+        out[i] = np.fmax(b, np.fmin(w, tiny))
+
+
+def bound(worst: np.ndarray, var: np.ndarray, tiny: float, lam: float, var_min: float) -> np.ndarray:
+    """:meth:`harness.judge.arithmetic.Arithmetic.bound` of a worst case and a variance of one shape."""
+    out = np.empty(worst.shape)
+    _bound(_flat(worst), _flat(var), tiny, lam, var_min, out.reshape(-1))
+    return out
+
+
+@njit(**_JIT)
+def _given(v, error, tiny, e, var):  # pragma: no cover - compiled
+    for i in range(v.size):
+        x = v[i]
+        e[i] = error[i] + (abs(x) if abs(x) < tiny and x != 0 else 0.0)
+        var[i] = e[i] * e[i]
+
+
+def given(v: np.ndarray, error: np.ndarray, tiny: float) -> tuple[np.ndarray, np.ndarray]:
+    """The (worst case, variance) :meth:`harness.judge.arithmetic.Arithmetic.given` gives an input
+    with a measured error of its shape (a subnormal value's own size added)."""
+    e, var = np.empty(v.shape), np.empty(v.shape)
+    _given(_flat(v), _flat(error), tiny, e.reshape(-1), var.reshape(-1))
+    return e, var
+
+
+@njit(**_JIT)
+def _any_subnormal(v, tiny):  # pragma: no cover - compiled
+    for i in range(v.size):
+        if abs(v[i]) < tiny and v[i] != 0:
+            return True
+    return False
+
+
+def any_subnormal(v: np.ndarray, tiny: float) -> bool:
+    return bool(_any_subnormal(_flat(v), tiny))
+
+
+@njit(**_JIT)
+def _long_operands(b, eb, c, both, first, second):  # pragma: no cover - compiled
+    R, C = b.shape
+    for i in range(R):
+        for j in range(C):
+            m, e = abs(b[i, j]), eb[i, j]
+            first[i, j] = m * c + e
+            if both:
+                second[i, j] = m + e
+
+
+def long_operands(b: np.ndarray, eb: np.ndarray, c: float, both: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The right operands of :func:`harness.judge.arithmetic.dot`'s long product: ``c |b| + e_b``
+    and (``both``) ``|b| + e_b``, in b's memory order (W^T is read as it lies)."""
+    first, second = np.empty_like(b, dtype=np.float64), np.empty_like(b, dtype=np.float64)
+    arrays = (b, eb, first, second)
+    if not b.flags.c_contiguous and b.flags.f_contiguous:
+        arrays = tuple(x.T for x in arrays)
+    _long_operands(arrays[0], arrays[1], c, both, arrays[2], arrays[3])
+    return first, second
+
+
+@njit(**_JIT)
+def _long_result(worst, k, lam, var):  # pragma: no cover - compiled
+    R, C = worst.shape
+    for i in range(R):
+        for j in range(C):
+            w = worst[i, j] + k
+            worst[i, j] = w
+            sd = w / lam
+            var[i, j] = sd * sd
+
+
+def long_result(worst: np.ndarray, k: float, lam: float) -> np.ndarray:
+    """:func:`harness.judge.arithmetic.dot`'s long product: ``worst += k`` (in place) and its
+    variance ``(worst / lam)**2``."""
+    var = np.empty_like(worst)
+    _long_result(worst, k, lam, var)
+    return var
