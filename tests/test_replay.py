@@ -28,7 +28,7 @@ from harness.spec.state import initial_state
 def _record_at_once(monkeypatch):
     """Record a structure on its first evaluation (a run records on the second:
     test_a_structure_is_recorded_on_its_second_evaluation), with no plans from other tests."""
-    monkeypatch.setattr(replay, "RECORD_ON", 1)
+    monkeypatch.setattr(replay, "EAGER_FIRST", False)
     monkeypatch.setattr(replay, "_PLANS", {})
     monkeypatch.setattr(replay, "_SEEN", set())
 
@@ -132,6 +132,12 @@ def _same_pairs(eager: list, compiled: list) -> None:
             np.testing.assert_allclose(y[finite], x[finite], rtol=1e-12, atol=0)
 
 
+def _noted(replays: list, result: list | None) -> list | None:
+    """A replay's result, with whether it held noted in ``replays``."""
+    replays.append(result is not None)
+    return result
+
+
 def _elu_env(ar, z: np.ndarray, error: float) -> dict:
     return {X: (z, Err(np.full(SHAPE, error), np.full(SHAPE, error * error))), ALPHA: ar.constant(0.5)}
 
@@ -149,7 +155,7 @@ def test_a_kink_within_reach_is_a_second_variant_not_a_replay(monkeypatch):
     near[3, 7] = 1e-9  # one element within its error of the kink
     replays = []
     original = replay.Plan.replay
-    monkeypatch.setattr(replay.Plan, "replay", lambda self, *args: replays.append(original(self, *args) is not None) or original(self, *args))
+    monkeypatch.setattr(replay.Plan, "replay", lambda self, *args: _noted(replays, original(self, *args)))
     for z in (far, near, far, near):
         env = _elu_env(ar, z, 1e-6)
         _same_pairs(_eager([ELU], env, ar), walk.evaluate([ELU], env, ar))
@@ -223,7 +229,7 @@ def test_the_compiled_kernels_match_the_rules_on_hard_values(monkeypatch):
              o.eta: ar.constant(0.1), o.mu: ar.constant(0.9), o.v: (z * 0.5, Err(error, error * error))}
     replays = []
     original = replay.Plan.replay
-    monkeypatch.setattr(replay.Plan, "replay", lambda self, *args: replays.append(original(self, *args) is not None) or original(self, *args))
+    monkeypatch.setattr(replay.Plan, "replay", lambda self, *args: _noted(replays, original(self, *args)))
     for exprs, e in (([ELU], env), ([sp.diff(ELU, X)], env), ([update], u_env)):
         eager = _eager(exprs, e, ar)
         walk.evaluate(exprs, e, ar)  # recorded
@@ -234,7 +240,7 @@ def test_the_compiled_kernels_match_the_rules_on_hard_values(monkeypatch):
 def test_a_structure_is_recorded_on_its_second_evaluation(monkeypatch):
     """What a run evaluates once is not traced: the first evaluation of a structure is eager,
     the second recorded (its results the eager ones), the third replayed."""
-    monkeypatch.setattr(replay, "RECORD_ON", 2)
+    monkeypatch.setattr(replay, "EAGER_FIRST", True)
     ar = Arithmetic("float64")
     z = np.linspace(-2, 2, 96).reshape(12, 8)
     env = {X: (z, Err(np.abs(z) * 1e-9, (z * 1e-9) ** 2))}

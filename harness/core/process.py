@@ -37,7 +37,11 @@ def user_cache(name: str) -> str | None:
     ``~/.cache``, then ``nerva-consistency/NAME``), made if need be; None where it cannot be
     written (a cache is then not kept: nothing is lost but time)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = os.path.join(base, "nerva-consistency", name)
+    return writable_dir(os.path.join(base, "nerva-consistency", name))
+
+
+def writable_dir(path: str) -> str | None:
+    """``path``, made if need be, where it is a directory this process can write to; else None."""
     try:
         os.makedirs(path, exist_ok=True)
     except OSError:

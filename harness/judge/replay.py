@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness.core.process import user_cache
+from harness.core.process import user_cache, writable_dir
 from harness.judge.arithmetic import NAN_SEEN, NO_ERROR, Err, errstate
 from harness.judge.trace import Graph, Line, Traced, Unsupported, concrete, literal, pattern
 
@@ -149,14 +149,7 @@ def cache_dir() -> Path:
     (:func:`harness.core.process.user_cache`, ``kernels``), else a new temporary directory (then
     every process compiles again: nothing is lost but time)."""
     override = os.environ.get("NERVA_CONSISTENCY_CACHE")
-    if override:
-        try:
-            Path(override).mkdir(parents=True, exist_ok=True)
-            if os.access(override, os.W_OK):
-                return Path(override)
-        except OSError:
-            pass
-    path = user_cache("kernels")
+    path = (override and writable_dir(override)) or user_cache("kernels")
     return Path(path) if path else Path(tempfile.mkdtemp(prefix="nerva-consistency-kernels-"))
 
 
@@ -298,13 +291,15 @@ def _components(env: dict) -> tuple[list, list]:
     return components, structure
 
 
-def signature(exprs: tuple, env: dict, dtype: str, shape: tuple) -> tuple:
-    """What a plan is recorded for: the expressions, the dtype, the NaN state of the step, and
-    for every input which parts it has and their broadcast patterns against ``shape``."""
+def signature(exprs: tuple, env: dict, dtype: str, shape: tuple) -> tuple[tuple, list]:
+    """(What a plan is recorded for: the expressions, the dtype, the NaN state of the step, and
+    for every input which parts it has and their broadcast patterns against ``shape``; the
+    environment's arrays in order, :func:`_components`)."""
     components, structure = _components(env)
     kinds = tuple((np.asarray(x).dtype.str, pattern(np.shape(x), len(shape)), np.ndim(x)) for x in components)
     seen = NAN_SEEN.get()
-    return exprs, dtype, None if seen is None else seen[0], pattern(shape, len(shape)), tuple(structure), kinds
+    key = exprs, dtype, None if seen is None else seen[0], pattern(shape, len(shape)), tuple(structure), kinds
+    return key, components
 
 
 TRANSIENT = "transient"
@@ -313,8 +308,8 @@ TRANSIENT = "transient"
 def record(rules: Callable[[dict], list], evaluate: Callable[[dict], list], env: dict, shape: tuple) -> tuple[list, Any]:
     """Evaluate once by ``rules`` (the walk, unblocked) on traced values: (the results, as the
     eager rules give them; the plan, or None where the rules did something a plan cannot replay
-    (``evaluate``, the walk as it runs eagerly, gives the results then), or :data:`TRANSIENT`
-    where the NaN state changed on the way)."""
+    (where the tracing itself stopped, ``evaluate``, the walk as it runs eagerly, gives the
+    results), or :data:`TRANSIENT` where the NaN state changed on the way)."""
     graph = Graph(len(shape))
     components, structure = _components(env)
     if not all(np.asarray(x).dtype == np.float64 for x in components):
@@ -330,6 +325,7 @@ def record(rules: Callable[[dict], list], evaluate: Callable[[dict], list], env:
         results = rules(tenv)
     except Exception:  # Unsupported, or anything the traced values do that arrays would not
         return evaluate(env), None
+    values = [(concrete(v), e if e is NO_ERROR else Err(concrete(e.worst), concrete(e.var))) for v, e in results]
     template, outputs = [], []
 
     def leaf(x: Any) -> tuple:
@@ -349,8 +345,7 @@ def record(rules: Callable[[dict], list], evaluate: Callable[[dict], list], env:
         for v, e in results:
             template.append((leaf(v), e if e is NO_ERROR else (leaf(e.worst), None if e.var is None else leaf(e.var))))
     except Unsupported:
-        return evaluate(env), None
-    values = [(concrete(v), e if e is NO_ERROR else Err(concrete(e.worst), concrete(e.var))) for v, e in results]
+        return values, None
     if (None if seen is None else seen[0]) != before:
         return values, TRANSIENT  # a NaN made on the way: the branches taken were mixed
     return values, Plan(graph, template, outputs, check_nan=before is False)
@@ -360,30 +355,25 @@ _PLANS: dict[tuple, list[Plan] | None] = {}  # by signature: the variants record
 _SEEN: set[tuple] = set()  # the structures evaluated once, eagerly
 _LOCK = threading.Lock()
 VARIANTS = 4  # plans per structure, one per set of guard outcomes seen (a kink near or not)
-# A structure is recorded on its second evaluation: the first runs eagerly, so that what is
+# The first evaluation of a structure runs eagerly and the second is recorded, so that what is
 # evaluated once (a search's ever new networks) does not pay the tracing.
-RECORD_ON = 2
+EAGER_FIRST = True
 
 
 def run(exprs: tuple, env: dict, dtype: str, shape: tuple, rules: Callable[[dict], list],
         evaluate: Callable[[dict], list]) -> list:
     """``evaluate(env)``'s results (the eager walk), from a plan of their structure where one's
     guards hold (recorded from ``rules``, the walk unblocked), else eagerly; a structure is
-    recorded on its :data:`RECORD_ON`-th evaluation, and an evaluation no plan fits as a new
-    variant (up to :data:`VARIANTS`)."""
-    try:
-        key = signature(exprs, env, dtype, shape)
-        hash(key)
-    except TypeError:
-        return evaluate(env)
+    recorded on its second evaluation (:data:`EAGER_FIRST`), and an evaluation no plan fits as a
+    new variant (up to :data:`VARIANTS`)."""
+    key, components = signature(exprs, env, dtype, shape)
     with _LOCK:
         plans = _PLANS.get(key, [])
-        first = RECORD_ON > 1 and key not in _PLANS and key not in _SEEN
+        first = EAGER_FIRST and key not in _PLANS and key not in _SEEN
         if first:
             _SEEN.add(key)
     if plans is None or first:
         return evaluate(env)
-    components = _components(env)[0]
     for k, plan in enumerate(plans):
         results = plan.replay(components, shape)
         if results is not None:

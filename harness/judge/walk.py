@@ -44,11 +44,16 @@ def evaluate(exprs: Sequence[sp.Expr], env: dict[sp.Symbol, Pair], ar: Arithmeti
     from these rules on its first evaluation, replayed after, falling back to them where the
     data takes another branch).
     """
-    shape = np.broadcast_shapes(*(np.shape(x) for v, e in env.values() for x in (v, e.worst, e.var) if x is not None))
+    shape = _shape(env)
     if 1 <= len(shape) <= 2 and COMPILED[0]:
         return replay.run(tuple(exprs), env, ar.dtype.name, shape, lambda e: _evaluate(exprs, e, ar),
                           lambda e: eager(exprs, e, ar))
     return eager(exprs, env, ar)
+
+
+def _shape(env: dict) -> tuple:
+    """The broadcast shape of an environment's values and errors."""
+    return np.broadcast_shapes(*(np.shape(x) for v, e in env.values() for x in (v, e.worst, e.var) if x is not None))
 
 
 def eager(exprs: Sequence[sp.Expr], env: dict[sp.Symbol, Pair], ar: Arithmetic) -> list[Pair]:
@@ -56,7 +61,7 @@ def eager(exprs: Sequence[sp.Expr], env: dict[sp.Symbol, Pair], ar: Arithmetic) 
     evaluation runs block by block along the first axis (:data:`BLOCK` elements at a time): each
     node of the tree is then one pass over arrays that stay in the CPU's cache instead of one
     over main memory, with the same result, element for element."""
-    shape = np.broadcast_shapes(*(np.shape(x) for v, e in env.values() for x in (v, e.worst, e.var) if x is not None))
+    shape = _shape(env)
     size = math.prod(shape)
     if size <= 2 * BLOCK or not shape:
         return _evaluate(exprs, env, ar)
